@@ -1,0 +1,22 @@
+"""Self-contained modeling code (torch + transformers only), copied flat into Hub folders for remote code."""
+
+from .configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
+from .modeling_vjepa2_area import (
+    AttentiveClassifier,
+    AttentivePooler,
+    VJEPA2AreaEncoderMixin,
+    VJEPA2AreaForVideoClassification,
+    VJEPA2AreaModel,
+    VJEPA2AreaPreTrainedModel,
+)
+
+__all__ = [
+    "VARIANTS",
+    "VJEPA2AreaConfig",
+    "VJEPA2AreaModel",
+    "VJEPA2AreaForVideoClassification",
+    "VJEPA2AreaPreTrainedModel",
+    "VJEPA2AreaEncoderMixin",
+    "AttentiveClassifier",
+    "AttentivePooler",
+]

@@ -1,0 +1,220 @@
+"""Configuration of V-JEPA 2 encoders with Spatiotemporal Area Attention (ST-A²)."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PreTrainedConfig
+
+# Encoder sizes of the V-JEPA 2 family. "giant" is the released ViT-g (22 heads of 64).
+# "gigantic" has no released weights; the original code intends mlp_ratio 64/13 but a misspelled
+# keyword leaves it at 4.0 in one of its builders. We use the intended 64/13.
+VARIANTS: dict[str, dict] = {
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0),
+    "small": dict(embed_dim=384, depth=12, num_heads=6, mlp_ratio=4.0),
+    "base": dict(embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16, mlp_ratio=4.0),
+    "huge": dict(embed_dim=1280, depth=32, num_heads=16, mlp_ratio=4.0),
+    "giant": dict(embed_dim=1408, depth=40, num_heads=22, mlp_ratio=48 / 11),
+    "gigantic": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
+}
+
+AREA_KERNELS = ("auto", "mask", "dense", "varlen")
+
+# The prototype's partition: 2 temporal x 2 height splits, width unsplit.
+DEFAULT_AREA_SPLITS = (2, 2, 1)
+DEFAULT_AREA_FRACTION = 0.75
+
+
+def _as_pair(value, name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+
+
+def parse_area_layers(area_layers, depth: int) -> list[int]:
+    """Normalise `area_layers` to a sorted list of block indices.
+
+    Accepts None (the first 75% of blocks, like the prototype's [0, 18) for 24 blocks), a `range`,
+    a "start:end" string meaning [start, end), or an explicit list of indices. Two-element lists are
+    taken literally as indices: use "0:18" or range(0, 18) for a range.
+    """
+    if area_layers is None:
+        return list(range(int(depth * DEFAULT_AREA_FRACTION)))
+    if isinstance(area_layers, str):
+        parts = area_layers.split(":")
+        if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            raise ValueError(f"area_layers string must look like 'start:end' (e.g. '0:18'), got {area_layers!r}")
+        area_layers = range(int(parts[0]), int(parts[1]))
+    if isinstance(area_layers, range):
+        area_layers = list(area_layers)
+    if not isinstance(area_layers, (list, tuple)) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in area_layers
+    ):
+        raise ValueError(
+            f"area_layers must be None, 'start:end', a range or a list of block indices, got {area_layers!r}"
+        )
+    layers = sorted(set(int(i) for i in area_layers))
+    bad = [i for i in layers if not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"area_layers {bad} out of range: the encoder has blocks 0..{depth - 1} (depth={depth})")
+    return layers
+
+
+class VJEPA2AreaConfig(PreTrainedConfig):
+    r"""
+    Configuration of a V-JEPA 2 video ViT encoder, optionally with ST-A² area attention.
+
+    Encoder fields follow the original `VisionTransformer` arguments. Area fields:
+
+    area_splits (`tuple[int, int, int]` or `None`):
+        Number of areas along (time, height, width) in token-grid units; `None` means full attention in
+        every block. `(2, 2, 1)` reproduces the prototype's partition. Leftover rows/frames of a grid
+        not divisible by the split go to the last area.
+    area_layers (`list[int]`, `"start:end"`, `range` or `None`):
+        Blocks that use area attention; `None` means the first 75% of blocks. Stored as a list.
+    area_residual_scale (`float`):
+        Scale on the area-attention output before the output projection (prototype option).
+    area_kernel (`str`):
+        Which area-attention implementation to run: "auto" (fastest available), "mask" (dense SDPA with
+        a boolean same-area mask; the reference, any device), "dense" (reshape into equal areas; only
+        when no tokens are masked and the grid divides) or "varlen" (packed variable-length attention,
+        CUDA, fp16/bf16).
+    probe_* fields size the attentive probe of `VJEPA2AreaForVideoClassification`.
+    """
+
+    model_type = "vjepa2_area"
+    attribute_map = {
+        "hidden_size": "embed_dim",
+        "num_hidden_layers": "depth",
+        "num_attention_heads": "num_heads",
+        "initializer_range": "init_std",
+    }
+
+    img_size: int | list[int] | tuple[int, int] = 256
+    patch_size: int = 16
+    num_frames: int = 16
+    tubelet_size: int = 2
+    in_chans: int = 3
+    embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    use_rope: bool = True
+    rope_interleave: bool = False
+    use_silu: bool = False
+    wide_silu: bool = True
+    layer_norm_eps: float = 1e-6
+    drop_path_rate: float = 0.0
+    init_std: float = 0.02
+    uniform_power: bool = False
+    area_splits: list[int] | tuple[int, int, int] | None = None
+    area_layers: list[int] | str | range | None = None
+    area_residual_scale: float = 1.0
+    area_kernel: str = "auto"
+    probe_depth: int = 4
+    probe_num_heads: int = 16
+    probe_layer_norm_eps: float = 1e-5
+
+    def __post_init__(self, **kwargs):
+        variant = kwargs.pop("variant", None)
+        if variant is not None:
+            if variant not in VARIANTS:
+                raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+            for key, value in VARIANTS[variant].items():
+                setattr(self, key, value)
+        self.img_size = list(_as_pair(self.img_size, "img_size"))
+        self._validate()
+        if self.area_splits is not None:
+            self.area_splits = [int(s) for s in self.area_splits]
+            self.area_layers = parse_area_layers(self.area_layers, self.depth)
+        else:
+            self.area_layers = []
+        super().__post_init__(**kwargs)
+
+    @classmethod
+    def from_variant(cls, variant: str, **kwargs) -> "VJEPA2AreaConfig":
+        """A config for a named size ("tiny" ... "gigantic"); other fields from kwargs."""
+        return cls(variant=variant, **kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def grid_size(self) -> tuple[int, int, int]:
+        """Token grid (t, h, w) at the configured input size."""
+        return (
+            self.num_frames // self.tubelet_size,
+            self.img_size[0] // self.patch_size,
+            self.img_size[1] // self.patch_size,
+        )
+
+    def _validate(self) -> None:
+        def positive_int(name):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+        for name in ("patch_size", "num_frames", "tubelet_size", "in_chans", "embed_dim", "depth", "num_heads"):
+            positive_int(name)
+        if self.embed_dim % self.num_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by num_heads ({self.num_heads})"
+            )
+        for side, name in zip(self.img_size, ("height", "width")):
+            if side % self.patch_size:
+                raise ValueError(
+                    f"img_size {name} ({side}) must be divisible by patch_size ({self.patch_size})"
+                )
+        if self.num_frames > 1 and self.num_frames % self.tubelet_size:
+            raise ValueError(
+                f"num_frames ({self.num_frames}) must be divisible by tubelet_size ({self.tubelet_size})"
+            )
+        if self.use_rope:
+            rope_dim = 2 * ((self.head_dim // 3) // 2)
+            if rope_dim == 0 or self.head_dim % 2:
+                raise ValueError(
+                    f"use_rope=True needs an even head_dim of at least 6 (embed_dim / num_heads); got "
+                    f"head_dim={self.head_dim} from embed_dim={self.embed_dim}, num_heads={self.num_heads}"
+                )
+        if not (isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0 and math.isfinite(self.mlp_ratio)):
+            raise ValueError(f"mlp_ratio must be a positive number, got {self.mlp_ratio!r}")
+        if not 0.0 <= float(self.drop_path_rate) < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
+        if self.area_kernel not in AREA_KERNELS:
+            raise ValueError(f"area_kernel must be one of {AREA_KERNELS}, got {self.area_kernel!r}")
+        if self.area_splits is not None:
+            splits = self.area_splits
+            if (
+                not isinstance(splits, (list, tuple))
+                or len(splits) != 3
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in splits)
+            ):
+                raise ValueError(
+                    "area_splits must be None or three positive ints (time, height, width), e.g. (2, 2, 1); "
+                    f"got {splits!r}"
+                )
+            grid = self.grid_size
+            for axis, split, size in zip(("time", "height", "width"), splits, grid):
+                if split > size:
+                    raise ValueError(
+                        f"area_splits {axis} split {split} exceeds the token grid's {axis} size {size} at the "
+                        f"configured input (grid t,h,w = {grid}); use a split <= {size}"
+                    )
+        elif self.area_layers:
+            raise ValueError("area_layers is set but area_splits is None: set area_splits, e.g. (2, 2, 1)")
+        if not isinstance(self.area_residual_scale, (int, float)):
+            raise ValueError(f"area_residual_scale must be a number, got {self.area_residual_scale!r}")
+        for name in ("probe_depth", "probe_num_heads"):
+            positive_int(name)
+        if self.embed_dim % self.probe_num_heads:
+            raise ValueError(
+                f"embed_dim ({self.embed_dim}) must be divisible by probe_num_heads ({self.probe_num_heads})"
+            )
+
+
+__all__ = ["VJEPA2AreaConfig", "VARIANTS", "AREA_KERNELS", "DEFAULT_AREA_SPLITS", "parse_area_layers"]

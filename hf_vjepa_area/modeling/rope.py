@@ -1,0 +1,69 @@
+"""3-axis rotary position embedding of V-JEPA 2, built once per forward.
+
+The head dimension is split into depth, height and width slices of `2 * ((head_dim // 3) // 2)`
+channels each, in that order; leftover channels at the end are not rotated. Within a slice of
+width d, channel j uses frequency `omega[j mod d/2]` (sin/cos *tiled*), while the rotation pairs
+*adjacent* channels (`rot(x) = [-x1, x0, -x3, x2, ...]`). The released weights were trained with
+this mismatch; V-JEPA 2.1 interleaves sin/cos instead (`interleave=True`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class RopeTables(NamedTuple):
+    """cos/sin of shape [B or 1, K, 1, head_dim] in float32, broadcast over heads (token-major layout)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+
+def rope_axis_dim(head_dim: int) -> int:
+    return 2 * ((head_dim // 3) // 2)
+
+
+def token_positions(token_ids: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    """(t, h, w) grid coordinates of raster-order token ids, stacked on a new last dim."""
+    _, grid_h, grid_w = grid
+    per_frame = grid_h * grid_w
+    t = token_ids // per_frame
+    rest = token_ids - t * per_frame
+    h = rest // grid_w
+    w = rest - h * grid_w
+    return torch.stack((t, h, w), dim=-1)
+
+
+def build_rope_tables(positions: torch.Tensor, head_dim: int, interleave: bool = False) -> RopeTables:
+    """Tables for integer positions [..., K, 3]; leftover channels get cos=1, sin=0 (identity)."""
+    axis_dim = rope_axis_dim(head_dim)
+    half = axis_dim // 2
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32, device=positions.device) / half)
+    freqs = positions.to(torch.float32).unsqueeze(-1) * omega  # [..., K, 3, half]
+    if interleave:
+        freqs = freqs.repeat_interleave(2, dim=-1)
+    else:
+        freqs = freqs.repeat(*([1] * (freqs.ndim - 1)), 2)
+    freqs = freqs.flatten(-2)  # [..., K, 3 * axis_dim]: depth, height, width slices
+    cos, sin = freqs.cos(), freqs.sin()
+    leftover = head_dim - 3 * axis_dim
+    if leftover:
+        cos = torch.nn.functional.pad(cos, (0, leftover), value=1.0)
+        sin = torch.nn.functional.pad(sin, (0, leftover), value=0.0)
+    return RopeTables(cos.unsqueeze(-2), sin.unsqueeze(-2))
+
+
+def rotate_adjacent_pairs(x: torch.Tensor) -> torch.Tensor:
+    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((-x1, x0), dim=-1).flatten(-2)
+
+
+def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
+    """Rotate x [B, K, heads, head_dim] in float32 (autocast-safe) and return it in x's dtype."""
+    x32 = x.float()
+    return (x32 * tables.cos + rotate_adjacent_pairs(x32) * tables.sin).to(x.dtype)
+
+
+__all__ = ["RopeTables", "token_positions", "build_rope_tables", "apply_rope", "rope_axis_dim"]
