@@ -55,7 +55,7 @@ def check_splits(grid: tuple[int, int, int], splits) -> None:
 
 def largest_area(grid: tuple[int, int, int], splits) -> int:
     """Token count of the biggest area (the last one, which takes the leftovers): a static bound."""
-    return math.prod(size - (split - 1) * (size // split) for size, split in zip(grid, splits))
+    return math.prod([size - (split - 1) * (size // split) for size, split in zip(grid, splits)])
 
 
 @dataclass

@@ -313,8 +313,9 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
     """V-JEPA 2 masks (LongTensor [B, K] of visible token ids, or a list of them) -> [len*B, K] ids.
 
     Ids may be unsorted or repeated: positions come from the ids, and outputs keep the caller's order.
-    Out-of-range ids raise here on CPU; on CUDA the check would sync the host, so they surface as the
-    gather's device-side assert instead (as in the original code).
+    Out-of-range ids raise here on CPU in eager mode; on CUDA (and under torch.compile) the check would
+    sync the host or break the graph, so they surface as the gather's index error instead (as in the
+    original code).
     """
     if masks is None:
         return None
@@ -336,7 +337,8 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
                 f"all masks must keep the same number of tokens to be concatenated on the batch dim; "
                 f"masks[0] keeps {mask_list[0].shape[-1]}, masks[{i}] keeps {mask.shape[1]}"
             )
-        if not mask.is_cuda and mask.numel() and (mask.min() < 0 or mask.max() >= num_tokens):
+        checkable = not mask.is_cuda and not torch.compiler.is_compiling()  # the check reads values
+        if checkable and mask.numel() and (mask.min() < 0 or mask.max() >= num_tokens):
             raise ValueError(
                 f"masks[{i}] has token ids outside [0, {num_tokens}) for this input "
                 f"(min {int(mask.min())}, max {int(mask.max())})"

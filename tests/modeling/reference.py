@@ -1,0 +1,88 @@
+"""A slow, independent reference of the V-JEPA 2 encoder with area attention.
+
+Written from the formulas (DESIGN.md section 3) with explicit loops: per sample, per area, plain
+softmax attention over the tokens whose grid position falls in that area. It shares only the
+weights with the model under test, none of its position, RoPE, partition or kernel code.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def rotate_slice(x: torch.Tensor, pos: torch.Tensor, interleave: bool = False) -> torch.Tensor:
+    """x [heads, N, d], pos [N]: V-JEPA 2 rotation of one axis slice (tiled sin/cos, adjacent pairs)."""
+    d = x.shape[-1]
+    omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))
+    freq = pos.double()[:, None] * omega[None]
+    if interleave:
+        sin, cos = freq.sin().repeat_interleave(2, -1), freq.cos().repeat_interleave(2, -1)
+    else:
+        sin, cos = freq.sin().repeat(1, 2), freq.cos().repeat(1, 2)
+    pairs = x.double().reshape(*x.shape[:-1], d // 2, 2)
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).reshape(x.shape)
+    return (x.double() * cos + rotated * sin).to(x.dtype)
+
+
+def rope(x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, interleave=False) -> torch.Tensor:
+    head_dim = x.shape[-1]
+    s = 2 * ((head_dim // 3) // 2)
+    parts = [
+        rotate_slice(x[..., 0:s], t, interleave),
+        rotate_slice(x[..., s : 2 * s], h, interleave),
+        rotate_slice(x[..., 2 * s : 3 * s], w, interleave),
+        x[..., 3 * s :],
+    ]
+    return torch.cat(parts, dim=-1)
+
+
+def area_of(t: int, h: int, w: int, grid, splits) -> int:
+    index = []
+    for pos, size, split in zip((t, h, w), grid, splits):
+        step = size // split
+        index.append(min(pos // step, split - 1))
+    return (index[0] * splits[1] + index[1]) * splits[2] + index[2]
+
+
+def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+    """video [B, C, T, H, W]; ids [B, K] visible token ids (or None). Returns [B, K, D] in ids' order."""
+    config = model.config
+    p, tub = config.patch_size, config.tubelet_size
+    grid = (video.shape[2] // tub, video.shape[3] // p, video.shape[4] // p)
+    tokens = model.patch_embed.proj(video).flatten(2).transpose(1, 2)
+    batch, num_tokens, dim = tokens.shape
+    if ids is None:
+        ids = torch.arange(num_tokens).expand(batch, -1)
+    heads = config.num_heads
+    outputs = []
+    for b in range(batch):
+        x = tokens[b, ids[b]]
+        t = ids[b] // (grid[1] * grid[2])
+        h = (ids[b] % (grid[1] * grid[2])) // grid[2]
+        w = ids[b] % grid[2]
+        if config.area_splits:
+            areas = torch.tensor([area_of(int(a), int(c), int(e), grid, config.area_splits) for a, c, e in zip(t, h, w)])
+        for i, block in enumerate(model.blocks):
+            y = block.norm1(x)
+            q, k, v = block.attn.qkv(y).reshape(len(x), 3, heads, -1).permute(1, 2, 0, 3)
+            q = rope(q, t, h, w, config.rope_interleave)
+            k = rope(k, t, h, w, config.rope_interleave)
+            out = torch.zeros_like(q)
+            groups = [torch.arange(len(x))]
+            if i in config.area_layers:
+                groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
+            for g in groups:
+                scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+                out[:, g] = scores.softmax(-1) @ v[:, g]
+            if i in config.area_layers:
+                out = out * config.area_residual_scale
+            x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
+            x = x + block.mlp(block.norm2(x))
+        outputs.append(model.norm(x))
+    return torch.stack(outputs)
+
+
+def random_masks(batch: int, num_tokens: int, keep: int, generator: torch.Generator, sort: bool = True):
+    ids = torch.stack([torch.randperm(num_tokens, generator=generator)[:keep] for _ in range(batch)])
+    return ids.sort(dim=-1).values if sort else ids

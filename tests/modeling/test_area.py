@@ -1,0 +1,165 @@
+"""ST-A² area attention: exact against a dense per-area reference on every mask and partition."""
+
+import pytest
+import torch
+
+from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel
+from hf_vjepa_area.modeling.area import AreaPlan, area_attention, area_ids_from_positions
+from hf_vjepa_area.modeling.rope import token_positions
+from tests.modeling.reference import random_masks, reference_encoder
+
+
+def tiny_model(splits=(2, 2, 1), layers=None, img=(64, 64), frames=8, depth=3, **overrides):
+    torch.manual_seed(0)
+    config = VJEPA2AreaConfig(
+        img_size=list(img), num_frames=frames, embed_dim=48, depth=depth, num_heads=2,
+        area_splits=splits, area_layers=layers, **overrides,
+    )
+    return VJEPA2AreaModel(config).eval()
+
+
+def encode(model, video, ids=None, kernel=None):
+    with torch.no_grad():
+        return model.encode(video, masks=ids, area_kernel=kernel).last_hidden_state
+
+
+def test_area_ids_follow_grid_positions_and_leftovers_join_last_area():
+    grid = (3, 5, 4)
+    ids = torch.arange(60)
+    areas = area_ids_from_positions(token_positions(ids, grid), grid, (2, 2, 1))
+    t, h = ids // 20, (ids % 20) // 4
+    # time: 3 // 2 = 1 frame in area 0, frames 1-2 in area 1; height: rows 0-1 then rows 2-4
+    expected = (t >= 1).long() * 2 + (h >= 2).long()
+    assert torch.equal(areas, expected)
+
+
+@pytest.mark.parametrize("splits", [(2, 2, 1), (1, 2, 2), (2, 1, 2), (2, 2, 2)])
+def test_all_tokens_matches_reference(splits):
+    model = tiny_model(splits)
+    video = torch.randn(2, 3, 8, 64, 64)
+    torch.testing.assert_close(encode(model, video), reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["auto", "mask"])
+def test_uneven_masked_areas_match_reference(kernel):
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(3, 3, 8, 64, 64)
+    ids = random_masks(3, 64, 16, torch.Generator().manual_seed(3))  # 25% visible: areas hold different counts
+    got = encode(model, video, ids, kernel)
+    torch.testing.assert_close(got, reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+
+
+def test_empty_area_is_exact_and_finite():
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(2, 3, 8, 64, 64)
+    grid_tokens = torch.arange(64)
+    first_frames = grid_tokens[grid_tokens // 16 < 2]  # only time-area 0: areas 2 and 3 are empty
+    ids = torch.stack([first_frames[::2], first_frames[1::2]])
+    got = encode(model, video, ids)
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+
+
+def test_non_divisible_grid_and_non_square_input():
+    model = tiny_model((2, 2, 2), img=(48, 80), frames=6)  # grid (3, 3, 5)
+    video = torch.randn(2, 3, 6, 48, 80)
+    torch.testing.assert_close(encode(model, video), reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+    ids = random_masks(2, 45, 20, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(encode(model, video, ids), reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+
+
+def test_unsorted_and_list_masks_keep_caller_order():
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(2, 3, 8, 64, 64)
+    gen = torch.Generator().manual_seed(5)
+    first = random_masks(2, 64, 20, gen, sort=False)
+    second = random_masks(2, 64, 20, gen, sort=False)
+    got = encode(model, video, [first, second])
+    expected = torch.cat([reference_encoder(model, video, first), reference_encoder(model, video, second)])
+    assert got.shape == (4, 20, 48)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_gradients_match_reference():
+    model = tiny_model((2, 2, 1)).train()
+    video = torch.randn(2, 3, 8, 64, 64)
+    ids = random_masks(2, 64, 24, torch.Generator().manual_seed(7))
+    weight = torch.randn(2, 24, 48)
+
+    def grads(fn):
+        model.zero_grad()
+        (fn() * weight).sum().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    ours = grads(lambda: model.encode(video, masks=ids).last_hidden_state)
+    ref = grads(lambda: reference_encoder(model, video, ids))
+    for name in ref:
+        torch.testing.assert_close(ours[name], ref[name], atol=1e-4, rtol=1e-3, msg=name)
+
+
+def test_one_area_is_full_attention_bit_for_bit():
+    full = tiny_model(None)
+    one = tiny_model((1, 1, 1), layers="0:3")
+    one.load_state_dict(full.state_dict())
+    video = torch.randn(2, 3, 8, 64, 64)
+    ids = random_masks(2, 64, 30, torch.Generator().manual_seed(1))
+    assert torch.equal(encode(one, video), encode(full, video))
+    assert torch.equal(encode(one, video, ids), encode(full, video, ids))
+
+
+def test_full_attention_checkpoint_loads_into_area_model():
+    full = tiny_model(None)
+    area = tiny_model((2, 2, 1))
+    missing, unexpected = area.load_state_dict(full.state_dict(), strict=True)
+    assert not missing and not unexpected
+
+
+def test_area_only_model_outputs_of_an_area_do_not_depend_on_other_areas():
+    model = tiny_model((2, 2, 1), layers="0:3")  # area attention in every block
+    video = torch.randn(1, 3, 8, 64, 64)
+    ids = torch.arange(64).unsqueeze(0)
+    areas = area_ids_from_positions(token_positions(ids, (4, 4, 4)), (4, 4, 4), (2, 2, 1))
+    everything = encode(model, video)
+    for area in range(4):
+        own = ids[areas == area].unsqueeze(0)
+        torch.testing.assert_close(encode(model, video, own), everything[:, own[0]], atol=1e-5, rtol=1e-5)
+
+
+def test_dense_and_mask_kernels_agree_and_dense_refuses_masks():
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(2, 3, 8, 64, 64)
+    torch.testing.assert_close(encode(model, video, kernel="dense"), encode(model, video, kernel="mask"),
+                               atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="area_kernel='dense' needs all tokens"):
+        encode(model, video, torch.arange(10).expand(2, -1), kernel="dense")
+
+
+def test_splits_larger_than_input_grid_raise():
+    model = tiny_model((2, 2, 1))
+    with pytest.raises(ValueError, match="exceeds the input's token grid"):
+        encode(model, torch.randn(1, 3, 2, 64, 64))  # one tubelet: time grid 1 < split 2
+
+
+def test_area_residual_scale_is_applied_in_area_blocks():
+    model = tiny_model((2, 2, 1), area_residual_scale=0.5)
+    video = torch.randn(1, 3, 8, 64, 64)
+    torch.testing.assert_close(encode(model, video), reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+
+
+def test_plan_offsets_count_tokens_per_batch_and_area():
+    grid = (2, 2, 2)
+    ids = torch.tensor([[0, 1, 2, 7], [4, 5, 6, 7]])
+    plan = AreaPlan.build(token_positions(ids, grid), grid, (2, 1, 1), masked=True)
+    assert plan.segment_offsets(2).tolist() == [0, 3, 4, 4, 8]  # sample 1 has an empty first area
+    q = torch.randn(2, 4, 2, 8)
+    out = area_attention(q, q, q, plan)
+    assert out.shape == q.shape
+
+
+def test_compiles_with_fullgraph():
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(2, 3, 8, 64, 64)
+    ids = random_masks(2, 64, 16, torch.Generator().manual_seed(2))
+    compiled = torch.compile(model.encode, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(video, ids).last_hidden_state, encode(model, video, ids))
