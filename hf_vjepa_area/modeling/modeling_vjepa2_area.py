@@ -70,6 +70,15 @@ def interpolate_pos_embed(pos_embed: torch.Tensor, source_grid: tuple, target_gr
 # ----------------------------------------------------------------------------------------------
 
 
+def mark_residual_output(linear: nn.Linear, depth: int) -> None:
+    """Tag a linear that writes into the residual stream of the `depth`-th block (from 1).
+
+    The released init divides its weights by sqrt(2 * depth); the tag lets `init_weights` do that on
+    the linear itself, since transformers' init skips container modules that own no parameters.
+    """
+    linear.residual_depth = depth
+
+
 def drop_path(x: torch.Tensor, drop_prob: float, training: bool) -> torch.Tensor:
     if drop_prob == 0.0 or not training:
         return x
@@ -163,6 +172,8 @@ class Block(GradientCheckpointingLayer):
             self.mlp = SwiGLU(dim, hidden, wide_silu=config.wide_silu)
         else:
             self.mlp = MLP(dim, hidden)
+        mark_residual_output(self.attn.proj, layer_id + 1)
+        mark_residual_output(self.mlp.fc3 if config.use_silu else self.mlp.fc2, layer_id + 1)
 
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), rope, plan))
@@ -244,6 +255,11 @@ class AttentivePooler(nn.Module):
         self.query_tokens = nn.Parameter(torch.zeros(1, num_queries, dim))
         self.cross_attention_block = CrossAttentionBlock(dim, num_heads, mlp_ratio, eps)
         self.blocks = nn.ModuleList([PoolerBlock(dim, num_heads, mlp_ratio, eps) for _ in range(depth - 1)])
+        for layer_id, block in enumerate(self.blocks, start=1):
+            mark_residual_output(block.attn.proj, layer_id)
+            mark_residual_output(block.mlp.fc2, layer_id)
+        # The original reuses its loop's last id here (1 when there are no self-attention blocks).
+        mark_residual_output(self.cross_attention_block.mlp.fc2, max(len(self.blocks), 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -266,31 +282,20 @@ class AttentiveClassifier(nn.Module):
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:
-    """Released init: trunc-normal weights, zero biases, and residual outputs scaled by sqrt(2 * layer_id).
+    """Released init: trunc-normal weights, zero biases, residual outputs scaled by 1/sqrt(2 * depth).
 
     Uses transformers' init functions, which skip tensors that `from_pretrained` already loaded.
-    Called children-first (transformers' order and `nn.Module.apply`), so a block's rescaled init
-    overwrites the plain one of its linears.
     """
     if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
-        init.trunc_normal_(module.weight, std=std)
+        depth = getattr(module, "residual_depth", None)
+        init.trunc_normal_(module.weight, std=std if depth is None else std / math.sqrt(2.0 * depth))
         if module.bias is not None:
             init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):
         init.ones_(module.weight)
         init.zeros_(module.bias)
-    elif isinstance(module, Block):
-        scaled = std / math.sqrt(2.0 * (module.layer_id + 1))
-        init.trunc_normal_(module.attn.proj.weight, std=scaled)
-        last = module.mlp.fc3 if isinstance(module.mlp, SwiGLU) else module.mlp.fc2
-        init.trunc_normal_(last.weight, std=scaled)
     elif isinstance(module, AttentivePooler):
         init.trunc_normal_(module.query_tokens, std=std)
-        for layer_id, block in enumerate(module.blocks, start=1):
-            init.trunc_normal_(block.attn.proj.weight, std=std / math.sqrt(2.0 * layer_id))
-            init.trunc_normal_(block.mlp.fc2.weight, std=std / math.sqrt(2.0 * layer_id))
-        last_id = max(len(module.blocks), 1)  # the original reuses the loop's last id (0 -> 1 with no blocks)
-        init.trunc_normal_(module.cross_attention_block.mlp.fc2.weight, std=std / math.sqrt(2.0 * last_id))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -416,15 +421,13 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens + table.to(tokens.dtype)
         return tokens
 
-    def encode(
-        self,
-        x: torch.Tensor,
-        masks=None,
-        out_layers: Sequence[int] | None = None,
-        output_hidden_states: bool = False,
-        area_kernel: str | None = None,
-    ) -> EncoderOutput:
-        """Pixels [B, C, T, H, W] (or [B, C, H, W]) -> tokens, optionally only the visible ones."""
+    def _prepare_tokens(self, x: torch.Tensor, masks=None, area_kernel: str | None = None):
+        """Everything computed once per forward, before the blocks.
+
+        Returns `(tokens, rope, plan, restore, grid)`: the embedded (visible, area-sorted) tokens, the RoPE
+        tables, the area plan, a function that puts tokens back in the caller's order, and the input's
+        token grid (t, h, w).
+        """
         config = self.config
         x, grid = self._input_grid(x)
         tokens = self._embed(x, grid)
@@ -455,6 +458,19 @@ class VJEPA2AreaEncoderMixin:
             if inverse is None:
                 return t
             return t.gather(1, inverse.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+
+        return tokens, rope, plan, restore, grid
+
+    def encode(
+        self,
+        x: torch.Tensor,
+        masks=None,
+        out_layers: Sequence[int] | None = None,
+        output_hidden_states: bool = False,
+        area_kernel: str | None = None,
+    ) -> EncoderOutput:
+        """Pixels [B, C, T, H, W] (or [B, C, H, W]) -> tokens, optionally only the visible ones."""
+        tokens, rope, plan, restore, _ = self._prepare_tokens(x, masks, area_kernel)
 
         out_layers = set(out_layers) if out_layers is not None else set()
         bad = [i for i in out_layers if not 0 <= i < len(self.blocks)]

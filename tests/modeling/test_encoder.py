@@ -1,0 +1,183 @@
+"""Encoder behaviour: shapes, inputs, masks, position embeddings, init, outputs, validation."""
+
+import math
+
+import pytest
+import torch
+
+from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
+from hf_vjepa_area.modeling.modeling_vjepa2_area import sincos_3d
+
+
+def tiny(**overrides):
+    torch.manual_seed(0)
+    fields = dict(img_size=32, num_frames=4, embed_dim=48, depth=2, num_heads=2)
+    fields.update(overrides)
+    return VJEPA2AreaModel(VJEPA2AreaConfig(**fields)).eval()
+
+
+@pytest.mark.parametrize(
+    "shape,tokens",
+    [((2, 3, 4, 32, 32), 8), ((2, 3, 8, 48, 32), 24), ((1, 3, 32, 32), 4), ((1, 3, 2, 64, 96), 24)],
+    ids=["video", "longer-non-square", "image", "one-tubelet-wide"],
+)
+def test_output_shapes(shape, tokens):
+    out = tiny().encode(torch.randn(shape)).last_hidden_state
+    assert out.shape == (shape[0], tokens, 48)
+
+
+def test_masked_forward_shapes_and_duplicate_ids():
+    model = tiny()
+    video = torch.randn(2, 3, 4, 32, 32)
+    ids = torch.tensor([[0, 3, 3, 7], [7, 6, 5, 0]])  # repeated and unsorted ids are allowed
+    out = model.encode(video, masks=ids).last_hidden_state
+    assert out.shape == (2, 4, 48)
+    torch.testing.assert_close(out[0, 1], out[0, 2])  # the same token, attended identically
+
+
+@pytest.mark.parametrize(
+    "masks,message",
+    [
+        (torch.zeros(2, 3), "integer"),
+        (torch.zeros(3, 4, dtype=torch.long), "batch_size=2"),
+        (torch.tensor([[0, 99], [1, 2]]), "outside"),
+        ([torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long)], "same number of tokens"),
+        ([], "empty list"),
+    ],
+)
+def test_bad_masks_raise_clear_errors(masks, message):
+    with pytest.raises(ValueError, match=message):
+        tiny().encode(torch.randn(2, 3, 4, 32, 32), masks=masks)
+
+
+@pytest.mark.parametrize(
+    "shape,message",
+    [((2, 4, 3, 32, 32), "channels"), ((2, 3, 3, 32, 32), "multiple of tubelet_size"),
+     ((2, 3, 4, 30, 32), "multiples of patch_size"), ((3, 32, 32), "expected video")],
+)
+def test_bad_pixels_raise_clear_errors(shape, message):
+    with pytest.raises(ValueError, match=message):
+        tiny().encode(torch.randn(shape))
+
+
+def test_transformers_layout_input():
+    model = tiny()
+    video = torch.randn(2, 3, 4, 32, 32)
+    torch.testing.assert_close(model(video.transpose(1, 2)).last_hidden_state, model.encode(video).last_hidden_state)
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        model(video.transpose(1, 2), context_mask=None)
+
+
+def test_out_layers_and_hidden_states():
+    model = tiny(depth=3)
+    video = torch.randn(1, 3, 4, 32, 32)
+    out = model(video.transpose(1, 2), out_layers=[0, 2], output_hidden_states=True)
+    assert len(out.hidden_states) == 4 and len(out.intermediate_states) == 2
+    torch.testing.assert_close(out.intermediate_states[1], out.last_hidden_state)
+    torch.testing.assert_close(out.intermediate_states[0], model.norm(out.hidden_states[1]))
+    with pytest.raises(ValueError, match="out_layers"):
+        model.encode(video, out_layers=[5])
+
+
+def test_sincos_position_embedding_and_interpolation_256_to_384():
+    model = tiny(use_rope=False, img_size=256, num_frames=4, patch_size=16)
+    table = model.pos_embed[0]
+    torch.testing.assert_close(table, sincos_3d(48, (2, 16, 16)))
+    # First 24 channels encode time: frame 0 has sin(0)=0 / cos(0)=1 halves.
+    torch.testing.assert_close(table[0, :12], torch.zeros(12))
+    torch.testing.assert_close(table[0, 12:24], torch.ones(12))
+    out = model.encode(torch.randn(1, 3, 4, 384, 384)).last_hidden_state
+    assert out.shape == (1, 2 * 24 * 24, 48)
+    # Interpolating to the same grid is the identity; to 384 it is trilinear on the 16x16 table.
+    from hf_vjepa_area.modeling.modeling_vjepa2_area import interpolate_pos_embed
+
+    resized = interpolate_pos_embed(model.pos_embed, (2, 16, 16), (2, 24, 24))
+    expected = torch.nn.functional.interpolate(
+        model.pos_embed.reshape(1, 2, 16, 16, 48).permute(0, 4, 1, 2, 3), scale_factor=(1, 1.5, 1.5),
+        mode="trilinear",
+    ).permute(0, 2, 3, 4, 1).reshape(1, -1, 48)
+    torch.testing.assert_close(resized, expected)
+
+
+def test_image_model_uses_2d_sincos_with_bicubic_resize():
+    model = tiny(use_rope=False, num_frames=1, img_size=64)
+    assert model.patch_embed.proj.weight.ndim == 4
+    assert model.encode(torch.randn(1, 3, 96, 96)).last_hidden_state.shape == (1, 36, 48)
+
+
+def test_init_statistics_follow_released_recipe():
+    model = tiny(embed_dim=192, depth=4, num_heads=3)
+    qkv = model.blocks[0].attn.qkv
+    assert abs(qkv.weight.std().item() - 0.02) < 0.002 and torch.count_nonzero(qkv.bias) == 0
+    for layer_id, block in enumerate(model.blocks, start=1):
+        expected = 0.02 / math.sqrt(2 * layer_id)
+        assert abs(block.attn.proj.weight.std().item() - expected) / expected < 0.1
+        assert abs(block.mlp.fc2.weight.std().item() - expected) / expected < 0.1
+    assert torch.equal(model.norm.weight, torch.ones(192))
+
+
+def test_swiglu_option_hidden_width():
+    model = tiny(use_silu=True, wide_silu=True)
+    assert model.blocks[0].mlp.fc1.out_features == (int(2 * 192 / 3) + 7) // 8 * 8
+    assert model.encode(torch.randn(1, 3, 4, 32, 32)).last_hidden_state.shape == (1, 8, 48)
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    model = tiny(drop_path_rate=0.0).train()
+    video = torch.randn(2, 3, 4, 32, 32)
+
+    def grads():
+        model.zero_grad()
+        model.encode(video).last_hidden_state.pow(2).sum().backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    assert all(block.gradient_checkpointing for block in model.blocks)
+    for a, b in zip(plain, grads()):
+        torch.testing.assert_close(a, b)
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    model = tiny()
+    video = torch.randn(1, 3, 4, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model.encode(video).last_hidden_state
+    assert low.dtype == torch.bfloat16
+    ref = model.encode(video).last_hidden_state
+    assert ((low.float() - ref).norm() / ref.norm()).item() < 3e-2
+
+
+def test_variant_table_and_config_errors():
+    assert {k: (v["embed_dim"], v["depth"], v["num_heads"]) for k, v in VARIANTS.items()} == {
+        "tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16),
+        "huge": (1280, 32, 16), "giant": (1408, 40, 22), "gigantic": (1664, 48, 26),
+    }
+    assert VJEPA2AreaConfig.from_variant("giant").mlp_ratio == 48 / 11
+    cases = [
+        (dict(variant="colossal"), "variant must be one of"),
+        (dict(embed_dim=48, num_heads=16), "even head_dim of at least 6"),
+        (dict(embed_dim=50, num_heads=4), "divisible by num_heads"),
+        (dict(img_size=250), "divisible by patch_size"),
+        (dict(num_frames=5), "divisible by tubelet_size"),
+        (dict(area_splits=(2, 2)), "three positive ints"),
+        (dict(area_splits=(0, 2, 1)), "three positive ints"),
+        (dict(area_splits=(9, 1, 1)), "exceeds the token grid"),
+        (dict(area_splits=(2, 2, 1), area_layers="a:b"), "start:end"),
+        (dict(area_splits=(2, 2, 1), area_layers=[0, 40]), "out of range"),
+        (dict(area_layers=[0]), "area_splits is None"),
+        (dict(area_kernel="flash"), "area_kernel must be one of"),
+        (dict(drop_path_rate=1.5), "drop_path_rate"),
+        (dict(mlp_ratio=-1), "mlp_ratio"),
+        (dict(probe_num_heads=5), "probe_num_heads"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            VJEPA2AreaConfig(**kwargs)
+
+
+def test_area_layers_forms():
+    make = lambda layers: VJEPA2AreaConfig(depth=8, area_splits=(2, 2, 1), area_layers=layers).area_layers  # noqa
+    assert make(None) == list(range(6))
+    assert make("2:5") == [2, 3, 4] == make(range(2, 5))
+    assert make([7, 1]) == [1, 7]
