@@ -132,7 +132,7 @@ def test_gradient_checkpointing_gives_same_gradients():
         return [p.grad.clone() for p in model.parameters()]
 
     plain = grads()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(block.gradient_checkpointing for block in model.blocks)
     for a, b in zip(plain, grads()):
         torch.testing.assert_close(a, b)
