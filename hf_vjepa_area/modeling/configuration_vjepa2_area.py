@@ -217,4 +217,7 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             )
 
 
+# `save_pretrained` copies this file beside config.json and records it in `auto_map` (remote code).
+VJEPA2AreaConfig.register_for_auto_class()
+
 __all__ = ["VJEPA2AreaConfig", "VARIANTS", "AREA_KERNELS", "DEFAULT_AREA_SPLITS", "parse_area_layers"]

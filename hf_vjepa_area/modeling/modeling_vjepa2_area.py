@@ -497,6 +497,14 @@ class VJEPA2AreaEncoderMixin:
 # ----------------------------------------------------------------------------------------------
 
 
+# Written into config.json so that a saved folder carries its own code (files copied flat beside it).
+AUTO_MAP = {
+    "AutoConfig": "configuration_vjepa2_area.VJEPA2AreaConfig",
+    "AutoModel": "modeling_vjepa2_area.VJEPA2AreaModel",
+    "AutoModelForVideoClassification": "modeling_vjepa2_area.VJEPA2AreaForVideoClassification",
+}
+
+
 class VJEPA2AreaPreTrainedModel(PreTrainedModel):
     config_class = VJEPA2AreaConfig
     config: VJEPA2AreaConfig
@@ -513,6 +521,12 @@ class VJEPA2AreaPreTrainedModel(PreTrainedModel):
         if isinstance(module, VJEPA2AreaEncoderMixin):
             module._fill_pos_embed()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`save_pretrained` that always writes the full `auto_map` (config, encoder and classifier), so the
+        folder loads with `trust_remote_code=True` through any of the auto classes."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
 
 @dataclass
 class VJEPA2AreaModelOutput(ModelOutput):
@@ -523,6 +537,9 @@ class VJEPA2AreaModelOutput(ModelOutput):
 
 class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
     """The encoder. Input `pixel_values_videos` [B, T, C, H, W] like transformers' V-JEPA 2."""
+
+    # A classifier checkpoint (encoder keys + `head.*`) loads into the encoder without noise.
+    _keys_to_ignore_on_load_unexpected = [r"^head\."]
 
     def __init__(self, config: VJEPA2AreaConfig):
         super().__init__(config)
@@ -609,7 +626,12 @@ class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
+# `save_pretrained` copies this file and its sibling imports into the folder (remote code).
+VJEPA2AreaModel.register_for_auto_class("AutoModel")
+VJEPA2AreaForVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+
 __all__ = [
+    "AUTO_MAP",
     "VJEPA2AreaPreTrainedModel",
     "VJEPA2AreaModel",
     "VJEPA2AreaForVideoClassification",

@@ -1,0 +1,399 @@
+"""One Hub repo layout for transformers and timm.
+
+A repo folder written by `save_repo_folder` holds:
+
+- `config.json`: the transformers config (with `auto_map`) plus timm's `architecture`, `num_classes`,
+  `num_features`, `pretrained_cfg` and `model_args`, which `timm.create_model("hf-hub:...")` reads;
+- `model.safetensors`: one state dict in the original V-JEPA 2 key names (`patch_embed.proj.*`,
+  `blocks.{i}.*`, `norm.*`; a classifier adds `head.pooler.*`, `head.linear.*`). timm reads it as is;
+  transformers adds the `encoder.` prefix of `VJEPA2AreaForVideoClassification` per key (its
+  `base_model_prefix`), so the same file loads into every class;
+- the modeling files, copied flat, for `trust_remote_code=True`;
+- `video_preprocessor_config.json` for transformers' `VJEPA2VideoProcessor`;
+- `README.md` (model card) and any extra files.
+
+Repo ids: `{HUB_ORG}/vjepa2-{vitl,vith,vitg,...}[-st-a2][-384]` (see `repo_id_for`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+import uuid
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .modeling.configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
+from .modeling.modeling_vjepa2_area import AUTO_MAP, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+
+# The organisation that holds the converted checkpoints: set here, or with HF_VJEPA_AREA_ORG.
+HUB_ORG: str = os.environ.get("HF_VJEPA_AREA_ORG", "hf-vjepa-area")
+
+WEIGHTS_NAME = "model.safetensors"
+
+# Variant -> the short name used in repo ids ("vjepa2-vitl") and timm names ("vjepa2_vitl").
+VARIANT_SHORT_NAMES = {
+    "tiny": "vitt",
+    "small": "vits",
+    "base": "vitb",
+    "large": "vitl",
+    "huge": "vith",
+    "giant": "vitg",
+    "gigantic": "vitgigantic",
+}
+_VARIANT_ALIASES = {"t": "tiny", "s": "small", "b": "base", "l": "large", "h": "huge", "g": "giant"}
+
+# Released V-JEPA 2 preprocessing: short side to crop * 256 / 224, center crop, ImageNet mean/std, bilinear.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CROP_PCT = 224 / 256
+
+# Config fields that define the architecture (timm `model_args`); training-only fields are left out.
+_TRAINING_ONLY_FIELDS = {"drop_path_rate", "init_std"}
+MODEL_ARG_FIELDS = tuple(name for name in VJEPA2AreaConfig.__annotations__ if name not in _TRAINING_ONLY_FIELDS)
+
+
+def normalize_variant(variant: str) -> str:
+    """'large', 'vitl', 'ViT-L', 'l' -> 'large' (spell the 1664-wide ViT as 'gigantic')."""
+    if not isinstance(variant, str):
+        raise ValueError(f"variant must be a string such as 'large' or 'vitl', got {variant!r}")
+    key = variant.strip()
+    if key.lower() in VARIANTS:
+        return key.lower()
+    if key.lower() in ("vitgigantic", "vit-gigantic", "vit_gigantic"):
+        return "gigantic"
+    short = key.lower().replace("-", "").replace("_", "")
+    short = short.removeprefix("vjepa2").removeprefix("vit")
+    if short in _VARIANT_ALIASES:
+        return _VARIANT_ALIASES[short]
+    if short in VARIANTS:
+        return short
+    raise ValueError(
+        f"unknown variant {variant!r}: use one of {sorted(VARIANTS)} or a short name such as 'vitl', 'vith', 'vitg'"
+    )
+
+
+def _size_suffix(img_size) -> str:
+    if isinstance(img_size, (list, tuple)):
+        if len(img_size) != 2:
+            raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
+        height, width = (int(v) for v in img_size)
+        if height != width:
+            return f"-{height}x{width}"
+        img_size = height
+    img_size = int(img_size)
+    return "" if img_size == 256 else f"-{img_size}"
+
+
+def repo_id_for(variant: str, area: bool, img_size: int = 256) -> str:
+    """Hub repo id of a converted encoder.
+
+    >>> repo_id_for("large", area=True)   # doctest: +SKIP
+    'hf-vjepa-area/vjepa2-vitl-st-a2'
+    >>> repo_id_for("vitg", area=False, img_size=384)   # doctest: +SKIP
+    'hf-vjepa-area/vjepa2-vitg-384'
+    """
+    short = VARIANT_SHORT_NAMES[normalize_variant(variant)]
+    return f"{HUB_ORG}/vjepa2-{short}{'-st-a2' if area else ''}{_size_suffix(img_size)}"
+
+
+def variant_of(config: VJEPA2AreaConfig) -> str | None:
+    """The named size a config has (width, depth, heads and MLP ratio), or None for a custom size."""
+    for name, fields in VARIANTS.items():
+        if all(
+            math.isclose(getattr(config, key), value) if isinstance(value, float) else getattr(config, key) == value
+            for key, value in fields.items()
+        ):
+            return name
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# timm's view of a config: architecture name, model args, pretrained cfg
+# ----------------------------------------------------------------------------------------------
+
+
+def timm_architecture(config: VJEPA2AreaConfig) -> str:
+    """The timm entry point that builds this config (with `timm_model_args` as overrides).
+
+    Custom sizes map to the tiny entry point; `model_args` carries the actual width and depth.
+    """
+    variant = variant_of(config)
+    if variant is None or variant == "gigantic":  # no entry point of that size: model_args say everything
+        variant = "tiny" if variant is None else "giant"
+    name = f"vjepa2_{VARIANT_SHORT_NAMES[variant]}"
+    if variant == "giant" and tuple(config.img_size) == (384, 384):
+        name += "_384"
+    if config.area_splits is not None:
+        name += "_area"
+    return name
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, range):
+        return list(value)
+    return value
+
+
+def timm_model_args(config: VJEPA2AreaConfig) -> dict[str, Any]:
+    """Every architecture field of the config, as keyword arguments of the timm entry points."""
+    args = {name: _jsonable(getattr(config, name)) for name in MODEL_ARG_FIELDS}
+    height, width = config.img_size
+    args["img_size"] = height if height == width else [height, width]
+    return args
+
+
+def timm_pretrained_cfg(
+    config: VJEPA2AreaConfig,
+    num_classes: int = 0,
+    hf_hub_id: str | None = None,
+    label_names: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """timm `pretrained_cfg` for these weights (only keys timm's `PretrainedCfg` accepts).
+
+    timm's `input_size` is (C, H, W): the number of frames is a model argument (`num_frames`), and any
+    number of frames that is a multiple of `tubelet_size` runs (RoPE positions come from the input).
+    """
+    height, width = config.img_size
+    cfg = dict(
+        hf_hub_filename=WEIGHTS_NAME,
+        input_size=(config.in_chans, height, width),
+        fixed_input_size=False,
+        interpolation="bilinear",
+        crop_pct=CROP_PCT,
+        crop_mode="center",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        num_classes=num_classes,
+        first_conv="patch_embed.proj",
+        classifier="head.linear",
+        license="mit",
+        origin_url="https://github.com/facebookresearch/vjepa2",
+        paper_ids="arXiv:2506.09985",
+        paper_name="V-JEPA 2: Self-Supervised Video Models Enable Understanding, Prediction and Planning",
+        notes=(
+            f"video input [B, C, T, H, W] (T a multiple of {config.tubelet_size}; trained with "
+            f"num_frames={config.num_frames}); images [B, C, H, W] also run",
+        ),
+    )
+    if hf_hub_id is not None:
+        cfg["hf_hub_id"] = hf_hub_id
+    if label_names is not None:
+        cfg["label_names"] = tuple(label_names)
+    cfg.update(extra)
+    return cfg
+
+
+def _label_names(config: VJEPA2AreaConfig, num_classes: int) -> list[str] | None:
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label.get(i, id2label.get(str(i))) for i in range(num_classes)]
+    if not num_classes or any(n is None for n in names) or names == [f"LABEL_{i}" for i in range(num_classes)]:
+        return None
+    return [str(n) for n in names]
+
+
+def timm_config_fields(model: nn.Module) -> dict[str, Any]:
+    """The timm keys of config.json for a transformers model: architecture, num_classes, num_features,
+    pretrained_cfg, model_args."""
+    config = model.config
+    num_classes = config.num_labels if isinstance(model, VJEPA2AreaForVideoClassification) else 0
+    pretrained_cfg = timm_pretrained_cfg(config, num_classes=num_classes, label_names=_label_names(config, num_classes))
+    return dict(
+        architecture=timm_architecture(config),
+        num_classes=num_classes,
+        num_features=config.embed_dim,
+        pretrained_cfg=_jsonable(pretrained_cfg),
+        model_args=timm_model_args(config),
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing a repo folder
+# ----------------------------------------------------------------------------------------------
+
+
+def repo_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors in the original key names (`encoder.` prefix of the classifier removed)."""
+    state = model.state_dict()
+    if isinstance(model, VJEPA2AreaForVideoClassification):
+        prefix = model.base_model_prefix + "."
+        state = {key.removeprefix(prefix): value for key, value in state.items()}
+    return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def _modeling_files(model: nn.Module) -> list[pathlib.Path]:
+    """The file defining the model class and its sibling-relative imports (what remote code needs)."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    model_file = pathlib.Path(sys.modules[type(model).__module__].__file__)
+    config_file = pathlib.Path(sys.modules[type(model.config).__module__].__file__)
+    files = [model_file, config_file, *(pathlib.Path(f) for f in get_relative_import_files(str(model_file)))]
+    unique: dict[str, pathlib.Path] = {}
+    for path in files:
+        unique.setdefault(path.name, path)
+    return list(unique.values())
+
+
+def _config_dict(model: nn.Module) -> dict[str, Any]:
+    config = model.config
+    data = json.loads(config.to_json_string(use_diff=False))
+    data.pop("_name_or_path", None)
+    data["architectures"] = [type(model).__name__]
+    data["auto_map"] = dict(AUTO_MAP)
+    data["model_type"] = config.model_type
+    data["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
+    data.update(timm_config_fields(model))
+    return data
+
+
+def _check_extra_name(name: str) -> pathlib.PurePosixPath:
+    path = pathlib.PurePosixPath(name)
+    if not name or path.is_absolute() or ".." in path.parts or "\\" in name:
+        raise ValueError(f"extra_files name {name!r} must be a relative path inside the repo folder")
+    return path
+
+
+def _write_folder(
+    model: nn.Module,
+    target: pathlib.Path,
+    model_card: str | None,
+    safetensors_metadata: Mapping[str, str] | None,
+    extra_files: Mapping[str, bytes | str] | None,
+) -> None:
+    from safetensors.torch import save_file
+    from transformers import VJEPA2VideoProcessor
+
+    metadata = {"format": "pt"}
+    for key, value in (safetensors_metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"safetensors_metadata must map str to str; got {key!r}: {type(value).__name__}")
+        metadata[key] = value
+    save_file(repo_state_dict(model), str(target / WEIGHTS_NAME), metadata=metadata)
+
+    (target / "config.json").write_text(json.dumps(_config_dict(model), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for source in _modeling_files(model):
+        shutil.copyfile(source, target / source.name)
+
+    VJEPA2VideoProcessor(crop_size=int(model.config.img_size[0])).save_pretrained(str(target))
+
+    if model_card is not None:
+        (target / "README.md").write_text(model_card, encoding="utf-8")
+    for name, content in (extra_files or {}).items():
+        path = target / _check_extra_name(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        elif isinstance(content, (bytes, bytearray)):
+            path.write_bytes(bytes(content))
+        else:
+            raise ValueError(f"extra_files[{name!r}] must be bytes or str, got {type(content).__name__}")
+
+
+def save_repo_folder(
+    model: nn.Module,
+    folder: str | os.PathLike,
+    *,
+    model_card: str | None = None,
+    safetensors_metadata: dict[str, str] | None = None,
+    extra_files: dict[str, bytes | str] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write a Hub repo folder that both transformers and timm load (see the module docstring).
+
+    `model` is a `VJEPA2AreaModel` or a `VJEPA2AreaForVideoClassification`. The folder is written
+    beside `folder` under a temporary name and renamed into place, so a failure leaves no half-written
+    repo. An existing non-empty `folder` is refused unless `overwrite=True`.
+    """
+    if not isinstance(model, (VJEPA2AreaModel, VJEPA2AreaForVideoClassification)):
+        raise TypeError(
+            f"save_repo_folder expects a VJEPA2AreaModel or VJEPA2AreaForVideoClassification, got {type(model).__name__}"
+        )
+    folder = pathlib.Path(folder).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a directory")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FileExistsError(f"{folder} exists and is not empty; pass overwrite=True to replace it")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        _write_folder(model, staging, model_card, safetensors_metadata, extra_files)
+        staging.chmod(0o755)
+        if folder.exists():
+            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+            folder.rename(old)
+            try:
+                staging.rename(folder)
+            except BaseException:
+                old.rename(folder)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline Hub cache (tests, air-gapped machines)
+# ----------------------------------------------------------------------------------------------
+
+
+def add_folder_to_hub_cache(
+    folder: str | os.PathLike,
+    repo_id: str,
+    cache_dir: str | os.PathLike | None = None,
+    commit_hash: str | None = None,
+) -> pathlib.Path:
+    """Copy a repo folder into a Hugging Face Hub cache as `repo_id`'s `main` revision.
+
+    With `HF_HUB_OFFLINE=1`, `from_pretrained(repo_id)` and `timm.create_model("hf-hub:" + repo_id)` then
+    load it without a network. Returns the snapshot folder.
+    """
+    from huggingface_hub import constants
+
+    if repo_id.count("/") != 1:
+        raise ValueError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    cache = pathlib.Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE)
+    commit_hash = commit_hash or uuid.uuid4().hex + uuid.uuid4().hex[:8]
+    if len(commit_hash) != 40 or any(c not in "0123456789abcdef" for c in commit_hash):
+        raise ValueError(f"commit_hash must be 40 lowercase hex digits, got {commit_hash!r}")
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / commit_hash
+    if snapshot.exists():
+        shutil.rmtree(snapshot)
+    shutil.copytree(folder, snapshot)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(commit_hash)
+    return snapshot
+
+
+__all__ = [
+    "HUB_ORG",
+    "WEIGHTS_NAME",
+    "VARIANT_SHORT_NAMES",
+    "normalize_variant",
+    "repo_id_for",
+    "variant_of",
+    "timm_architecture",
+    "timm_model_args",
+    "timm_pretrained_cfg",
+    "timm_config_fields",
+    "repo_state_dict",
+    "save_repo_folder",
+    "add_folder_to_hub_cache",
+]
