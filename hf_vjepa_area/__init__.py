@@ -1,4 +1,8 @@
-"""V-JEPA 2 video encoders with Spatiotemporal Area Attention (ST-A²) for transformers and timm."""
+"""V-JEPA 2 video encoders with Spatiotemporal Area Attention (ST-A²) for transformers and timm.
+
+Importing the package registers the models with transformers' auto classes (`AutoConfig`, `AutoModel`,
+`AutoModelForVideoClassification`, `AutoVideoProcessor`) and timm's registry (`vjepa2_*` entry points).
+"""
 
 from .modeling import (
     VARIANTS,
@@ -9,6 +13,12 @@ from .modeling import (
     VJEPA2AreaModel,
     VJEPA2AreaPreTrainedModel,
 )
+from .registration import register_transformers
+from . import timm_models  # noqa: E402  (registers the timm entry points)
+from .hub import repo_id_for, save_repo_folder
+from .timm_models import VJEPA2Area
+
+register_transformers()
 
 __version__ = "0.1.0"
 
@@ -20,4 +30,8 @@ __all__ = [
     "VJEPA2AreaPreTrainedModel",
     "AttentiveClassifier",
     "AttentivePooler",
+    "VJEPA2Area",
+    "repo_id_for",
+    "save_repo_folder",
+    "register_transformers",
 ]

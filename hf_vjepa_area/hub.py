@@ -184,8 +184,8 @@ def timm_pretrained_cfg(
         paper_ids="arXiv:2506.09985",
         paper_name="V-JEPA 2: Self-Supervised Video Models Enable Understanding, Prediction and Planning",
         notes=(
-            f"video input [B, C, T, H, W] (T a multiple of {config.tubelet_size}; trained with "
-            f"num_frames={config.num_frames}); images [B, C, H, W] also run",
+            f"video input [B, C, T, H, W], T a multiple of {config.tubelet_size} (model arg num_frames="
+            f"{config.num_frames}); images [B, C, H, W] also run",
         ),
     )
     if hf_hub_id is not None:

@@ -1,0 +1,376 @@
+"""timm entry points for V-JEPA 2 encoders, with full or Spatiotemporal Area (ST-A²) attention.
+
+    import hf_vjepa_area, timm
+    model = timm.create_model("vjepa2_vitl_area", pretrained=True)           # encoder, ST-A² defaults
+    model = timm.create_model("vjepa2_vitl", pretrained=True, num_classes=174)  # + attentive probe head
+    tokens = model.forward_features(video)                                   # video [B, C, T, H, W]
+
+Entry points read like a table: a V-JEPA 2 size, full attention or `_area` (area_splits (2, 2, 1) over
+the first 75% of blocks), released weights on the Hub for ViT-L/H/g at 256 px and ViT-g at 384 px.
+`vjepa2_vit{t,s,b}[_area]` are random-init sizes for experiments. Every entry point takes the
+encoder's config fields as keyword overrides (`num_frames`, `img_size`, `area_splits`, `area_layers`,
+`embed_dim`, `depth`, ...), plus timm's `num_classes`, `global_pool`, `drop_rate`, `drop_path_rate`.
+
+Input is `[B, C, T, H, W]` (T a multiple of `tubelet_size`) or images `[B, C, H, W]`. timm's
+`input_size` is (C, H, W), so the number of frames is a model argument, never part of `input_size`.
+The state dict uses the original V-JEPA 2 names (`patch_embed.*`, `blocks.{i}.*`, `norm.*`, and
+`head.pooler.*` / `head.linear.*` for the attentive probe), the same file transformers loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg
+from timm.models._features import feature_take_indices
+
+from .hub import repo_id_for, timm_pretrained_cfg
+from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, VARIANTS, VJEPA2AreaConfig
+from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
+
+__all__ = ["VJEPA2Area", "checkpoint_filter_fn"]
+
+# Encoder config fields the model accepts as keyword arguments.
+CONFIG_FIELDS = tuple(VJEPA2AreaConfig.__annotations__)
+GLOBAL_POOLS = ("attn", "avg", "")
+
+
+def _resolve_global_pool(global_pool: str | None, num_classes: int) -> str:
+    if global_pool is None:
+        return "attn" if num_classes > 0 else "avg"
+    if global_pool not in GLOBAL_POOLS:
+        raise ValueError(
+            f"global_pool must be one of {GLOBAL_POOLS} ('attn': V-JEPA 2 attentive probe, 'avg': mean of the "
+            f"tokens, '': no pooling), got {global_pool!r}"
+        )
+    return global_pool
+
+
+class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
+    """V-JEPA 2 video ViT (optionally with ST-A² area attention) with timm's model interface.
+
+    Args:
+        num_classes: classes of the head; 0 for an encoder.
+        global_pool: 'attn' (V-JEPA 2 attentive probe: `head.pooler`, `head.linear`; the default when
+            num_classes > 0), 'avg' (mean of the tokens, then `head` Linear; the default for num_classes=0)
+            or '' (no pooling: `forward_head` returns tokens).
+        drop_rate: dropout before the final linear.
+        **kwargs: `VJEPA2AreaConfig` fields (embed_dim, depth, num_heads, img_size, num_frames,
+            area_splits, area_layers, probe_depth, probe_num_heads, ...). Unknown names raise.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 0,
+        global_pool: str | None = None,
+        drop_rate: float = 0.0,
+        **kwargs: Any,
+    ):
+        super().__init__()
+        unknown = sorted(set(kwargs) - set(CONFIG_FIELDS))
+        if unknown:
+            raise TypeError(
+                f"VJEPA2Area got unexpected model arguments {unknown}; valid ones are num_classes, global_pool, "
+                f"drop_rate and the VJEPA2AreaConfig fields {list(CONFIG_FIELDS)}"
+            )
+        self.config = config = VJEPA2AreaConfig(**kwargs)
+        self.num_classes = num_classes
+        self.num_features = self.head_hidden_size = self.embed_dim = config.embed_dim
+        self.num_prefix_tokens = 0
+        self.grad_checkpointing = False
+        self.global_pool = _resolve_global_pool(global_pool, num_classes)
+
+        self._build_encoder(config)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self._make_head(num_classes)
+        self.feature_info = [
+            dict(module=f"blocks.{i}", num_chs=config.embed_dim, reduction=config.patch_size) for i in range(config.depth)
+        ]
+        self.init_weights()
+
+    # ---- construction ------------------------------------------------------------------------
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        config = self.config
+        if self.global_pool == "attn":
+            return AttentiveClassifier(
+                config.embed_dim,
+                num_classes,
+                num_heads=config.probe_num_heads,
+                depth=config.probe_depth,
+                mlp_ratio=4.0,
+                eps=config.probe_layer_norm_eps,
+            )
+        return nn.Linear(config.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _init(self, module: nn.Module) -> None:
+        module.apply(functools.partial(init_weights, std=self.config.init_std))
+
+    def init_weights(self) -> None:
+        """The released init (trunc normal 0.02, depth-scaled residual outputs); fixed sincos pos_embed."""
+        self._init(self)
+        self._fill_pos_embed()
+
+    # ---- timm model interface ----------------------------------------------------------------
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        # The probe's query token is decayed, as in V-JEPA 2's probe training; pos_embed is a frozen buffer.
+        return {"pos_embed"}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed|^pos_embed",
+            blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+        for block in self.blocks:
+            block.gradient_checkpointing = enable
+            block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.linear if isinstance(self.head, AttentiveClassifier) else self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """New classifier for `num_classes` (0: none). The attentive pooler is kept unless `global_pool` changes."""
+        self.num_classes = num_classes
+        if global_pool is not None:
+            global_pool = _resolve_global_pool(global_pool, num_classes)
+            if global_pool != self.global_pool:
+                self.global_pool = global_pool
+                self.head = self._make_head(num_classes)
+                self._init(self.head)
+                return
+        if isinstance(self.head, AttentiveClassifier):
+            self.head.linear = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            self._init(self.head.linear)
+        else:
+            self.head = self._make_head(num_classes)
+            self._init(self.head)
+
+    def forward_features(self, x: torch.Tensor, masks=None) -> torch.Tensor:
+        """Pixels [B, C, T, H, W] or [B, C, H, W] -> normed tokens [B, N, D] in (t, h, w) raster order.
+
+        `masks`: V-JEPA 2 visible-token ids (LongTensor [B, K], or a list of them) -> [B * len, K, D].
+        """
+        return self.encode(x, masks).last_hidden_state
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if self.global_pool == "attn":
+            x = self.head(x, pre_logits=True)
+        elif self.global_pool == "avg":
+            x = x.mean(dim=1)
+        x = self.head_drop(x)
+        if pre_logits:
+            return x
+        return self.get_classifier()(x)
+
+    def forward(self, x: torch.Tensor, masks=None) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x, masks))
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+        masks=None,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Block outputs as well as the final tokens.
+
+        Args:
+            indices: last n blocks if an int, else block indices (negative from the end); None: all.
+            norm: apply the final norm to the intermediates.
+            stop_early: stop after the last block asked for (the returned final tokens are then its output).
+            output_fmt: 'NCHW' gives feature maps [B, D, t, h, w] for video input and [B, D, h, w] for
+                images; 'NLC' gives tokens [B, N, D]. Masked input (`masks`) only has 'NLC'.
+            intermediates_only: return only the intermediates.
+        """
+        fmt = getattr(output_fmt, "value", output_fmt)
+        if fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        if masks is not None and fmt == "NCHW":
+            raise ValueError("masked input has no full token grid: use output_fmt='NLC' with masks")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        take = set(take_indices)
+        tokens, rope, plan, restore, grid = self._prepare_tokens(x, masks)
+        blocks = self.blocks[: max_index + 1] if stop_early else self.blocks
+
+        intermediates = []
+        for i, block in enumerate(blocks):
+            tokens = block(tokens, rope, plan)
+            if i in take:
+                intermediates.append(restore(self.norm(tokens) if norm else tokens))
+        if fmt == "NCHW":
+            batch = intermediates[0].shape[0] if intermediates else x.shape[0]
+            shape = grid[1:] if x.ndim == 4 else grid
+            intermediates = [
+                y.transpose(1, 2).reshape(batch, y.shape[-1], *shape).contiguous() for y in intermediates
+            ]
+        if intermediates_only:
+            return intermediates
+        return restore(self.norm(tokens)), intermediates
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | Sequence[int] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the blocks after the last one in `indices` (and the norm / head); returns the indices."""
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        self.blocks = self.blocks[: max_index + 1]
+        if prune_norm:
+            self.norm = nn.Identity()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take_indices
+
+
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VJEPA2Area) -> dict[str, torch.Tensor]:
+    """Accept our repo files and transformers' `save_pretrained` of the classifier (`encoder.` prefix).
+
+    A sincos `pos_embed` (models without RoPE) is a function of the configured grid, so the model's own
+    table replaces a checkpoint's table of another size.
+    """
+    if any(key.startswith("encoder.") for key in state_dict) and not any(key.startswith("blocks.") for key in state_dict):
+        state_dict = {key.removeprefix("encoder."): value for key, value in state_dict.items()}
+    own = model.state_dict()
+    if "pos_embed" in state_dict and "pos_embed" in own and state_dict["pos_embed"].shape != own["pos_embed"].shape:
+        state_dict = dict(state_dict, pos_embed=own["pos_embed"])
+    return state_dict
+
+
+# ----------------------------------------------------------------------------------------------
+# Pretrained configs and entry points
+# ----------------------------------------------------------------------------------------------
+
+# Released V-JEPA 2 encoders: 64-frame pretraining (fpc64), tubelet 2, patch 16, RoPE.
+_RELEASED = {
+    "vjepa2_vitl": ("large", 256),
+    "vjepa2_vith": ("huge", 256),
+    "vjepa2_vitg": ("giant", 256),
+    "vjepa2_vitg_384": ("giant", 384),
+}
+_RANDOM_INIT = {"vjepa2_vitt": "tiny", "vjepa2_vits": "small", "vjepa2_vitb": "base"}
+_SOURCES = {
+    "vjepa2_vitl": ("vitl.pt", "facebook/vjepa2-vitl-fpc64-256"),
+    "vjepa2_vith": ("vith.pt", "facebook/vjepa2-vith-fpc64-256"),
+    "vjepa2_vitg": ("vitg.pt", "facebook/vjepa2-vitg-fpc64-256"),
+    "vjepa2_vitg_384": ("vitg-384.pt", "facebook/vjepa2-vitg-fpc64-384"),
+}
+
+
+def _cfg(variant: str, img_size: int, num_frames: int, hf_hub_id: str | None = None) -> dict[str, Any]:
+    config = VJEPA2AreaConfig(**VARIANTS[variant], img_size=img_size, num_frames=num_frames)
+    cfg = timm_pretrained_cfg(config, num_classes=0, hf_hub_id=hf_hub_id)
+    if hf_hub_id is None:
+        cfg.pop("license")  # random init: no weights, no weight license
+    return cfg
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        **{
+            f"{name}{suffix}": _cfg(variant, size, 64, repo_id_for(variant, area=bool(suffix), img_size=size))
+            for name, (variant, size) in _RELEASED.items()
+            for suffix in ("", "_area")
+        },
+        **{f"{name}{suffix}": _cfg(variant, 256, 16) for name, variant in _RANDOM_INIT.items() for suffix in ("", "_area")},
+    }
+)
+
+
+def _missing_weights_message(name: str, kwargs: dict, error: Exception) -> str:
+    cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+    tried = f"Hub repo {cfg.hf_hub_id!r}" if cfg.hf_hub_id else f"{cfg.file or cfg.url!r}"
+    source_pt, source_hf = _SOURCES.get(name.removesuffix("_area"), ("a released .pt", "a facebook/vjepa2-* repo"))
+    target = repr(cfg.hf_hub_id) if cfg.hf_hub_id else "a Hub repo"
+    return (
+        f"pretrained weights for {name!r} not found: tried {tried} ({type(error).__name__}: {error}). "
+        f"Produce the repo folder with the conversion tool (`vjepa2-area-convert --help`, module "
+        f"hf_vjepa_area.conversion) from Meta's {source_pt} or {source_hf}"
+        f"{', with area attention' if name.endswith('_area') else ''}; then upload it to {target}, add it to "
+        f"the Hub cache (hf_vjepa_area.hub.add_folder_to_hub_cache), or load the folder directly with "
+        f"timm.create_model('local-dir:<folder>')."
+    )
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    from huggingface_hub import errors
+
+    names = ("EntryNotFoundError", "LocalEntryNotFoundError", "RepositoryNotFoundError", "RevisionNotFoundError",
+             "GatedRepoError", "HfHubHTTPError", "OfflineModeIsEnabled")
+    return tuple(getattr(errors, n) for n in names if hasattr(errors, n)) + (FileNotFoundError,)
+
+
+def _create(name: str, pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
+    depth = kwargs.get("depth", VJEPA2AreaConfig.depth)
+    try:
+        return build_model_with_cfg(
+            VJEPA2Area,
+            name,
+            pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(feature_cls="getter", out_indices=min(3, depth)),
+            **kwargs,
+        )
+    except _hub_errors() as error:
+        if not pretrained:
+            raise
+        raise RuntimeError(_missing_weights_message(name, kwargs, error)) from error
+
+
+def _model_args(variant: str, area: bool, img_size: int, num_frames: int, kwargs: dict) -> dict:
+    args = dict(VARIANTS[variant], img_size=img_size, num_frames=num_frames)
+    if area:
+        args["area_splits"] = DEFAULT_AREA_SPLITS
+    args.update(kwargs)
+    return args
+
+
+def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int, doc: str):
+    def entry(pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
+        return _create(name, pretrained, **_model_args(variant, area, img_size, num_frames, kwargs))
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__module__ = __name__
+    entry.__doc__ = doc
+    with warnings.catch_warnings():  # re-registering our own names (module reload) is not a conflict
+        warnings.filterwarnings("ignore", message=f"Overwriting {name} in registry", category=UserWarning)
+        return register_model(entry)
+
+
+_FULL = "full attention"
+_AREA = "ST-A² area attention: area_splits (2, 2, 1) over the first 75% of blocks"
+_RELEASED_DOC = "V-JEPA 2 {}/16 at {} px, fpc64 weights; {}."
+_RANDOM_DOC = "V-JEPA 2 {}/16 encoder, random init, 16 frames; {}."
+
+# name, variant, area attention, img_size, num_frames (the released weights were pretrained on 64 frames)
+vjepa2_vitl = _entry("vjepa2_vitl", "large", False, 256, 64, _RELEASED_DOC.format("ViT-L", 256, _FULL))
+vjepa2_vith = _entry("vjepa2_vith", "huge", False, 256, 64, _RELEASED_DOC.format("ViT-H", 256, _FULL))
+vjepa2_vitg = _entry("vjepa2_vitg", "giant", False, 256, 64, _RELEASED_DOC.format("ViT-g", 256, _FULL))
+vjepa2_vitg_384 = _entry("vjepa2_vitg_384", "giant", False, 384, 64, _RELEASED_DOC.format("ViT-g", 384, _FULL))
+vjepa2_vitl_area = _entry("vjepa2_vitl_area", "large", True, 256, 64, _RELEASED_DOC.format("ViT-L", 256, _AREA))
+vjepa2_vith_area = _entry("vjepa2_vith_area", "huge", True, 256, 64, _RELEASED_DOC.format("ViT-H", 256, _AREA))
+vjepa2_vitg_area = _entry("vjepa2_vitg_area", "giant", True, 256, 64, _RELEASED_DOC.format("ViT-g", 256, _AREA))
+vjepa2_vitg_384_area = _entry("vjepa2_vitg_384_area", "giant", True, 384, 64, _RELEASED_DOC.format("ViT-g", 384, _AREA))
+vjepa2_vitt = _entry("vjepa2_vitt", "tiny", False, 256, 16, _RANDOM_DOC.format("ViT-T", _FULL))
+vjepa2_vits = _entry("vjepa2_vits", "small", False, 256, 16, _RANDOM_DOC.format("ViT-S", _FULL))
+vjepa2_vitb = _entry("vjepa2_vitb", "base", False, 256, 16, _RANDOM_DOC.format("ViT-B", _FULL))
+vjepa2_vitt_area = _entry("vjepa2_vitt_area", "tiny", True, 256, 16, _RANDOM_DOC.format("ViT-T", _AREA))
+vjepa2_vits_area = _entry("vjepa2_vits_area", "small", True, 256, 16, _RANDOM_DOC.format("ViT-S", _AREA))
+vjepa2_vitb_area = _entry("vjepa2_vitb_area", "base", True, 256, 16, _RANDOM_DOC.format("ViT-B", _AREA))
