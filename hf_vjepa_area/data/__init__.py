@@ -1,0 +1,45 @@
+"""Video data for V-JEPA 2 style probes: decoding, clip sampling, preprocessing, manifests.
+
+Self-contained: needs torch, numpy and PyAV (torchcodec when present), nothing from the
+modeling code.
+"""
+
+from .dataset import ManifestEntry, SkippedSample, VideoClipDataset, collate_skip_none, read_manifest
+from .decoding import VideoDecodeError, VideoInfo, VideoReader, open_video, read_frames, torchcodec_available
+from .kinetics import (
+    ManifestSummary,
+    build_manifest_from_annotations,
+    build_manifest_from_folder,
+    read_class_list,
+)
+from .sampling import VideoTooShortError, clip_indices
+from .synthetic import SyntheticVideoDataset, make_synthetic_video_dataset
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize, resize_short_side
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EvalTransform",
+    "ManifestEntry",
+    "ManifestSummary",
+    "SkippedSample",
+    "SyntheticVideoDataset",
+    "TrainTransform",
+    "VideoClipDataset",
+    "VideoDecodeError",
+    "VideoInfo",
+    "VideoReader",
+    "VideoTooShortError",
+    "build_manifest_from_annotations",
+    "build_manifest_from_folder",
+    "clip_indices",
+    "collate_skip_none",
+    "make_synthetic_video_dataset",
+    "normalize",
+    "open_video",
+    "read_class_list",
+    "read_frames",
+    "read_manifest",
+    "resize_short_side",
+    "torchcodec_available",
+]

