@@ -19,6 +19,7 @@ The state dict uses the original V-JEPA 2 names (`patch_embed.*`, `blocks.{i}.*`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from typing import Any, Sequence
@@ -61,6 +62,7 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
             num_classes > 0), 'avg' (mean of the tokens, then `head` Linear; the default for num_classes=0)
             or '' (no pooling: `forward_head` returns tokens).
         drop_rate: dropout before the final linear.
+        device, dtype: where and in which dtype to build (timm's factory arguments; 'meta' builds no storage).
         **kwargs: `VJEPA2AreaConfig` fields (embed_dim, depth, num_heads, img_size, num_frames,
             area_splits, area_layers, probe_depth, probe_num_heads, ...). Unknown names raise.
     """
@@ -70,6 +72,8 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
         num_classes: int = 0,
         global_pool: str | None = None,
         drop_rate: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
         **kwargs: Any,
     ):
         super().__init__()
@@ -86,13 +90,16 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
         self.grad_checkpointing = False
         self.global_pool = _resolve_global_pool(global_pool, num_classes)
 
-        self._build_encoder(config)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(num_classes)
+        with torch.device(device) if device is not None else contextlib.nullcontext():
+            self._build_encoder(config)
+            self.head_drop = nn.Dropout(drop_rate)
+            self.head = self._make_head(num_classes)
+            self.init_weights()
+        if dtype is not None:
+            self.to(dtype=dtype)
         self.feature_info = [
             dict(module=f"blocks.{i}", num_chs=config.embed_dim, reduction=config.patch_size) for i in range(config.depth)
         ]
-        self.init_weights()
 
     # ---- construction ------------------------------------------------------------------------
 

@@ -366,7 +366,7 @@ class VJEPA2AreaEncoderMixin:
             self.register_buffer("pos_embed", torch.zeros(1, math.prod(grid), config.embed_dim))
         else:
             self.pos_embed = None
-        rates = torch.linspace(0, config.drop_path_rate, config.depth).tolist()
+        rates = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()  # works under a meta device
         self.blocks = nn.ModuleList([Block(config, i, rates[i]) for i in range(config.depth)])
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps)
 
