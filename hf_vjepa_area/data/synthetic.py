@@ -58,10 +58,7 @@ def video_encoder() -> str:
 
 def render_moving_square(direction: tuple[int, int], frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """uint8 `[frames, size, size, 3]`: a bright square moving along `direction` over noise."""
-    background = rng.integers(0, 140, size=3)
-    texture = rng.normal(0, 20, size=(size, size, 3))
-    video = background + texture + rng.normal(0, 6, size=(frames, size, size, 3))
-
+    background = rng.integers(0, 140, size=3) + 20 * rng.standard_normal((size, size, 3), dtype=np.float32)
     side = int(rng.integers(size // 8, size // 4 + 1))
     colour = rng.integers(190, 256, size=3)
     room = size - side
@@ -74,11 +71,15 @@ def render_moving_square(direction: tuple[int, int], frames: int, size: int, rng
             position.append(rng.uniform(travel, room))
         else:
             position.append(rng.uniform(0, room))
+
+    video = np.empty((frames, size, size, 3), dtype=np.uint8)
     for t in range(frames):
+        image = background + 6 * rng.standard_normal((size, size, 3), dtype=np.float32)
         progress = travel * t / max(frames - 1, 1)
         top, left = (round(p + d * progress) for p, d in zip(position, direction))
-        video[t, top : top + side, left : left + side] = colour
-    return video.clip(0, 255).astype(np.uint8)
+        image[top : top + side, left : left + side] = colour
+        video[t] = image.clip(0, 255)
+    return video
 
 
 def write_video(path: Path, video: np.ndarray, fps: int, encoder: str) -> None:
