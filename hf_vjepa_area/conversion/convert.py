@@ -1,0 +1,552 @@
+"""Conversion to our repo folder: read the source, build the config, check keys, write, verify, report.
+
+Order of work, so that nothing half-done is ever visible at the output path:
+
+1. read the source safely and map its keys onto ours (refusing missing / unexpected keys and shape
+   mismatches with every offending key listed);
+2. write the repo folder with `hub.save_repo_folder` into a private staging folder beside the output;
+3. load it back with `from_pretrained` and compare every tensor with the source's (exact);
+4. with `verify`, run the source model and the reloaded one on the same fixed input;
+5. write `conversion_report.json` and the model card with the figures, then rename into place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from accelerate import init_empty_weights
+
+from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from .card import BASE_MODELS, build_model_card
+from .infer import (
+    KeyMismatchError,
+    check_state_dict,
+    describe_fit,
+    detect_uniform_power,
+    encoder_shapes,
+    from_hf_config,
+    infer_encoder_config,
+    match_variant,
+    probe_fields,
+)
+from .keys import hf_dropped_prefixes, hf_sections, original_probe_to_ours, theirs_to_ours
+from .sources import (
+    ConversionError,
+    file_record,
+    read_original_encoder,
+    read_original_probe,
+    read_transformers,
+    resolve_hf_folder,
+    sha256_file,
+    source_kind,
+)
+from .verify import DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
+
+REPORT_NAME = "conversion_report.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class VerificationError(ConversionError):
+    """The converted model's outputs differ from the source's by more than the tolerance."""
+
+
+@dataclass
+class ConvertOptions:
+    """Everything that shapes a conversion (the CLI flags, one to one)."""
+
+    checkpoint_key: str | None = None  # .pt: None -> "target_encoder" (what Meta's hub loader reads)
+    probe: str | None = None  # .pt probe checkpoint, converted together with the encoder
+    probe_index: int = 0
+    probe_num_heads: int = 16
+    variant: str | None = None  # None: inferred from shapes; "custom": sizes from shapes, heads from num_heads
+    num_heads: int | None = None
+    img_size: int | None = None
+    num_frames: int | None = None
+    use_rope: bool | None = None  # None: RoPE unless the checkpoint carries a pos_embed
+    area_splits: list[int] | None = None  # None: full attention in every block
+    area_layers: str | list[int] | None = None
+    dtype: str = "keep"
+    verify: bool = False
+    tolerance: float = DEFAULT_TOLERANCE
+    verify_frames: int | None = None
+    verify_batch: int = 1
+    seed: int = 0
+    revision: str | None = None  # revision of a Hub-id source
+    local_files_only: bool = False
+    license: str = "mit"
+    base_model: str | None = None
+    repo_id: str | None = None  # shown in the model card's snippets (the push target)
+
+    def fingerprint(self) -> dict:
+        """The options that determine the output folder (compared when a push is resumed)."""
+        data = asdict(self)
+        data.pop("local_files_only")
+        if data["area_splits"] is not None:
+            data["area_splits"] = list(data["area_splits"])
+        return data
+
+
+@dataclass
+class Prepared:
+    """A source read and mapped onto our keys, with what is needed to rebuild and check it."""
+
+    model_class: type
+    fields: dict
+    variant: str
+    state_dict: dict[str, torch.Tensor]
+    source: dict
+    dropped: list[str]
+    unused_entries: list[str]
+    notes: list[str]
+    reference_name: str
+    build_reference: Callable[[], tuple[torch.nn.Module, Callable]]
+    fit_hint: str | None = None
+    base_model: str | None = None
+    probe: dict | None = None
+
+
+@dataclass
+class ConversionResult:
+    output: Path
+    report: dict
+    reused: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources
+# ----------------------------------------------------------------------------------------------
+
+
+def _refuse(options: ConvertOptions, names: tuple[str, ...], why: str) -> None:
+    given = [n for n in names if getattr(options, n) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise ConversionError(f"{flags}: not applicable {why}")
+
+
+def _our_model_reference(model_class, fields, state_dict):
+    def build():
+        config = VJEPA2AreaConfig(**fields)
+        model = _build_model(model_class, config, {k: v.float() for k, v in state_dict.items()})
+        return model, ours_outputs
+
+    return build
+
+
+def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
+    """Meta's encoder `.pt` (+ optional probe `.pt`): prefix stripping, shapes -> config."""
+    encoder = read_original_encoder(source, options.checkpoint_key)
+    state = dict(encoder.state_dict)
+    notes = list(encoder.notes)
+    probe = read_original_probe(options.probe, options.probe_index) if options.probe else None
+    num_frames = options.num_frames
+    if num_frames is None and probe is not None and probe.frames_hint and "pos_embed" not in state:
+        num_frames = probe.frames_hint
+        notes.append(f"num_frames {num_frames} from the probe's file name ({probe.file['name']})")
+    inferred = infer_encoder_config(
+        state,
+        variant=options.variant,
+        num_heads=options.num_heads,
+        img_size=options.img_size,
+        num_frames=num_frames,
+        use_rope=options.use_rope,
+        name_hint=Path(source).name,
+    )
+    fields = dict(inferred.fields)
+    notes += inferred.notes
+    dropped = []
+    if fields["use_rope"] and "pos_embed" in state:
+        dropped.append("pos_embed")
+        del state["pos_embed"]
+    if not fields["use_rope"]:
+        config = VJEPA2AreaConfig(**fields)
+        grid = config.grid_size if config.num_frames > 1 else config.grid_size[1:]
+        uniform, diff = detect_uniform_power(state["pos_embed"], config.embed_dim, grid)
+        fields["uniform_power"] = bool(uniform)
+        notes.append(
+            f"pos_embed is the sincos table with uniform_power={uniform}"
+            if uniform is not None
+            else f"pos_embed matches no sincos table (closest max diff {diff:.3g}); stored as is"
+        )
+    shapes = encoder_shapes(state)
+    model_class = VJEPA2AreaModel
+    probe_info = None
+    if probe is not None:
+        mapped = original_probe_to_ours(probe.state_dict)
+        if mapped.unexpected:
+            raise KeyMismatchError(
+                f"{probe.file['name']}: keys outside pooler.* / linear.* ({len(mapped.unexpected)}):\n    "
+                + "\n    ".join(mapped.unexpected)
+            )
+        fields.update(probe_fields(mapped.state_dict, shapes.embed_dim, options.probe_num_heads))
+        fields["probe_layer_norm_eps"] = 1e-5  # the released AttentiveClassifier's LayerNorm
+        state = {"encoder." + k: v for k, v in state.items()}
+        state.update(mapped.state_dict)
+        model_class = VJEPA2AreaForVideoClassification
+        probe_info = {
+            "file": probe.file,
+            "index": probe.index,
+            "classifiers_in_file": probe.num_classifiers,
+            "num_labels": fields["num_labels"],
+            "probe_depth": fields["probe_depth"],
+            "probe_num_heads": fields["probe_num_heads"],
+        }
+    files = [encoder.file] + ([probe.file] if probe is not None else [])
+    return Prepared(
+        model_class=model_class,
+        fields=fields,
+        variant=inferred.variant,
+        state_dict=state,
+        source={
+            "kind": "meta-pt",
+            "description": f"`{encoder.file['name']}`, entry `{encoder.checkpoint_key or '(bare state dict)'}`"
+            + (f" + probe `{probe.file['name']}` classifiers[{probe.index}]" if probe else ""),
+            "checkpoint_key": encoder.checkpoint_key,
+            "files": files,
+        },
+        dropped=dropped,
+        unused_entries=encoder.unused_entries,
+        notes=notes,
+        reference_name=(
+            "hf_vjepa_area's full-attention implementation holding the original tensors, loaded from the .pt by "
+            "prefix stripping only (an identity mapping: this checks the written folder, config and weights)"
+        ),
+        build_reference=_our_model_reference(model_class, {**fields}, state),
+        fit_hint=describe_fit(shapes),
+        base_model=BASE_MODELS.get((inferred.variant, fields["img_size"])),
+        probe=probe_info,
+    )
+
+
+def prepare_transformers(source: str, options: ConvertOptions) -> Prepared:
+    """A transformers `VJEPA2Model` / `VJEPA2ForVideoClassification` folder or Hub id."""
+    _refuse(options, ("checkpoint_key", "probe", "num_heads", "use_rope"), "to transformers sources (config.json says)")
+    hf = read_transformers(source, options.revision, options.local_files_only)
+    fields, notes = from_hf_config(hf.config, hf.classification)
+    if options.img_size is not None and options.img_size != fields["img_size"]:
+        raise ConversionError(
+            f"--img-size {options.img_size}: the source's crop_size is {fields['img_size']} (transformers derives RoPE "
+            "positions from it); drop --img-size"
+        )
+    if options.num_frames is not None:
+        fields["num_frames"] = options.num_frames
+    classification = hf.classification
+    mapped = theirs_to_ours(hf.state_dict, hf_sections(classification), hf_dropped_prefixes(classification))
+    if mapped.unexpected or mapped.missing:
+        parts = []
+        if mapped.missing:
+            parts.append(f"missing keys ({len(mapped.missing)}):\n    " + "\n    ".join(sorted(mapped.missing)))
+        if mapped.unexpected:
+            parts.append(f"unexpected keys ({len(mapped.unexpected)}):\n    " + "\n    ".join(sorted(mapped.unexpected)))
+        raise KeyMismatchError(f"{source}: keys that do not map onto V-JEPA 2:\n  " + "\n  ".join(parts))
+    prefix = "encoder." if classification else ""
+    shapes = encoder_shapes(mapped.state_dict, prefix)
+    found = match_variant(fields["embed_dim"], fields["depth"], int(fields["embed_dim"] * fields["mlp_ratio"]))
+    variant = found or "custom"
+    if options.variant not in (None, "custom"):
+        from ..modeling import VARIANTS
+
+        if options.variant not in VARIANTS:
+            raise ConversionError(f"unknown variant {options.variant!r}: choose one of {sorted(VARIANTS)} or 'custom'")
+        fields.update(VARIANTS[options.variant])  # checked against the weights' shapes below
+        variant = options.variant
+    model_class = VJEPA2AreaForVideoClassification if classification else VJEPA2AreaModel
+
+    def build_reference():
+        import transformers
+
+        cls = getattr(transformers, hf.architecture)
+        model = cls.from_pretrained(str(hf.folder), dtype=torch.float32, attn_implementation="sdpa").eval()
+        return model, transformers_outputs
+
+    name = hf.repo_id or hf.folder.name
+    img = fields["img_size"]
+    return Prepared(
+        model_class=model_class,
+        fields=fields,
+        variant=variant,
+        state_dict=mapped.state_dict,
+        source={
+            "kind": "transformers",
+            "description": f"transformers `{hf.architecture}` "
+            + (f"`{hf.repo_id}` (revision {hf.revision})" if hf.repo_id else f"folder `{hf.folder}`"),
+            "architecture": hf.architecture,
+            "repo_id": hf.repo_id,
+            "revision": hf.revision,
+            "files": hf.files,
+        },
+        dropped=sorted(mapped.dropped),
+        unused_entries=[],
+        notes=notes,
+        reference_name=f"transformers' own `{hf.architecture}` (sdpa attention) loaded from {name}",
+        build_reference=build_reference,
+        fit_hint=describe_fit(shapes),
+        base_model=hf.repo_id or BASE_MODELS.get((variant, img)),
+    )
+
+
+def prepare(source: str, options: ConvertOptions) -> Prepared:
+    kind = source_kind(source)
+    if kind == "pt":
+        return prepare_pt(source, options)
+    if kind == "transformers":
+        return prepare_transformers(source, options)
+    raise ConversionError(f"{source} is already one of our repo folders: use --to transformers to export it")
+
+
+def source_fingerprint(source: str, options: ConvertOptions) -> list[str]:
+    """sha256 of the files a conversion reads (to tell whether an existing output came from them)."""
+    kind = source_kind(source)
+    if kind == "pt":
+        return [sha256_file(source)] + ([sha256_file(options.probe)] if options.probe else [])
+    folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
+    names = ["model.safetensors"] if (folder / "model.safetensors").is_file() else sorted(
+        p.name for p in folder.glob("*.safetensors")
+    )
+    return [sha256_file(folder / n) for n in names]
+
+
+# ----------------------------------------------------------------------------------------------
+# Building and writing
+# ----------------------------------------------------------------------------------------------
+
+
+def _build_model(model_class, config, state_dict, fit_hint=None):
+    """The model holding exactly `state_dict`'s tensors (no random init, no copy)."""
+    with init_empty_weights():
+        model = model_class(config)
+    check_state_dict(model, state_dict, fit_hint)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
+
+
+def _make_config(fields: dict, options: ConvertOptions) -> VJEPA2AreaConfig:
+    try:
+        return VJEPA2AreaConfig(**fields, area_splits=options.area_splits, area_layers=options.area_layers)
+    except ValueError as err:
+        raise ConversionError(f"invalid configuration: {err}") from None
+
+
+def _cast(state_dict: dict, dtype: str) -> dict:
+    if dtype == "keep":
+        return state_dict
+    if dtype not in DTYPES:
+        raise ConversionError(f"--dtype must be one of keep, {', '.join(DTYPES)}; got {dtype!r}")
+    return {k: v.to(DTYPES[dtype]) if v.is_floating_point() else v for k, v in state_dict.items()}
+
+
+def _group(keys: list[str]) -> list[str]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        parts = key.split(".")
+        head = ".".join(parts[:2]) if parts[0] == "vjepa2" else parts[0]
+        counts[head] = counts.get(head, 0) + 1
+    return [f"{head}.* ({n})" if n > 1 or head not in keys else head for head, n in sorted(counts.items())]
+
+
+def check_output_path(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise ConversionError(f"{output} exists and is not a folder")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise ConversionError(f"{output} already exists and is not empty: pass --overwrite to replace it")
+
+
+def publish(staged: Path, output: Path, overwrite: bool) -> None:
+    """Rename a finished folder into place; an existing output is replaced only with `overwrite`."""
+    check_output_path(output, overwrite)
+    if output.exists():
+        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
+        output.rename(old)
+        try:
+            staged.rename(output)
+        except BaseException:
+            old.rename(output)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staged.rename(output)
+
+
+def _weights_roundtrip(model, reloaded) -> dict:
+    """Every tensor of the reloaded folder equals the converted one (names, dtypes, values)."""
+    ours, theirs = model.state_dict(), reloaded.state_dict()
+    problems = sorted(set(ours) ^ set(theirs))
+    for key in sorted(set(ours) & set(theirs)):
+        a, b = ours[key], theirs[key]
+        if a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a, b):
+            problems.append(key)
+    if problems:
+        raise ConversionError(
+            f"the written folder does not load back identically ({len(problems)} tensors differ): {problems[:10]}"
+        )
+    return {"tensors": len(ours), "identical": True, "dtypes": sorted({str(t.dtype).removeprefix("torch.") for t in ours.values()})}
+
+
+def _verify(prepared: Prepared, reloaded, config, options: ConvertOptions) -> dict:
+    pixels = fixed_input(config, options.verify_frames, options.verify_batch, options.seed)
+    reference_model, run_reference = prepared.build_reference()
+    reference = run_reference(reference_model, pixels)
+    del reference_model
+    area = bool(config.area_layers)
+    full = full_attention_twin(reloaded) if area else reloaded
+    result = {
+        "reference": prepared.reference_name,
+        "candidate": "the written folder loaded back with from_pretrained"
+        + (" as a full-attention model (same weights, area_splits=None)" if area else ""),
+        "input": {"shape": list(pixels.shape), "seed": options.seed, "dtype": "float32", "distribution": "standard normal"},
+        "tolerance": options.tolerance,
+        "equivalence": compare(reference, ours_outputs(full, pixels), options.tolerance),
+        "area_deviation": None,
+    }
+    if options.dtype not in ("keep", "float32"):
+        result["note"] = f"weights were written in {options.dtype}: the comparison includes that rounding"
+    if area:
+        result["area_deviation"] = compare(reference, ours_outputs(reloaded, pixels), None)
+        result["area_deviation"]["note"] = (
+            "information, not a pass/fail: the converted model as configured (area attention in blocks "
+            f"{config.area_layers}, splits {config.area_splits}) attends differently from the full-attention source"
+        )
+    result["passed"] = result["equivalence"]["passed"]
+    return result
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def convert(source: str, output: str | Path, options: ConvertOptions | None = None, *, overwrite: bool = False) -> ConversionResult:
+    """Convert `source` (Meta `.pt`, transformers folder or Hub id) into our repo folder at `output`."""
+    from .. import __version__
+    from ..hub import save_repo_folder
+
+    options = options or ConvertOptions()
+    output = Path(output).expanduser().absolute()
+    check_output_path(output, overwrite)
+    prepared = prepare(source, options)
+    config = _make_config(prepared.fields, options)
+    state = _cast(prepared.state_dict, options.dtype)
+    model = _build_model(prepared.model_class, config, state, prepared.fit_hint)
+
+    area = bool(config.area_layers)
+    report = {
+        "converter": f"hf_vjepa_area {__version__}",
+        "created": _now(),
+        "direction": "to hf_vjepa_area",
+        "source": prepared.source,
+        "probe": prepared.probe,
+        "architecture": prepared.model_class.__name__,
+        "variant": prepared.variant,
+        "config": json.loads(config.to_json_string(use_diff=False)),
+        "attention": "area" if area else "full",
+        "keys": {
+            "converted": len(state),
+            "dropped": prepared.dropped,
+            "dropped_count": len(prepared.dropped),
+            "dropped_groups": _group(prepared.dropped),
+            "unused_checkpoint_entries": prepared.unused_entries,
+            "missing": [],
+            "unexpected": [],
+        },
+        "notes": prepared.notes,
+        "options": options.fingerprint(),
+        "source_sha256": [f["sha256"] for f in prepared.source["files"]],
+    }
+    metadata = {
+        "converter": report["converter"],
+        "source_format": prepared.source["kind"],
+        "source": ",".join(f["name"] for f in prepared.source["files"]),
+        "source_sha256": ",".join(report["source_sha256"]),
+    }
+    if prepared.source.get("checkpoint_key"):
+        metadata["checkpoint_key"] = prepared.source["checkpoint_key"]
+    if prepared.source.get("repo_id"):
+        metadata["source_repo"] = prepared.source["repo_id"]
+        metadata["source_revision"] = str(prepared.source.get("revision"))
+
+    base_model = options.base_model or prepared.base_model
+    repo_id = options.repo_id or _default_repo_id(prepared.variant, area, config)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    try:
+        folder = staging / output.name
+        report["weights_roundtrip"] = {"tensors": len(state), "identical": None}
+        save_repo_folder(
+            model,
+            folder,
+            model_card=build_model_card(report, repo_id, options.license, base_model),
+            safetensors_metadata=metadata,
+        )
+        reloaded = prepared.model_class.from_pretrained(str(folder), dtype="auto").eval()
+        report["weights_roundtrip"] = _weights_roundtrip(model, reloaded)
+        del model
+        if options.verify:
+            report["verification"] = _verify(prepared, reloaded, config, options)
+        del reloaded
+        (folder / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        (folder / "README.md").write_text(build_model_card(report, repo_id, options.license, base_model))
+        if options.verify and not report["verification"]["passed"]:
+            failed = output.parent / f"{output.name}.failed-{REPORT_NAME}"
+            failed.write_text(json.dumps(report, indent=2) + "\n")
+            worst = {
+                name: entry.get("max_abs_diff") for name, entry in report["verification"]["equivalence"]["outputs"].items()
+            }
+            raise VerificationError(
+                f"verification failed: max abs diff {worst} exceeds the tolerance {options.tolerance:g}; nothing was "
+                f"written to {output}; the report is in {failed}"
+            )
+        publish(folder, output, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConversionResult(output, report)
+
+
+def _default_repo_id(variant: str, area: bool, config) -> str | None:
+    if variant == "custom":
+        return None
+    try:
+        from ..hub import repo_id_for
+
+        return repo_id_for(variant, area, config.img_size[0] if config.img_size[0] == config.img_size[1] else config.img_size)
+    except (ImportError, ValueError, KeyError):
+        return None
+
+
+def existing_conversion(output: Path, source: str, options: ConvertOptions) -> dict | None:
+    """The report of an existing output made from the same files with the same options, else None."""
+    report_path = Path(output) / REPORT_NAME
+    if not report_path.is_file():
+        return None
+    try:
+        report = json.loads(report_path.read_text())
+    except json.JSONDecodeError:
+        return None
+    if report.get("options") != json.loads(json.dumps(options.fingerprint())):
+        return None
+    if report.get("source_sha256") != source_fingerprint(source, options):
+        return None
+    return report
+
+
+__all__ = [
+    "ConvertOptions",
+    "ConversionResult",
+    "VerificationError",
+    "REPORT_NAME",
+    "prepare",
+    "prepare_pt",
+    "prepare_transformers",
+    "convert",
+    "check_output_path",
+    "publish",
+    "existing_conversion",
+    "source_fingerprint",
+]

@@ -1,0 +1,222 @@
+"""The reverse direction: one of our repo folders -> transformers' V-JEPA 2 format (full attention).
+
+transformers' `VJEPA2Model` always holds a JEPA predictor, which our repos do not carry. Its weights
+come from `predictor_from` (a transformers V-JEPA 2 folder or Hub id, e.g. the one the encoder was
+converted from) or are freshly initialised; the report says which. The encoder (and probe) are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from accelerate import init_empty_weights
+
+from ..modeling import VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from .convert import REPORT_NAME, ConversionResult, VerificationError, _now, check_output_path, publish
+from .keys import hf_sections, ours_to_theirs
+from .sources import ConversionError, file_record, read_config_json, read_transformers, resolve_hf_folder
+from .verify import DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
+
+_PREDICTOR_FIELDS = (
+    "pred_hidden_size",
+    "pred_num_attention_heads",
+    "pred_num_hidden_layers",
+    "pred_num_mask_tokens",
+    "pred_zero_init_mask_tokens",
+    "pred_mlp_ratio",
+)
+
+
+@dataclass
+class ExportOptions:
+    predictor_from: str | None = None
+    predictor_config: dict | None = None  # pred_* fields for a fresh predictor (transformers' defaults otherwise)
+    verify: bool = True
+    tolerance: float = DEFAULT_TOLERANCE
+    verify_frames: int | None = None
+    verify_batch: int = 1
+    seed: int = 0
+    revision: str | None = None
+    local_files_only: bool = False
+
+    def fingerprint(self) -> dict:
+        data = asdict(self)
+        data.pop("local_files_only")
+        return data
+
+
+def load_ours(spec: str, revision: str | None = None, local_files_only: bool = False):
+    """One of our repo folders (or Hub ids) as the model class its config.json names."""
+    folder, _, _ = resolve_hf_folder(spec, revision, local_files_only)
+    config = read_config_json(folder)
+    if config.get("model_type") != "vjepa2_area":
+        raise ConversionError(f"{spec}: model_type {config.get('model_type')!r}; expected one of our 'vjepa2_area' repos")
+    architecture = (config.get("architectures") or ["VJEPA2AreaModel"])[0]
+    cls = VJEPA2AreaForVideoClassification if architecture == "VJEPA2AreaForVideoClassification" else VJEPA2AreaModel
+    model = cls.from_pretrained(str(folder), dtype="auto").eval()
+    files = [file_record(p) for p in sorted(folder.glob("*.safetensors"))]
+    return model, folder, files
+
+
+def check_exportable(config, classification: bool) -> None:
+    """Refuse, naming each, the settings transformers' V-JEPA 2 cannot express."""
+    problems = []
+    if not config.use_rope:
+        problems.append("use_rope=False (transformers' V-JEPA 2 has RoPE only, no pos_embed)")
+    if config.rope_interleave:
+        problems.append("rope_interleave=True (transformers' V-JEPA 2 uses the released tiled sin/cos)")
+    if config.use_silu:
+        problems.append("use_silu=True (transformers' V-JEPA 2 MLP is GELU)")
+    if config.num_frames == 1:
+        problems.append("an image model (num_frames=1; transformers' patch embedding is Conv3d)")
+    if config.img_size[0] != config.img_size[1]:
+        problems.append(f"non-square img_size {config.img_size} (transformers has one crop_size)")
+    if classification and config.probe_num_heads != config.num_heads:
+        problems.append(
+            f"probe_num_heads={config.probe_num_heads} != num_heads={config.num_heads} (transformers' pooler uses "
+            "the encoder's num_attention_heads)"
+        )
+    if problems:
+        raise ConversionError("cannot export to transformers' V-JEPA 2: " + "; ".join(problems))
+
+
+def transformers_config(config, classification: bool, predictor_fields: dict):
+    """transformers' `VJEPA2Config` for our config."""
+    from transformers import VJEPA2Config
+
+    check_exportable(config, classification)
+    fields = dict(
+        crop_size=config.img_size[0],
+        frames_per_clip=config.num_frames,
+        patch_size=config.patch_size,
+        tubelet_size=config.tubelet_size,
+        in_chans=config.in_chans,
+        hidden_size=config.embed_dim,
+        num_attention_heads=config.num_heads,
+        num_hidden_layers=config.depth,
+        mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias,
+        layer_norm_eps=config.layer_norm_eps,
+        drop_path_rate=config.drop_path_rate,
+        initializer_range=config.init_std,
+        **predictor_fields,
+    )
+    if classification:
+        fields.update(num_pooler_layers=config.probe_depth - 1, id2label=dict(config.id2label), label2id=dict(config.label2id))
+    return VJEPA2Config(**fields)
+
+
+def _predictor(spec: str, classification: bool, options: ExportOptions) -> tuple[dict, dict, dict]:
+    """(state dict under the target's predictor prefix, pred_* config fields, source record)."""
+    source = read_transformers(spec, options.revision, options.local_files_only)
+    own = "vjepa2.predictor." if source.classification else "predictor."
+    target = "vjepa2.predictor." if classification else "predictor."
+    state = {target + k[len(own):]: v for k, v in source.state_dict.items() if k.startswith(own)}
+    if not state:
+        raise ConversionError(f"{spec} holds no predictor weights ({own}*)")
+    fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
+    return state, fields, {"source": spec, "files": source.files}
+
+
+def export_to_transformers(
+    source: str, output: str | Path, options: ExportOptions | None = None, *, overwrite: bool = False
+) -> ConversionResult:
+    """Write transformers' `VJEPA2Model` / `VJEPA2ForVideoClassification` folder for one of our repos."""
+    import transformers
+    from transformers import VJEPA2VideoProcessor
+
+    from .. import __version__
+
+    options = options or ExportOptions()
+    output = Path(output).expanduser().absolute()
+    check_output_path(output, overwrite)
+    ours, folder, files = load_ours(source, options.revision, options.local_files_only)
+    config = ours.config
+    classification = isinstance(ours, VJEPA2AreaForVideoClassification)
+    check_exportable(config, classification)
+    notes = []
+    if config.area_layers:
+        notes.append(
+            f"area attention (blocks {config.area_layers}, splits {config.area_splits}) is not part of transformers' "
+            "V-JEPA 2: the export attends globally in every block, and is verified against our full-attention model"
+        )
+    if classification and config.probe_layer_norm_eps != config.layer_norm_eps:
+        notes.append(
+            f"the probe's LayerNorm eps {config.probe_layer_norm_eps:g} becomes transformers' layer_norm_eps "
+            f"{config.layer_norm_eps:g} (its pooler shares the encoder's): the verification figures measure the effect"
+        )
+
+    mapped = ours_to_theirs(ours.state_dict(), hf_sections(classification))
+    if mapped.unexpected:
+        raise ConversionError(f"keys with no transformers counterpart: {mapped.unexpected}")
+    predictor_record = None
+    predictor_fields = dict(options.predictor_config or {})
+    if options.predictor_from:
+        predictor_state, predictor_fields, predictor_record = _predictor(options.predictor_from, classification, options)
+        mapped.state_dict.update(predictor_state)
+    hf_config = transformers_config(config, classification, predictor_fields)
+    hf_class = transformers.VJEPA2ForVideoClassification if classification else transformers.VJEPA2Model
+    if predictor_record is not None:
+        with init_empty_weights():
+            hf_model = hf_class(hf_config)
+        hf_model.load_state_dict(mapped.state_dict, strict=True, assign=True)
+    else:
+        hf_model = hf_class(hf_config)  # a freshly initialised predictor; everything else is overwritten
+        result = hf_model.load_state_dict(mapped.state_dict, strict=False)
+        left = [k for k in result.missing_keys if "predictor." not in k]
+        if left or result.unexpected_keys:
+            raise ConversionError(f"transformers model does not fit: missing {left}, unexpected {result.unexpected_keys}")
+        notes.append(
+            "no --predictor-from: the JEPA predictor of the exported VJEPA2Model is freshly initialised (our repos "
+            "carry only the encoder); use skip_predictor=True / get_vision_features"
+        )
+    hf_model.eval()
+
+    report = {
+        "converter": f"hf_vjepa_area {__version__}",
+        "created": _now(),
+        "direction": "to transformers",
+        "source": {"kind": "hf_vjepa_area", "description": str(source), "files": files},
+        "architecture": hf_class.__name__,
+        "config": json.loads(hf_config.to_json_string(use_diff=False)),
+        "predictor": predictor_record,
+        "keys": {"converted": len(mapped.state_dict)},
+        "notes": notes,
+        "options": options.fingerprint(),
+        "source_sha256": [f["sha256"] for f in files],
+    }
+    if options.verify:
+        pixels = fixed_input(config, options.verify_frames, options.verify_batch, options.seed)
+        reference = ours_outputs(full_attention_twin(ours) if config.area_layers else ours, pixels)
+        candidate = transformers_outputs(hf_model, pixels)
+        check = compare(reference, candidate, options.tolerance)
+        report["verification"] = {
+            "reference": "hf_vjepa_area full-attention model of the source repo",
+            "candidate": f"transformers' own {hf_class.__name__} holding the exported weights",
+            "input": {"shape": list(pixels.shape), "seed": options.seed, "dtype": "float32"},
+            "tolerance": options.tolerance,
+            "equivalence": check,
+            "passed": check["passed"],
+        }
+        if not check["passed"]:
+            raise VerificationError(f"export verification failed: {json.dumps(check['outputs'])}")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    try:
+        target = staging / output.name
+        hf_model.save_pretrained(str(target))
+        VJEPA2VideoProcessor(crop_size=config.img_size[0]).save_pretrained(str(target))
+        (target / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+        publish(target, output, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ConversionResult(output, report)
+
+
+__all__ = ["ExportOptions", "export_to_transformers", "transformers_config", "check_exportable", "load_ours"]

@@ -1,0 +1,137 @@
+"""The command line and the push path, up to the huggingface_hub call boundary (no network)."""
+
+import inspect
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+
+from hf_vjepa_area.conversion.cli import main
+from hf_vjepa_area.conversion.push import planned_files, push_folder
+
+TINY = ["--num-heads", "2", "--img-size", "32", "--num-frames", "4"]
+
+
+class RecordingApi:
+    """Stands in for huggingface_hub.HfApi and records the operations it would send."""
+
+    calls: list = []
+
+    def __init__(self, *args, **kwargs):
+        self.calls = RecordingApi.calls
+
+    def _record(self, name, args, kwargs):
+        # Prove the call fits the real HfApi method before recording it.
+        inspect.signature(getattr(huggingface_hub.HfApi, name)).bind(None, *args, **kwargs)
+        self.calls.append((name, args, kwargs))
+
+    def create_repo(self, *args, **kwargs):
+        self._record("create_repo", args, kwargs)
+        return huggingface_hub.RepoUrl(f"https://huggingface.co/{args[0]}")
+
+    def create_branch(self, *args, **kwargs):
+        self._record("create_branch", args, kwargs)
+
+    def upload_folder(self, *args, **kwargs):
+        self._record("upload_folder", args, kwargs)
+        return huggingface_hub.CommitInfo(
+            commit_url=f"https://huggingface.co/{kwargs['repo_id']}/commit/{'b' * 40}",
+            commit_message=kwargs["commit_message"], commit_description="", oid="b" * 40,
+        )
+
+
+@pytest.fixture
+def recording_api(monkeypatch):
+    RecordingApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    return RecordingApi.calls
+
+
+def test_cli_converts_verifies_and_pushes(tmp_path, original_pt, recording_api, capsys):
+    out = tmp_path / "vjepa2-tiny"
+    argv = [str(original_pt), str(out), *TINY, "--verify", "--area-splits", "2,2,1", "--area-layers", "0:1",
+            "--push-to-hub", "someone/vjepa2-tiny", "--private", "--revision", "v1"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "verify last_hidden_state: max abs diff 0" in printed and "(information)" in printed
+    assert "pushed to https://huggingface.co/someone/vjepa2-tiny" in printed
+    names = [name for name, _, _ in recording_api]
+    assert names == ["create_repo", "create_branch", "upload_folder"]
+    _, args, kwargs = recording_api[0]
+    assert args == ("someone/vjepa2-tiny",) and kwargs["private"] is True and kwargs["exist_ok"] is True
+    assert recording_api[1][2]["branch"] == "v1" and recording_api[1][2]["exist_ok"] is True
+    upload = recording_api[2][2]
+    assert upload["repo_id"] == "someone/vjepa2-tiny" and upload["revision"] == "v1"
+    assert Path(upload["folder_path"]) == out.absolute() or Path(upload["folder_path"]) == out
+    uploaded = {f["path_in_repo"] for f in planned_files(out)}
+    assert {"config.json", "model.safetensors", "README.md", "conversion_report.json", "modeling_vjepa2_area.py"} <= uploaded
+    assert 'from_pretrained("someone/vjepa2-tiny"' in (out / "README.md").read_text()
+
+    # Running the same command again (e.g. after a failed upload) reuses the folder and pushes again.
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert "pushing it as is" in capsys.readouterr().out
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    assert [name for name, _, _ in recording_api] == names * 2
+
+    # Different options with the same output: refused, not silently reused.
+    assert main([str(original_pt), str(out), *TINY, "--verify", "--push-to-hub", "someone/vjepa2-tiny"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_push_on_main_skips_the_branch(tmp_path, original_pt):
+    out = tmp_path / "out"
+    assert main([str(original_pt), str(out), *TINY]) == 0
+    calls = []
+
+    class Api(RecordingApi):
+        def __init__(self):
+            self.calls = calls
+
+    info = push_folder(out, "org/name", api=Api())
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[0][2]["private"] is False and calls[1][2]["revision"] is None
+    assert info["commit"] == "b" * 40 and info["revision"] == "main"
+    with pytest.raises(ValueError, match="ORG/NAME"):
+        push_folder(out, "no-org", api=Api())
+
+
+def test_cli_refusals_exit_2_with_a_message(tmp_path, original_pt, capsys):
+    assert main([str(original_pt), str(tmp_path / "a"), "--img-size", "32", "--num-frames", "4"]) == 2
+    assert "--num-heads" in capsys.readouterr().err
+    assert main([str(original_pt), str(tmp_path / "b"), *TINY, "--variant", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert "patch_embed.proj.weight" in err and "[1280, 3, 2, 16, 16]" in err
+    assert main([str(tmp_path / "missing.pt"), str(tmp_path / "c")]) == 2
+    assert main([str(original_pt), str(tmp_path / "d"), *TINY, "--predictor-from", "x/y"]) == 2
+    with pytest.raises(SystemExit):
+        main([str(original_pt), str(tmp_path / "e"), "--area-splits", "2,2"])
+
+
+def test_cli_export_round_trip(tmp_path, hf_encoder_dir, capsys):
+    ours, back = tmp_path / "ours", tmp_path / "hf"
+    assert main([str(hf_encoder_dir), str(ours), "--verify"]) == 0
+    assert main([str(ours), str(back), "--to", "transformers", "--predictor-from", str(hf_encoder_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "exported VJEPA2Model" in printed
+    report = json.loads((back / "conversion_report.json").read_text())
+    assert report["direction"] == "to transformers" and report["verification"]["passed"]
+    assert main([str(ours), str(tmp_path / "again"), "--to", "transformers", "--area-splits", "2,2,1"]) == 2
+
+
+def test_python_dash_m_entry_point(monkeypatch, capsys):
+    # In-process `python -m hf_vjepa_area.conversion --help` (a subprocess would re-import torch for seconds).
+    monkeypatch.setattr(sys, "argv", ["python -m hf_vjepa_area.conversion", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("hf_vjepa_area.conversion", run_name="__main__", alter_sys=True)
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "target_encoder" in printed and "--push-to-hub" in printed and "facebookresearch/vjepa2" in printed
+
+
+def test_console_script_is_declared():
+    pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    assert 'vjepa2-area-convert = "hf_vjepa_area.conversion.cli:main"' in pyproject
