@@ -138,9 +138,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
         batch, tokens, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, -1).unbind(2)
-        if rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, -1)
+        if rope is not None:  # q and k rotated together: one pass over both
+            q, k = apply_rope(qkv[:, :, :2].flatten(2, 3), rope).unflatten(2, (2, self.num_heads)).unbind(2)
+            v = qkv[:, :, 2]
+        else:
+            q, k, v = qkv.unbind(2)
         if self.area and plan is not None:
             out = area_attention(q, k, v, plan)
             if self.area_scale != 1.0:

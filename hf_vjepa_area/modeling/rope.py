@@ -15,7 +15,11 @@ import torch
 
 
 class RopeTables(NamedTuple):
-    """cos/sin of shape [B or 1, K, 1, head_dim] in float32, broadcast over heads (token-major layout)."""
+    """cos and signed sin, [B or 1, K, 1, head_dim] float32, broadcast over heads (token-major layout).
+
+    `sin` carries the rotation's signs (-sin on even channels, +sin on odd ones), so applying it is a
+    pair swap and one fused multiply-add: `x * cos + swap_pairs(x) * sin`.
+    """
 
     cos: torch.Tensor
     sin: torch.Tensor
@@ -48,6 +52,7 @@ def build_rope_tables(positions: torch.Tensor, head_dim: int, interleave: bool =
         freqs = freqs.repeat(*([1] * (freqs.ndim - 1)), 2)
     freqs = freqs.flatten(-2)  # [..., K, 3 * axis_dim]: depth, height, width slices
     cos, sin = freqs.cos(), freqs.sin()
+    sin = sin * torch.tensor([-1.0, 1.0], device=sin.device).repeat(sin.shape[-1] // 2)
     leftover = head_dim - 3 * axis_dim
     if leftover:
         cos = torch.nn.functional.pad(cos, (0, leftover), value=1.0)
@@ -55,15 +60,15 @@ def build_rope_tables(positions: torch.Tensor, head_dim: int, interleave: bool =
     return RopeTables(cos.unsqueeze(-2), sin.unsqueeze(-2))
 
 
-def rotate_adjacent_pairs(x: torch.Tensor) -> torch.Tensor:
-    x0, x1 = x.unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack((-x1, x0), dim=-1).flatten(-2)
+def swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """[x0, x1, x2, x3, ...] -> [x1, x0, x3, x2, ...]; with the signed sin this is `rot(x) * sin`."""
+    return x.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
 
 
 def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
     """Rotate x [B, K, heads, head_dim] in float32 (autocast-safe) and return it in x's dtype."""
     x32 = x.float()
-    return (x32 * tables.cos + rotate_adjacent_pairs(x32) * tables.sin).to(x.dtype)
+    return torch.addcmul(x32 * tables.cos, swap_pairs(x32), tables.sin).to(x.dtype)
 
 
 __all__ = ["RopeTables", "token_positions", "build_rope_tables", "apply_rope", "rope_axis_dim"]
