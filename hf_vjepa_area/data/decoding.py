@@ -200,6 +200,14 @@ class _TorchCodecReader(VideoReader):
             raise VideoDecodeError(f"{path}: cannot open video ({error})") from error
         if not metadata.num_frames:
             raise VideoDecodeError(f"{path}: video stream has no frames")
+        # The exact-mode scan counts readable frames; fewer than the header lists means a cut-off
+        # file, which PyAV reports when decoding. Report it here too so both backends agree.
+        listed = metadata.num_frames_from_header
+        if listed and metadata.num_frames < listed:
+            raise VideoDecodeError(
+                f"{path}: only {metadata.num_frames} of the {listed} frames the header lists are readable; "
+                "truncated or corrupt file?"
+            )
         self.info = VideoInfo(metadata.num_frames, metadata.average_fps, metadata.height, metadata.width)
 
     def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
