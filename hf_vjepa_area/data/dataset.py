@@ -75,6 +75,8 @@ class VideoClipDataset(Dataset):
     segment-major (all views of segment 0, then segment 1, ...); training uses one view per
     segment. The same layout in both modes lets one probe loop serve training and evaluation.
     A video that cannot be used gives a `SkippedSample`; pair with `collate_skip_none`.
+    `transform` maps one segment, uint8 `[T, C, H, W]`, to float `[V, C, T, H, W]`; the default is
+    `TrainTransform(crop_size)` or `EvalTransform(crop_size, num_views)`.
 
     V-JEPA 2's K400 frozen probe: 16 frames x step 4, 8 segments in both modes, 3 views in eval.
     """
