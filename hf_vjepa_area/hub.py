@@ -204,11 +204,29 @@ def _label_names(config: VJEPA2AreaConfig, num_classes: int) -> list[str] | None
     return [str(n) for n in names]
 
 
+_ENCODER_CLASSES = ("VJEPA2AreaModel",)
+_CLASSIFIER_CLASSES = ("VJEPA2AreaForVideoClassification",)
+
+
+def _kind(model: nn.Module) -> str | None:
+    """'encoder' / 'classifier' for our transformers classes, also when loaded as remote code."""
+    if isinstance(model, VJEPA2AreaForVideoClassification):
+        return "classifier"
+    if isinstance(model, VJEPA2AreaModel):
+        return "encoder"
+    if getattr(getattr(model, "config", None), "model_type", None) == VJEPA2AreaConfig.model_type:
+        if type(model).__name__ in _CLASSIFIER_CLASSES:
+            return "classifier"
+        if type(model).__name__ in _ENCODER_CLASSES:
+            return "encoder"
+    return None
+
+
 def timm_config_fields(model: nn.Module) -> dict[str, Any]:
     """The timm keys of config.json for a transformers model: architecture, num_classes, num_features,
     pretrained_cfg, model_args."""
     config = model.config
-    num_classes = config.num_labels if isinstance(model, VJEPA2AreaForVideoClassification) else 0
+    num_classes = config.num_labels if _kind(model) == "classifier" else 0
     pretrained_cfg = timm_pretrained_cfg(config, num_classes=num_classes, label_names=_label_names(config, num_classes))
     return dict(
         architecture=timm_architecture(config),
@@ -227,7 +245,7 @@ def timm_config_fields(model: nn.Module) -> dict[str, Any]:
 def repo_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors in the original key names (`encoder.` prefix of the classifier removed)."""
     state = model.state_dict()
-    if isinstance(model, VJEPA2AreaForVideoClassification):
+    if _kind(model) == "classifier":
         prefix = model.base_model_prefix + "."
         state = {key.removeprefix(prefix): value for key, value in state.items()}
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
@@ -316,7 +334,7 @@ def save_repo_folder(
     beside `folder` under a temporary name and renamed into place, so a failure leaves no half-written
     repo. An existing non-empty `folder` is refused unless `overwrite=True`.
     """
-    if not isinstance(model, (VJEPA2AreaModel, VJEPA2AreaForVideoClassification)):
+    if _kind(model) is None:
         raise TypeError(
             f"save_repo_folder expects a VJEPA2AreaModel or VJEPA2AreaForVideoClassification, got {type(model).__name__}"
         )

@@ -29,6 +29,16 @@ def tiny_video(batch: int = 2, frames: int = 4, size: int = 32, seed: int = 0) -
     return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: tiny models gain nothing from more, and on a busy machine spinning
+    OpenMP threads make each tiny op tens of times slower. Opt in with `usefixtures`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_hub(tmp_path_factory) -> TinyHub:
     """A tiny encoder and classifier written with `save_repo_folder` into a Hub cache (not yet active)."""

@@ -25,6 +25,8 @@ from hf_vjepa_area.hub import (
 
 from .conftest import TINY, tiny_video
 
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 # ---- repo ids ------------------------------------------------------------------------------
 
 
