@@ -226,14 +226,18 @@ def timm_config_fields(model: nn.Module) -> dict[str, Any]:
     """The timm keys of config.json for a transformers model: architecture, num_classes, num_features,
     pretrained_cfg, model_args."""
     config = model.config
-    num_classes = config.num_labels if _kind(model) == "classifier" else 0
+    classifier = _kind(model) == "classifier"
+    num_classes = config.num_labels if classifier else 0
     pretrained_cfg = timm_pretrained_cfg(config, num_classes=num_classes, label_names=_label_names(config, num_classes))
+    model_args = timm_model_args(config)
+    if classifier:  # keep the trained attentive pooler when timm users ask for num_classes=0 or a new head
+        model_args["global_pool"] = "attn"
     return dict(
         architecture=timm_architecture(config),
         num_classes=num_classes,
         num_features=config.embed_dim,
         pretrained_cfg=_jsonable(pretrained_cfg),
-        model_args=timm_model_args(config),
+        model_args=model_args,
     )
 
 

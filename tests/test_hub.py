@@ -113,6 +113,7 @@ def test_folder_layout_classifier_uses_original_names(tiny_hub):
     assert config["num_classes"] == 3 and config["pretrained_cfg"]["num_classes"] == 3
     assert config["pretrained_cfg"]["label_names"] == ["bike", "bunny", "phone"]
     assert config["architectures"] == ["VJEPA2AreaForVideoClassification"]
+    assert config["model_args"]["global_pool"] == "attn"
 
 
 def test_metadata_extra_files_and_processor(tmp_path, tiny_hub):
@@ -259,3 +260,13 @@ def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
             pooled, offline_hub.classifier.head(expected, pre_logits=True), rtol=0, atol=1e-6
         )
     assert timm_encoder(video).shape == (2, 5)
+
+    # num_classes=0 keeps the trained attentive pooler (timm: "remove the classifier, keep the pooling")
+    pooled_model = timm.create_model(f"hf-hub:{offline_hub.classifier_id}", pretrained=True, num_classes=0).eval()
+    features = timm.create_model(
+        f"hf-hub:{offline_hub.classifier_id}", pretrained=True, features_only=True, out_indices=(-1,)
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(pooled_model(video), pooled, rtol=0, atol=1e-6)
+        last_block = offline_hub.classifier.encoder(video.transpose(1, 2), output_hidden_states=True).hidden_states[-1]
+        torch.testing.assert_close(features(video)[0], last_block.transpose(1, 2).reshape(2, -1, 2, 2, 2))
