@@ -81,7 +81,7 @@ def build_model_card(report: dict, repo_id: str | None, license: str = "mit", ba
     entry = "VJEPA2AreaForVideoClassification" if classification else "VJEPA2AreaModel"
     auto = "AutoModelForVideoClassification" if classification else "AutoModel"
     height, width = config["img_size"]
-    frames = config["num_frames"]
+    frames = min(config["num_frames"], 16) if config["num_frames"] > 1 else 1
     use = "logits = model(pixel_values_videos=video).logits" if classification else (
         "tokens = model(pixel_values_videos=video).last_hidden_state  # [1, N, hidden]"
     )
@@ -106,6 +106,7 @@ from transformers import {auto}
 
 model = {auto}.from_pretrained("{repo}", trust_remote_code=True).eval()
 video = torch.randn(1, {frames}, 3, {height}, {width})  # [batch, frames, channels, height, width], ImageNet-normalised
+# (any multiple of {config['tubelet_size']} frames; the model was trained on {config['num_frames']}-frame clips)
 with torch.no_grad():
     {use}
 ```

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ SOURCE is one of:
     from the `target_encoder` entry by default: that is what Meta's own hub loader reads
     (facebookresearch/vjepa2, src/hub/backbones.py: _make_vjepa2_model(checkpoint_key="target_encoder"))
     and what its frozen evaluations use. Pass --checkpoint-key encoder for the context encoder (read by
-    earlier versions of that loader and by the V-JEPA 2-AC loader).
+    older copies of that loader and by the V-JEPA 2-AC loader).
   * the same with --probe PROBE.pt (e.g. ssv2-vitl-16x2x3.pt): encoder + attentive probe classifier.
   * a transformers V-JEPA 2 folder or Hub id (VJEPA2Model or VJEPA2ForVideoClassification), e.g.
     facebook/vjepa2-vitl-fpc64-256. The JEPA predictor is not converted (listed as dropped).

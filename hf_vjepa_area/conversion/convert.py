@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,10 +37,18 @@ from .infer import (
     match_variant,
     probe_fields,
 )
-from .keys import hf_dropped_prefixes, hf_sections, original_probe_to_ours, theirs_to_ours
+from .keys import (
+    ENCODER_RULES,
+    HEAD_RULES,
+    Section,
+    hf_dropped_prefixes,
+    hf_sections,
+    original_probe_to_ours,
+    ours_to_theirs,
+    theirs_to_ours,
+)
 from .sources import (
     ConversionError,
-    file_record,
     read_original_encoder,
     read_original_probe,
     read_transformers,
@@ -117,8 +125,6 @@ class Prepared:
 class ConversionResult:
     output: Path
     report: dict
-    reused: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,6 +146,61 @@ def _our_model_reference(model_class, fields, state_dict):
         return model, ours_outputs
 
     return build
+
+
+def _transformers_reference(model_class, fields, state_dict):
+    """transformers' V-JEPA 2 modules holding the original tensors, or None where they cannot express the model.
+
+    An implementation independent of ours: the encoder is transformers' `VJEPA2Encoder`; a probe is its
+    `VJEPA2AttentivePooler` (configured with the probe's own heads and LayerNorm eps) + a Linear. The
+    tensors reach it through the same key table as transformers sources, so a wrong mapping or a
+    numerical difference between the implementations shows up. Both sides share the inferred config:
+    what the weights do not store (the number of heads) comes from the variant table for both.
+    """
+    if not fields["use_rope"] or fields.get("use_silu") or fields.get("num_frames", 2) == 1:
+        return None
+    from transformers import VJEPA2Config
+    from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2AttentivePooler, VJEPA2Encoder
+
+    classification = model_class is VJEPA2AreaForVideoClassification
+    prefix = "encoder." if classification else ""
+
+    def build():
+        config = VJEPA2Config(
+            crop_size=fields["img_size"], frames_per_clip=fields["num_frames"], patch_size=fields["patch_size"],
+            tubelet_size=fields["tubelet_size"], in_chans=fields["in_chans"], hidden_size=fields["embed_dim"],
+            num_attention_heads=fields["num_heads"], num_hidden_layers=fields["depth"], mlp_ratio=fields["mlp_ratio"],
+            qkv_bias=fields["qkv_bias"], layer_norm_eps=fields["layer_norm_eps"],
+        )
+        config._attn_implementation = "sdpa"
+        encoder_state = {k[len(prefix):]: v.float() for k, v in state_dict.items() if k.startswith(prefix) and not k.startswith("head.")}
+        with init_empty_weights():
+            modules = torch.nn.ModuleDict({"encoder": VJEPA2Encoder(config)})
+        theirs = ours_to_theirs(encoder_state, (Section(ENCODER_RULES, "", "encoder."),)).state_dict
+        if classification:
+            probe_config = VJEPA2Config(
+                hidden_size=fields["embed_dim"], num_attention_heads=fields["probe_num_heads"],
+                layer_norm_eps=fields["probe_layer_norm_eps"], num_pooler_layers=fields["probe_depth"] - 1,
+            )
+            probe_config._attn_implementation = "sdpa"
+            with init_empty_weights():
+                modules["pooler"] = VJEPA2AttentivePooler(probe_config)
+                modules["classifier"] = torch.nn.Linear(fields["embed_dim"], fields["num_labels"])
+            head_state = {k: v.float() for k, v in state_dict.items() if k.startswith("head.")}
+            theirs.update(ours_to_theirs(head_state, (Section(HEAD_RULES),)).state_dict)
+        modules.load_state_dict(theirs, strict=True, assign=True)
+        return modules.eval(), _run_transformers_modules
+
+    return build
+
+
+@torch.no_grad()
+def _run_transformers_modules(modules, pixels):
+    tokens = modules["encoder"](pixels).last_hidden_state
+    outputs = {"last_hidden_state": tokens}
+    if "pooler" in modules:
+        outputs["logits"] = modules["classifier"](modules["pooler"](tokens))
+    return outputs
 
 
 def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
@@ -201,6 +262,19 @@ def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
             "probe_num_heads": fields["probe_num_heads"],
         }
     files = [encoder.file] + ([probe.file] if probe is not None else [])
+    reference = _transformers_reference(model_class, fields, state)
+    if reference is not None:
+        reference_name = (
+            "transformers' V-JEPA 2 implementation (VJEPA2Encoder"
+            + (", and VJEPA2AttentivePooler + Linear with the probe's heads and eps" if probe is not None else "")
+            + ") holding the original tensors"
+        )
+    else:
+        reference = _our_model_reference(model_class, dict(fields), state)
+        reference_name = (
+            "hf_vjepa_area's full-attention implementation holding the original tensors (transformers' V-JEPA 2 "
+            "cannot express this model: no RoPE, SwiGLU or image-only); this checks the written folder, not the numerics"
+        )
     return Prepared(
         model_class=model_class,
         fields=fields,
@@ -216,11 +290,8 @@ def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
         dropped=dropped,
         unused_entries=encoder.unused_entries,
         notes=notes,
-        reference_name=(
-            "hf_vjepa_area's full-attention implementation holding the original tensors, loaded from the .pt by "
-            "prefix stripping only (an identity mapping: this checks the written folder, config and weights)"
-        ),
-        build_reference=_our_model_reference(model_class, {**fields}, state),
+        reference_name=reference_name,
+        build_reference=reference,
         fit_hint=describe_fit(shapes),
         base_model=BASE_MODELS.get((inferred.variant, fields["img_size"])),
         probe=probe_info,

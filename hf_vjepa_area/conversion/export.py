@@ -13,7 +13,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 from accelerate import init_empty_weights
 
 from ..modeling import VJEPA2AreaForVideoClassification, VJEPA2AreaModel
