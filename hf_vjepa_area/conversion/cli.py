@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--probe", default=None, help="Meta probe .pt (classifiers[...]) to convert with the encoder")
     src.add_argument("--probe-index", type=int, default=0, help="which of the probe file's classifiers (default 0)")
     src.add_argument("--probe-num-heads", type=int, default=16, help="probe attention heads (not in the weights; released probes: 16)")
+    src.add_argument("--labels", default=None,
+                     help="class names of a classifier: .json (list or {id: name}) or .txt (one name a line)")
     src.add_argument("--source-revision", dest="revision", default=None, help="revision of a Hub-id source")
     src.add_argument("--local-files-only", action="store_true", help="resolve Hub ids from the local cache only")
 
@@ -131,6 +133,7 @@ def _options(args) -> ConvertOptions:
         probe=args.probe,
         probe_index=args.probe_index,
         probe_num_heads=args.probe_num_heads,
+        labels=args.labels,
         variant=args.variant,
         num_heads=args.num_heads,
         img_size=args.img_size,
@@ -217,7 +220,7 @@ def _export(args, output: Path):
 
     not_for_export = [
         flag for flag, value in (
-            ("--checkpoint-key", args.checkpoint_key), ("--probe", args.probe), ("--variant", args.variant),
+            ("--checkpoint-key", args.checkpoint_key), ("--probe", args.probe), ("--labels", args.labels), ("--variant", args.variant),
             ("--num-heads", args.num_heads), ("--img-size", args.img_size), ("--num-frames", args.num_frames),
             ("--rope/--no-rope", args.use_rope), ("--area-splits", args.area_splits), ("--area-layers", args.area_layers),
         ) if value is not None

@@ -74,6 +74,7 @@ class ConvertOptions:
     probe: str | None = None  # .pt probe checkpoint, converted together with the encoder
     probe_index: int = 0
     probe_num_heads: int = 16
+    labels: str | None = None  # class names for a classifier: .json (list or {id: name}) or .txt (one a line)
     variant: str | None = None  # None: inferred from shapes; "custom": sizes from shapes, heads from num_heads
     num_heads: int | None = None
     img_size: int | None = None
@@ -400,7 +401,27 @@ def _build_model(model_class, config, state_dict, fit_hint=None):
     return model.eval()
 
 
-def _make_config(fields: dict, options: ConvertOptions) -> VJEPA2AreaConfig:
+def load_labels(path: str, num_labels: int) -> dict[int, str]:
+    """Class names from a .json list / {id: name} mapping, or a text file with one name a line."""
+    text = Path(path).read_text(encoding="utf-8")
+    if path.endswith(".json"):
+        data = json.loads(text)
+        names = dict(enumerate(data)) if isinstance(data, list) else {int(k): v for k, v in data.items()}
+    else:
+        names = dict(enumerate(line.strip() for line in text.splitlines() if line.strip()))
+    if sorted(names) != list(range(num_labels)):
+        raise ConversionError(f"--labels {path}: {len(names)} names for ids {min(names, default=None)}..{max(names, default=None)}, "
+                              f"but the classifier has {num_labels} classes (ids 0..{num_labels - 1})")
+    return {i: str(names[i]) for i in range(num_labels)}
+
+
+def _make_config(fields: dict, options: ConvertOptions, classification: bool) -> VJEPA2AreaConfig:
+    if options.labels:
+        if not classification:
+            raise ConversionError("--labels: only for classifiers (a probe, or VJEPA2ForVideoClassification)")
+        id2label = load_labels(options.labels, fields.get("num_labels") or len(fields["id2label"]))
+        fields = {**fields, "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+        fields.pop("num_labels", None)
     try:
         return VJEPA2AreaConfig(**fields, area_splits=options.area_splits, area_layers=options.area_layers)
     except ValueError as err:
@@ -421,7 +442,7 @@ def _group(keys: list[str]) -> list[str]:
         parts = key.split(".")
         head = ".".join(parts[:2]) if parts[0] == "vjepa2" else parts[0]
         counts[head] = counts.get(head, 0) + 1
-    return [f"{head}.* ({n})" if n > 1 or head not in keys else head for head, n in sorted(counts.items())]
+    return [head if head in keys else f"{head}.* ({n})" for head, n in sorted(counts.items())]
 
 
 def check_output_path(output: Path, overwrite: bool) -> None:
@@ -503,7 +524,7 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
     output = Path(output).expanduser().absolute()
     check_output_path(output, overwrite)
     prepared = prepare(source, options)
-    config = _make_config(prepared.fields, options)
+    config = _make_config(prepared.fields, options, prepared.model_class is VJEPA2AreaForVideoClassification)
     state = _cast(prepared.state_dict, options.dtype)
     model = _build_model(prepared.model_class, config, state, prepared.fit_hint)
 

@@ -83,6 +83,16 @@ def test_flags_that_do_not_apply_are_refused(tmp_path, hf_encoder_dir):
         convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(img_size=64))
 
 
+def test_wrong_variant_for_a_transformers_folder(tmp_path, hf_encoder_dir):
+    from hf_vjepa_area.conversion.infer import KeyMismatchError
+
+    with pytest.raises(KeyMismatchError) as err:
+        convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(variant="base"))
+    message = str(err.value)
+    assert "patch_embed.proj.weight: checkpoint [128, 3, 2, 16, 16], model expects [768, 3, 2, 16, 16]" in message
+    assert "fits no named variant" in message
+
+
 def test_round_trip_ours_transformers_ours_is_exact(tmp_path, tiny_classifier):
     tiny_classifier.save_pretrained(tmp_path / "ours")  # a plain save: our key names
     export = export_to_transformers(str(tmp_path / "ours"), tmp_path / "hf", ExportOptions(predictor_config=dict(

@@ -106,6 +106,21 @@ def test_probe_with_its_encoder(tmp_path, classifier_encoder_pt, probe_pt, tiny_
         assert torch.equal(loaded(_pixels()).logits, tiny_classifier(_pixels()).logits)
 
 
+def test_probe_class_names(tmp_path, classifier_encoder_pt, probe_pt):
+    names = tmp_path / "ssv2-classes.txt"
+    names.write_text("\n".join(f"Pushing thing {i}" for i in range(5)) + "\n")
+    options = ConvertOptions(probe=str(probe_pt), probe_num_heads=2, labels=str(names), **TINY_FLAGS)
+    convert(str(classifier_encoder_pt), tmp_path / "cls", options)
+    config = json.loads((tmp_path / "cls" / "config.json").read_text())
+    assert config["id2label"]["4"] == "Pushing thing 4" and config["label2id"]["Pushing thing 0"] == 0
+    (tmp_path / "three.json").write_text(json.dumps(["a", "b", "c"]))
+    with pytest.raises(ConversionError, match="5 classes"):
+        convert(str(classifier_encoder_pt), tmp_path / "x", ConvertOptions(
+            probe=str(probe_pt), probe_num_heads=2, labels=str(tmp_path / "three.json"), **TINY_FLAGS))
+    with pytest.raises(ConversionError, match="only for classifiers"):
+        convert(str(classifier_encoder_pt), tmp_path / "y", ConvertOptions(labels=str(names), **TINY_FLAGS))
+
+
 def test_probe_frames_hint_sets_num_frames(tmp_path, original_pt, probe_pt):
     # The probe is for another encoder (the target_encoder values differ), but shapes fit; num_frames
     # comes from the probe's file name "...-4x2x3.pt" when --num-frames is not given.
