@@ -18,7 +18,6 @@ Repo ids: `{HUB_ORG}/vjepa2-{vitl,vith,vitg,...}[-st-a2][-384]` (see `repo_id_fo
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import shutil
@@ -31,6 +30,14 @@ import torch
 from torch import nn
 
 from .modeling.configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
+from .modeling.hub_metadata import (
+    VARIANT_SHORT_NAMES,
+    timm_architecture,
+    timm_config_fields,
+    timm_model_args,
+    timm_pretrained_cfg,
+    variant_of,
+)
 from .modeling.modeling_vjepa2_area import AUTO_MAP, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 
 # The organisation that holds the converted checkpoints: set here, or with HF_VJEPA_AREA_ORG.
@@ -38,26 +45,9 @@ HUB_ORG: str = os.environ.get("HF_VJEPA_AREA_ORG", "hf-vjepa-area")
 
 WEIGHTS_NAME = "model.safetensors"
 
-# Variant -> the short name used in repo ids ("vjepa2-vitl") and timm names ("vjepa2_vitl").
-VARIANT_SHORT_NAMES = {
-    "tiny": "vitt",
-    "small": "vits",
-    "base": "vitb",
-    "large": "vitl",
-    "huge": "vith",
-    "giant": "vitg",
-    "gigantic": "vitgigantic",
-}
 _VARIANT_ALIASES = {"t": "tiny", "s": "small", "b": "base", "l": "large", "h": "huge", "g": "giant"}
-
-# Released V-JEPA 2 preprocessing: short side to crop * 256 / 224, center crop, ImageNet mean/std, bilinear.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CROP_PCT = 224 / 256
-
-# Config fields that define the architecture (timm `model_args`); training-only fields are left out.
-_TRAINING_ONLY_FIELDS = {"drop_path_rate", "init_std"}
-MODEL_ARG_FIELDS = tuple(name for name in VJEPA2AreaConfig.__annotations__ if name not in _TRAINING_ONLY_FIELDS)
+_ENCODER_CLASSES = ("VJEPA2AreaModel",)
+_CLASSIFIER_CLASSES = ("VJEPA2AreaForVideoClassification",)
 
 
 def normalize_variant(variant: str) -> str:
@@ -104,110 +94,6 @@ def repo_id_for(variant: str, area: bool, img_size: int = 256) -> str:
     return f"{HUB_ORG}/vjepa2-{short}{'-st-a2' if area else ''}{_size_suffix(img_size)}"
 
 
-def variant_of(config: VJEPA2AreaConfig) -> str | None:
-    """The named size a config has (width, depth, heads and MLP ratio), or None for a custom size."""
-    for name, fields in VARIANTS.items():
-        if all(
-            math.isclose(getattr(config, key), value) if isinstance(value, float) else getattr(config, key) == value
-            for key, value in fields.items()
-        ):
-            return name
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# timm's view of a config: architecture name, model args, pretrained cfg
-# ----------------------------------------------------------------------------------------------
-
-
-def timm_architecture(config: VJEPA2AreaConfig) -> str:
-    """The timm entry point that builds this config (with `timm_model_args` as overrides).
-
-    Custom sizes map to the tiny entry point; `model_args` carries the actual width and depth.
-    """
-    variant = variant_of(config)
-    if variant is None or variant == "gigantic":  # no entry point of that size: model_args say everything
-        variant = "tiny" if variant is None else "giant"
-    name = f"vjepa2_{VARIANT_SHORT_NAMES[variant]}"
-    if variant == "giant" and tuple(config.img_size) == (384, 384):
-        name += "_384"
-    if config.area_splits is not None:
-        name += "_area"
-    return name
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, range):
-        return list(value)
-    return value
-
-
-def timm_model_args(config: VJEPA2AreaConfig) -> dict[str, Any]:
-    """Every architecture field of the config, as keyword arguments of the timm entry points."""
-    args = {name: _jsonable(getattr(config, name)) for name in MODEL_ARG_FIELDS}
-    height, width = config.img_size
-    args["img_size"] = height if height == width else [height, width]
-    return args
-
-
-def timm_pretrained_cfg(
-    config: VJEPA2AreaConfig,
-    num_classes: int = 0,
-    hf_hub_id: str | None = None,
-    label_names: list[str] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """timm `pretrained_cfg` for these weights (only keys timm's `PretrainedCfg` accepts).
-
-    timm's `input_size` is (C, H, W): the number of frames is a model argument (`num_frames`), and any
-    number of frames that is a multiple of `tubelet_size` runs (RoPE positions come from the input).
-    """
-    height, width = config.img_size
-    cfg = dict(
-        hf_hub_filename=WEIGHTS_NAME,
-        input_size=(config.in_chans, height, width),
-        fixed_input_size=False,
-        interpolation="bilinear",
-        crop_pct=CROP_PCT,
-        crop_mode="center",
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        num_classes=num_classes,
-        first_conv="patch_embed.proj",
-        classifier="head.linear",
-        license="mit",
-        origin_url="https://github.com/facebookresearch/vjepa2",
-        paper_ids="arXiv:2506.09985",
-        paper_name="V-JEPA 2: Self-Supervised Video Models Enable Understanding, Prediction and Planning",
-        notes=(
-            f"video input [B, C, T, H, W], T a multiple of {config.tubelet_size} (model arg num_frames="
-            f"{config.num_frames}); images [B, C, H, W] also run",
-        ),
-    )
-    if hf_hub_id is not None:
-        cfg["hf_hub_id"] = hf_hub_id
-    if label_names is not None:
-        cfg["label_names"] = tuple(label_names)
-    cfg.update(extra)
-    return cfg
-
-
-def _label_names(config: VJEPA2AreaConfig, num_classes: int) -> list[str] | None:
-    id2label = getattr(config, "id2label", None) or {}
-    names = [id2label.get(i, id2label.get(str(i))) for i in range(num_classes)]
-    if not num_classes or any(n is None for n in names) or names == [f"LABEL_{i}" for i in range(num_classes)]:
-        return None
-    return [str(n) for n in names]
-
-
-_ENCODER_CLASSES = ("VJEPA2AreaModel",)
-_CLASSIFIER_CLASSES = ("VJEPA2AreaForVideoClassification",)
-
-
 def _kind(model: nn.Module) -> str | None:
     """'encoder' / 'classifier' for our transformers classes, also when loaded as remote code."""
     if isinstance(model, VJEPA2AreaForVideoClassification):
@@ -222,23 +108,9 @@ def _kind(model: nn.Module) -> str | None:
     return None
 
 
-def timm_config_fields(model: nn.Module) -> dict[str, Any]:
-    """The timm keys of config.json for a transformers model: architecture, num_classes, num_features,
-    pretrained_cfg, model_args."""
-    config = model.config
-    classifier = _kind(model) == "classifier"
-    num_classes = config.num_labels if classifier else 0
-    pretrained_cfg = timm_pretrained_cfg(config, num_classes=num_classes, label_names=_label_names(config, num_classes))
-    model_args = timm_model_args(config)
-    if classifier:  # keep the trained attentive pooler when timm users ask for num_classes=0 or a new head
-        model_args["global_pool"] = "attn"
-    return dict(
-        architecture=timm_architecture(config),
-        num_classes=num_classes,
-        num_features=config.embed_dim,
-        pretrained_cfg=_jsonable(pretrained_cfg),
-        model_args=model_args,
-    )
+def repo_timm_fields(model: nn.Module) -> dict[str, Any]:
+    """config.json's timm keys for a transformers model (see `hub_metadata.timm_config_fields`)."""
+    return timm_config_fields(model.config, classifier=_kind(model) == "classifier")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +148,7 @@ def _config_dict(model: nn.Module) -> dict[str, Any]:
     data["auto_map"] = dict(AUTO_MAP)
     data["model_type"] = config.model_type
     data["dtype"] = str(next(model.parameters()).dtype).removeprefix("torch.")
-    data.update(timm_config_fields(model))
+    data.update(repo_timm_fields(model))
     return data
 
 
@@ -415,6 +287,7 @@ __all__ = [
     "timm_model_args",
     "timm_pretrained_cfg",
     "timm_config_fields",
+    "repo_timm_fields",
     "repo_state_dict",
     "save_repo_folder",
     "add_folder_to_hub_cache",

@@ -82,6 +82,7 @@ def test_folder_layout_encoder(tiny_hub):
         "configuration_vjepa2_area.py",
         "area.py",
         "rope.py",
+        "hub_metadata.py",
         "video_preprocessor_config.json",
         "README.md",
     } <= names
@@ -270,3 +271,19 @@ def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
         torch.testing.assert_close(pooled_model(video), pooled, rtol=0, atol=1e-6)
         last_block = offline_hub.classifier.encoder(video.transpose(1, 2), output_hidden_states=True).hidden_states[-1]
         torch.testing.assert_close(features(video)[0], last_block.transpose(1, 2).reshape(2, -1, 2, 2, 2))
+
+
+def test_transformers_save_pretrained_keeps_the_timm_keys_fresh(offline_hub, tmp_path):
+    """A transformers fine-tune of a repo (new label count) saves a folder timm loads with the new head."""
+    model = AutoModelForVideoClassification.from_pretrained(
+        offline_hub.classifier_id, num_labels=4, ignore_mismatched_sizes=True
+    ).eval()
+    assert not hasattr(model.config, "pretrained_cfg")  # timm's keys are derived, not carried along
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["num_classes"] == 4 and config["pretrained_cfg"]["num_classes"] == 4
+    assert config["architecture"] == "vjepa2_vitt_area" and config["model_args"]["global_pool"] == "attn"
+    timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
+    video = tiny_video()
+    with torch.no_grad():
+        torch.testing.assert_close(timm_model(video), model(video.transpose(1, 2)).logits, rtol=0, atol=1e-6)

@@ -21,6 +21,9 @@ VARIANTS: dict[str, dict] = {
 
 AREA_KERNELS = ("auto", "mask", "dense", "varlen")
 
+# config.json keys that belong to timm (see hub_metadata.py): derived when saving, ignored when loading.
+TIMM_CONFIG_KEYS = ("architecture", "num_classes", "num_features", "pretrained_cfg", "model_args")
+
 # The prototype's partition: 2 temporal x 2 height splits, width unsplit.
 DEFAULT_AREA_SPLITS = (2, 2, 1)
 DEFAULT_AREA_FRACTION = 0.75
@@ -120,6 +123,8 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     probe_layer_norm_eps: float = 1e-5
 
     def __post_init__(self, **kwargs):
+        for key in TIMM_CONFIG_KEYS:  # timm's keys in config.json are derived on save, never read back
+            kwargs.pop(key, None)
         variant = kwargs.pop("variant", None)
         if variant is not None:
             if variant not in VARIANTS:
@@ -134,6 +139,22 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         else:
             self.area_layers = []
         super().__post_init__(**kwargs)
+
+    def timm_config(self) -> dict:
+        """The keys timm reads from config.json (`architecture`, `num_classes`, `num_features`,
+        `pretrained_cfg`, `model_args`), derived from this config. A classifier is recognised by
+        `architectures`, which `save_pretrained` sets."""
+        from .hub_metadata import timm_config_fields
+
+        classifier = "VJEPA2AreaForVideoClassification" in (self.architectures or [])
+        return timm_config_fields(self, classifier=classifier)
+
+    def to_dict(self) -> dict:
+        """transformers' fields plus timm's (see `timm_config`), so one config.json serves both libraries."""
+        return {**super().to_dict(), **self.timm_config()}
+
+    def to_diff_dict(self) -> dict:
+        return {**super().to_diff_dict(), **self.timm_config()}
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "VJEPA2AreaConfig":
