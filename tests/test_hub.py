@@ -217,12 +217,11 @@ def test_same_outputs_from_the_same_file(offline_hub):
         timm_hub_encoder = timm.create_model(f"hf-hub:{offline_hub.encoder_id}", pretrained=True).eval()
         timm_hub_classifier = timm.create_model(f"hf-hub:{offline_hub.classifier_id}", pretrained=True).eval()
         timm_local = timm.create_model(f"local-dir:{offline_hub.classifier_dir}", pretrained=True).eval()
-        # A registered name with `pretrained=True` reads the same file through the Hub cache.
+        # A registered name with `pretrained=True` reads its own repo id from the Hub cache (here the
+        # tiny file stands in for ViT-L's, so the tiny size is passed as model args).
+        add_folder_to_hub_cache(offline_hub.encoder_dir, repo_id_for("large", area=True), offline_hub.cache)
         timm_named = timm.create_model(
-            "vjepa2_vitt_area",
-            pretrained=True,
-            pretrained_cfg_overlay=dict(hf_hub_id=offline_hub.encoder_id),
-            **timm_model_args(offline_hub.encoder.config),
+            "vjepa2_vitl_area", pretrained=True, **timm_model_args(offline_hub.encoder.config)
         ).eval()
 
         outputs = {

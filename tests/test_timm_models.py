@@ -78,6 +78,8 @@ def test_conventions(name):
         assert [t.shape for t in intermediates] == [(2, D, 2, 2, 2)] * TINY["depth"]
         last = model.forward_intermediates(video, indices=[-1], norm=True, output_fmt="NLC", intermediates_only=True)
         torch.testing.assert_close(last[0], tokens)
+        early, first = model.forward_intermediates(video, indices=[0], stop_early=True, output_fmt="NLC")
+        assert len(first) == 1 and early.shape == tokens.shape
 
         image = video[:, :, 0]  # [B, C, H, W]: one tubelet, so a time split of 2 has nothing to split
         if name.endswith("_area"):
