@@ -39,8 +39,8 @@ def _figures(report: dict) -> str:
             )
     text = [
         f"Reference: {verification['reference']}. Input: seeded normal pixels of shape "
-        f"{verification['input']['shape']} (seed {verification['input']['seed']}), float32, CPU; tolerance "
-        f"{verification['tolerance']:g} on the max abs difference.",
+        f"{verification['input']['shape']} (seed {verification['input']['seed']}), float32, CPU; passes when "
+        f"{verification.get('criterion', 'max abs diff <= tolerance')}, tolerance {verification['tolerance']:g}.",
         "",
         *rows,
     ]

@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--verify", action="store_true",
                      help="run the source model and the written one on a fixed input; write the figures into "
                           "conversion_report.json and the card; fail above --tolerance")
-    ver.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help=f"max abs difference allowed (default {DEFAULT_TOLERANCE:g})")
+    ver.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help=f"max abs difference allowed, times max(1, max abs of the output) (default {DEFAULT_TOLERANCE:g})")
     ver.add_argument("--verify-frames", type=int, default=None, help="frames of the verification clip (default 2 tubelets)")
     ver.add_argument("--verify-batch", type=int, default=1, help="batch size of the verification input")
     ver.add_argument("--seed", type=int, default=0, help="seed of the verification input")

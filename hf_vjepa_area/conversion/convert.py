@@ -56,7 +56,7 @@ from .sources import (
     sha256_file,
     source_kind,
 )
-from .verify import DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
+from .verify import CRITERION, DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
 
 REPORT_NAME = "conversion_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -496,6 +496,7 @@ def _verify(prepared: Prepared, reloaded, config, options: ConvertOptions) -> di
         + (" as a full-attention model (same weights, area_splits=None)" if area else ""),
         "input": {"shape": list(pixels.shape), "seed": options.seed, "dtype": "float32", "distribution": "standard normal"},
         "tolerance": options.tolerance,
+        "criterion": CRITERION,
         "equivalence": compare(reference, ours_outputs(full, pixels), options.tolerance),
         "area_deviation": None,
     }
@@ -592,7 +593,7 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
                 name: entry.get("max_abs_diff") for name, entry in report["verification"]["equivalence"]["outputs"].items()
             }
             raise VerificationError(
-                f"verification failed: max abs diff {worst} exceeds the tolerance {options.tolerance:g}; nothing was "
+                f"verification failed: max abs diff {worst} exceeds the tolerance {options.tolerance:g} ({CRITERION}); nothing was "
                 f"written to {output}; the report is in {failed}"
             )
         publish(folder, output, overwrite)

@@ -19,7 +19,7 @@ from ..modeling import VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from .convert import REPORT_NAME, ConversionResult, VerificationError, _now, check_output_path, publish
 from .keys import hf_sections, ours_to_theirs
 from .sources import ConversionError, file_record, read_config_json, read_transformers, resolve_hf_folder
-from .verify import DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
+from .verify import CRITERION, DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
 
 _PREDICTOR_FIELDS = (
     "pred_hidden_size",
@@ -199,6 +199,7 @@ def export_to_transformers(
             "candidate": f"transformers' own {hf_class.__name__} holding the exported weights",
             "input": {"shape": list(pixels.shape), "seed": options.seed, "dtype": "float32"},
             "tolerance": options.tolerance,
+            "criterion": CRITERION,
             "equivalence": check,
             "passed": check["passed"],
         }
