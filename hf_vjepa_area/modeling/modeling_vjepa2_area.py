@@ -524,6 +524,16 @@ class VJEPA2AreaPreTrainedModel(PreTrainedModel):
         if isinstance(module, VJEPA2AreaEncoderMixin):
             module._fill_pos_embed()
 
+    def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
+        # Global layers run torch SDPA and area layers the kernels of area.py (config.area_kernel); an
+        # "eager" or flash/flex request would be silently ignored, so it is refused instead.
+        if requested_attention not in (None, "sdpa"):
+            raise ValueError(
+                f"{type(self).__name__} supports attn_implementation='sdpa' only (global layers use torch SDPA, "
+                f"area layers the kernel chosen by config.area_kernel); got {requested_attention!r}"
+            )
+        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`save_pretrained` that always writes the full `auto_map` (config, encoder and classifier), so the
         folder loads with `trust_remote_code=True` through any of the auto classes."""
