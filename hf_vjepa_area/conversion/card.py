@@ -57,6 +57,7 @@ def _figures(report: dict) -> str:
 def build_model_card(report: dict, repo_id: str | None, license: str = "mit", base_model: str | None = None) -> str:
     config = report["config"]
     classification = report["architecture"] == "VJEPA2AreaForVideoClassification"
+    num_labels = len(config.get("id2label") or {})
     area = bool(config.get("area_splits"))
     repo = repo_id or "ORG/NAME"
     tags = ["video", "vjepa2", "v-jepa-2", "self-supervised-learning", "vision-transformer", "timm", "transformers"]
@@ -90,7 +91,7 @@ def build_model_card(report: dict, repo_id: str | None, license: str = "mit", ba
 
 V-JEPA 2 video encoder ({report['variant']}: hidden {config['embed_dim']}, {config['depth']} blocks, \
 {config['num_heads']} heads, patch {config['patch_size']}, tubelet {config['tubelet_size']}, {height}x{width} pixels)\
-{' with an attentive probe of ' + str(config.get('num_labels')) + ' classes' if classification else ''}, converted with \
+{' with an attentive probe of ' + str(num_labels) + ' classes' if classification else ''}, converted with \
 `vjepa2-area-convert` from the `hf_vjepa_area` package.
 
 {attention}

@@ -350,7 +350,7 @@ def prepare_transformers(source: str, options: ConvertOptions) -> Prepared:
         source={
             "kind": "transformers",
             "description": f"transformers `{hf.architecture}` "
-            + (f"`{hf.repo_id}` (revision {hf.revision})" if hf.repo_id else f"folder `{hf.folder}`"),
+            + (f"`{hf.repo_id}` (revision {hf.revision})" if hf.repo_id else f"from a local folder `{hf.folder.name}`"),
             "architecture": hf.architecture,
             "repo_id": hf.repo_id,
             "revision": hf.revision,

@@ -119,7 +119,7 @@ def _predictor(spec: str, classification: bool, options: ExportOptions) -> tuple
     if not state:
         raise ConversionError(f"{spec} holds no predictor weights ({own}*)")
     fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
-    return state, fields, {"source": spec, "files": source.files}
+    return state, fields, {"source": source.repo_id or source.folder.name, "files": source.files}
 
 
 def export_to_transformers(
@@ -180,7 +180,7 @@ def export_to_transformers(
         "converter": f"hf_vjepa_area {__version__}",
         "created": _now(),
         "direction": "to transformers",
-        "source": {"kind": "hf_vjepa_area", "description": str(source), "files": files},
+        "source": {"kind": "hf_vjepa_area", "description": Path(source).name if Path(source).exists() else source, "files": files},
         "architecture": hf_class.__name__,
         "config": json.loads(hf_config.to_json_string(use_diff=False)),
         "predictor": predictor_record,

@@ -42,7 +42,8 @@ def sha256_file(path: str | Path, chunk: int = 1 << 24) -> str:
 
 def file_record(path: str | Path) -> dict:
     path = Path(path)
-    return {"name": path.name, "path": str(path.resolve()), "size": path.stat().st_size, "sha256": sha256_file(path)}
+    # No local path: the record goes into conversion_report.json, which is published with the model.
+    return {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def safe_torch_load(path: str | Path):

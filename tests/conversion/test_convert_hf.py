@@ -46,6 +46,9 @@ def test_video_classification_folder(tmp_path, hf_classifier_dir):
     # encoder's heads and LayerNorm eps.
     assert (config["probe_depth"], config["probe_num_heads"], config["probe_layer_norm_eps"]) == (2, 2, 1e-6)
     assert config["id2label"]["3"] == "action_3"
+    card = (tmp_path / "cls" / "README.md").read_text()
+    assert "attentive probe of 5 classes" in card and str(hf_classifier_dir.parent) not in card
+    assert str(hf_classifier_dir.parent) not in (tmp_path / "cls" / "conversion_report.json").read_text()
 
     hf = VJEPA2ForVideoClassification.from_pretrained(hf_classifier_dir, attn_implementation="sdpa").eval()
     ours = VJEPA2AreaForVideoClassification.from_pretrained(tmp_path / "cls").eval()
@@ -116,7 +119,7 @@ def test_round_trip_transformers_ours_transformers_keeps_the_predictor(tmp_path,
     convert(str(hf_encoder_dir), tmp_path / "ours", ConvertOptions(area_splits=[2, 2, 1]))
     options = ExportOptions(predictor_from=str(hf_encoder_dir))
     report = export_to_transformers(str(tmp_path / "ours"), tmp_path / "hf", options).report
-    assert report["verification"]["passed"] and report["predictor"]["source"] == str(hf_encoder_dir)
+    assert report["verification"]["passed"] and report["predictor"]["source"] == hf_encoder_dir.name
     original = VJEPA2Model.from_pretrained(hf_encoder_dir).state_dict()
     restored = VJEPA2Model.from_pretrained(tmp_path / "hf").state_dict()
     assert restored.keys() == original.keys()
