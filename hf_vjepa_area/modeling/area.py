@@ -103,12 +103,16 @@ class AreaPlan:
             return "varlen"
         return "mask"
 
-    def same_area_mask(self) -> torch.Tensor:
-        """[B, 1, K, K] boolean mask, built on first use and reused by every area block."""
-        if "mask" not in self._cache:
+    def same_area_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """[B, 1, K, K] additive mask (0 within an area, -inf across), built once per dtype and reused
+        by every area block: SDPA would otherwise convert a boolean mask in each of them. No row is
+        fully masked, since every token shares its own area."""
+        key = ("mask", dtype)
+        if key not in self._cache:
             ids = self.area_ids
-            self._cache["mask"] = (ids.unsqueeze(-1) == ids.unsqueeze(-2)).unsqueeze(1)
-        return self._cache["mask"]
+            same = (ids.unsqueeze(-1) == ids.unsqueeze(-2)).unsqueeze(1)
+            self._cache[key] = torch.zeros(same.shape, dtype=dtype, device=ids.device).masked_fill_(~same, float("-inf"))
+        return self._cache[key]
 
     def segment_offsets(self, batch_size: int) -> torch.Tensor:
         """int32 cumulative lengths of the (batch, area) segments of the packed sequence."""
@@ -146,7 +150,7 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
             plan.max_area_len, plan.max_area_len,
         )
         return out.reshape(batch, num_tokens, heads, head_dim)
-    mask = plan.same_area_mask()
+    mask = plan.same_area_mask(q.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
 

@@ -441,7 +441,9 @@ class VJEPA2AreaEncoderMixin:
         if ids is None:
             ids = torch.arange(num_tokens, device=tokens.device).unsqueeze(0)
         else:
-            tokens = tokens.repeat(ids.shape[0] // batch, 1, 1).gather(
+            if ids.shape[0] != batch:  # several mask sets: one copy of the tokens per set
+                tokens = tokens.repeat(ids.shape[0] // batch, 1, 1)
+            tokens = tokens.gather(
                 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             )
         positions = token_positions(ids, grid)
@@ -455,7 +457,11 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
         rope = build_rope_tables(positions, config.head_dim, config.rope_interleave) if config.use_rope else None
 
-        inverse = plan.order.argsort(dim=-1) if plan is not None else None
+        inverse = None
+        if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
+            inverse = torch.empty_like(plan.order).scatter_(
+                -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
+            )
 
         def restore(t: torch.Tensor) -> torch.Tensor:  # back to the caller's token order
             if inverse is None:

@@ -52,7 +52,8 @@ def build_rope_tables(positions: torch.Tensor, head_dim: int, interleave: bool =
         freqs = freqs.repeat(*([1] * (freqs.ndim - 1)), 2)
     freqs = freqs.flatten(-2)  # [..., K, 3 * axis_dim]: depth, height, width slices
     cos, sin = freqs.cos(), freqs.sin()
-    sin = sin * torch.tensor([-1.0, 1.0], device=sin.device).repeat(sin.shape[-1] // 2)
+    sign = torch.arange(sin.shape[-1], device=sin.device) % 2 * 2 - 1  # -1, +1, ...; no host copy
+    sin = sin * sign
     leftover = head_dim - 3 * axis_dim
     if leftover:
         cos = torch.nn.functional.pad(cos, (0, leftover), value=1.0)
