@@ -304,15 +304,15 @@ default_cfgs = generate_default_cfgs(
 def _missing_weights_message(name: str, kwargs: dict, error: Exception) -> str:
     cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
     tried = f"Hub repo {cfg.hf_hub_id!r}" if cfg.hf_hub_id else f"{cfg.file or cfg.url!r}"
-    source_pt, source_hf = _SOURCES.get(name.removesuffix("_area"), ("a released .pt", "a facebook/vjepa2-* repo"))
-    target = repr(cfg.hf_hub_id) if cfg.hf_hub_id else "a Hub repo"
+    source_pt, source_hf = _SOURCES.get(name.removesuffix("_area"), ("<released .pt>", "<facebook/vjepa2-* id>"))
+    repo = cfg.hf_hub_id or "<org>/<name>"
+    area = " --area-splits 2,2,1" if name.endswith("_area") else ""
     return (
         f"pretrained weights for {name!r} not found: tried {tried} ({type(error).__name__}: {error}). "
-        f"Produce the repo folder with the conversion tool (`vjepa2-area-convert --help`, module "
-        f"hf_vjepa_area.conversion) from Meta's {source_pt} or {source_hf}"
-        f"{', with area attention' if name.endswith('_area') else ''}; then upload it to {target}, add it to "
-        f"the Hub cache (hf_vjepa_area.hub.add_folder_to_hub_cache), or load the folder directly with "
-        f"timm.create_model('local-dir:<folder>')."
+        f"Produce them with the conversion tool from Meta's {source_pt} (or {source_hf}):\n"
+        f"    vjepa2-area-convert {source_pt} ./{repo.split('/')[-1]}{area} --verify --push-to-hub {repo}\n"
+        f"or, without pushing, load the folder with timm.create_model('local-dir:./{repo.split('/')[-1]}', "
+        f"pretrained=True) or put it in the Hub cache (hf_vjepa_area.hub.add_folder_to_hub_cache)."
     )
 
 
