@@ -29,10 +29,10 @@ def tiny_video(batch: int = 2, frames: int = 4, size: int = 32, seed: int = 0) -
     return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def single_thread():
-    """One intra-op thread: tiny models gain nothing from more, and on a busy machine spinning
-    OpenMP threads make each tiny op tens of times slower. Opt in with `usefixtures`."""
+    """One intra-op thread for every test: tiny models gain nothing from more, and on a busy
+    machine spinning OpenMP threads make each tiny op tens of times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -81,14 +81,10 @@ def test_conventions(name):
         early, first = model.forward_intermediates(video, indices=[0], stop_early=True, output_fmt="NLC")
         assert len(first) == 1 and early.shape == tokens.shape
 
-        image = video[:, :, 0]  # [B, C, H, W]: one tubelet, so a time split of 2 has nothing to split
-        if name.endswith("_area"):
-            with pytest.raises(ValueError, match="time size 1"):
-                model.forward_features(image)
-        else:
-            assert model.forward_features(image).shape == (2, 4, D)
-            images = model.forward_intermediates(image, indices=1, intermediates_only=True)
-            assert images[0].shape == (2, D, 2, 2)
+        image = video[:, :, 0]  # [B, C, H, W]: one tubelet, so area models split it in space only
+        assert model.forward_features(image).shape == (2, 4, D)
+        images = model.forward_intermediates(image, indices=1, intermediates_only=True)
+        assert images[0].shape == (2, D, 2, 2)
 
     assert model.get_classifier().out_features == 3
     model.reset_classifier(5)

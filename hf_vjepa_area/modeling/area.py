@@ -44,13 +44,13 @@ def area_ids_from_positions(positions: torch.Tensor, grid: tuple[int, int, int],
     return area
 
 
-def check_splits(grid: tuple[int, int, int], splits) -> None:
-    for axis, size, split in zip(("time", "height", "width"), grid, splits):
-        if split > size:
-            raise ValueError(
-                f"area split {split} along {axis} exceeds the input's token grid {axis} size {size} "
-                f"(grid t,h,w = {tuple(grid)}); use a larger input or smaller area_splits"
-            )
+def effective_splits(grid: tuple[int, int, int], splits) -> list[int]:
+    """Splits for this input: an axis shorter than its split gets one area per row.
+
+    The config refuses splits larger than its own grid; at run time a smaller input (an image in a
+    video model is one tubelet) simply has fewer areas along that axis.
+    """
+    return [min(int(split), size) for size, split in zip(grid, splits)]
 
 
 def largest_area(grid: tuple[int, int, int], splits) -> int:
@@ -72,7 +72,6 @@ class AreaPlan:
 
     @classmethod
     def build(cls, positions: torch.Tensor, grid, splits, kernel: str = "auto", masked: bool = False) -> "AreaPlan":
-        check_splits(grid, splits)
         num_tokens = positions.shape[-2]
         num_areas = math.prod(splits)
         area_ids = area_ids_from_positions(positions, grid, splits)
@@ -161,5 +160,5 @@ __all__ = [
     "area_attention",
     "global_attention",
     "largest_area",
-    "check_splits",
+    "effective_splits",
 ]

@@ -125,12 +125,10 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         for key in TIMM_CONFIG_KEYS:  # timm's keys in config.json are derived on save, never read back
             kwargs.pop(key, None)
-        variant = kwargs.pop("variant", None)
-        if variant is not None:
-            if variant not in VARIANTS:
-                raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-            for key, value in VARIANTS[variant].items():
-                setattr(self, key, value)
+        if "variant" in kwargs:
+            raise ValueError(
+                f"variant is not a config field: use VJEPA2AreaConfig.from_variant({kwargs['variant']!r}, ...)"
+            )
         self.img_size = list(_as_pair(self.img_size, "img_size"))
         self._validate()
         if self.area_splits is not None:
@@ -158,8 +156,10 @@ class VJEPA2AreaConfig(PreTrainedConfig):
 
     @classmethod
     def from_variant(cls, variant: str, **kwargs) -> "VJEPA2AreaConfig":
-        """A config for a named size ("tiny" ... "gigantic"); other fields from kwargs."""
-        return cls(variant=variant, **kwargs)
+        """A config for a named size ("tiny" ... "gigantic"); kwargs set or override any field."""
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        return cls(**{**VARIANTS[variant], **kwargs})
 
     @property
     def head_dim(self) -> int:

@@ -21,7 +21,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .area import AreaPlan, area_attention, global_attention
+from .area import AreaPlan, area_attention, effective_splits, global_attention
 from .configuration_vjepa2_area import VJEPA2AreaConfig
 from .rope import RopeTables, apply_rope, build_rope_tables, token_positions
 
@@ -449,9 +449,10 @@ class VJEPA2AreaEncoderMixin:
         positions = token_positions(ids, grid)
 
         plan = None
-        if config.area_layers and math.prod(config.area_splits) > 1:
+        splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
+        if math.prod(splits) > 1:
             plan = AreaPlan.build(
-                positions, grid, config.area_splits, kernel=area_kernel or config.area_kernel, masked=masks is not None
+                positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masks is not None
             )
             positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
             tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))

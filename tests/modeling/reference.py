@@ -39,6 +39,7 @@ def rope(x: torch.Tensor, t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, int
 
 def area_of(t: int, h: int, w: int, grid, splits) -> int:
     index = []
+    splits = [min(split, size) for size, split in zip(grid, splits)]  # short axes: one area per row
     for pos, size, split in zip((t, h, w), grid, splits):
         step = size // split
         index.append(min(pos // step, split - 1))

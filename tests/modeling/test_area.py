@@ -134,10 +134,12 @@ def test_dense_and_mask_kernels_agree_and_dense_refuses_masks():
         encode(model, video, torch.arange(10).expand(2, -1), kernel="dense")
 
 
-def test_splits_larger_than_input_grid_raise():
+def test_inputs_shorter_than_a_split_get_fewer_areas():
     model = tiny_model((2, 2, 1))
-    with pytest.raises(ValueError, match="exceeds the input's token grid"):
-        encode(model, torch.randn(1, 3, 2, 64, 64))  # one tubelet: time grid 1 < split 2
+    clip = torch.randn(2, 3, 2, 64, 64)  # one tubelet: the time split of 2 becomes 1
+    torch.testing.assert_close(encode(model, clip), reference_encoder(model, clip), atol=2e-5, rtol=1e-4)
+    image = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(encode(model, image), encode(model, image.unsqueeze(2).repeat(1, 1, 2, 1, 1)))
 
 
 def test_area_residual_scale_is_applied_in_area_blocks():

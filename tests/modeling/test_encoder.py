@@ -154,8 +154,11 @@ def test_variant_table_and_config_errors():
         "huge": (1280, 32, 16), "giant": (1408, 40, 22), "gigantic": (1664, 48, 26),
     }
     assert VJEPA2AreaConfig.from_variant("giant").mlp_ratio == 48 / 11
+    assert VJEPA2AreaConfig.from_variant("tiny", depth=2).depth == 2  # overrides win
+    with pytest.raises(ValueError, match="variant must be one of"):
+        VJEPA2AreaConfig.from_variant("colossal")
     cases = [
-        (dict(variant="colossal"), "variant must be one of"),
+        (dict(variant="large"), "use VJEPA2AreaConfig.from_variant"),
         (dict(embed_dim=48, num_heads=16), "even head_dim of at least 6"),
         (dict(embed_dim=50, num_heads=4), "divisible by num_heads"),
         (dict(img_size=250), "divisible by patch_size"),
