@@ -1,0 +1,1062 @@
+"""Frozen attentive probing, V-JEPA 2 style: the reusable parts of `examples/k400_probe.py`.
+
+The protocol (V-JEPA 2, `evals/video_classification_frozen`): a frozen encoder turns each of a video's
+`S` temporal segments x `V` spatial views into tokens; per view, the `S` segments' tokens are
+concatenated along the token axis (`[V, S*N, D]`); attentive classifiers (`AttentiveClassifier`,
+4 blocks, 16 heads) are trained on those tokens, several in parallel over a grid of learning rates x
+weight decays (AdamW, cosine schedule), and the best head is reported. At evaluation the softmax is
+averaged over the `V` views.
+
+What lives here:
+
+- `load_encoder`: a transformers folder / Hub id, a timm name, or `None` for the built-in demo encoder;
+  area-attention overrides (`area_splits`, `area_layers`, `full_attention`).
+- `encode_clips` / `group_views`: the frozen forward (no_grad, optional autocast) and the token layout.
+- `MultiHeadProbe`, `build_optimizer` (one AdamW, one param group per head), `WarmupCosine`.
+- `per_sample_loss`, `view_averaged_probs`, `gather_records`, `dedupe_records`, `summarize_records`:
+  metrics that are exact for any number of processes (see `gather_records`).
+- `SeededSamples`: training augmentation as a pure function of (seed, epoch, sample index).
+- `extract_features` / `cached_features`: the optional feature cache.
+- `save_checkpoint` / `find_checkpoint`: atomic per-epoch `accelerator.save_state`.
+- `accuracy_svg`, `save_probe_weights`, `build_classifier`, `push_classifier`: outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import html
+import json
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .data import SkippedSample, collate_skip_none
+from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------
+# The protocol's numbers
+# ----------------------------------------------------------------------------------------------
+
+# V-JEPA 2 configs/eval/vitl/k400*.yaml: 5 learning rates x 4 weight decays = 20 heads, no warmup,
+# cosine to 0, constant weight decay, 20 epochs, batch 4 per GPU (64 GPUs: 256 global).
+K400_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
+K400_WEIGHT_DECAYS = (0.01, 0.1, 0.4, 0.8)
+
+# The built-in demo encoder: a seeded random-init ST-A² ViT, tiny enough for CPU. A frozen *random*
+# encoder is enough for the demo's motion-direction classes: with near-uniform random attention and
+# small residual branches its tokens are dominated by the tubelet embedding, a random linear map of two
+# frames, which keeps the direction in which the bright square's edges moved; the probe learns to read
+# it (about 90% top-1 on 4 classes, chance 25%; see docs/probe.md).
+DEMO_ENCODER_CONFIG = dict(
+    img_size=64,
+    patch_size=16,
+    num_frames=8,
+    tubelet_size=2,
+    embed_dim=96,
+    depth=4,
+    num_heads=4,
+    area_splits=(2, 2, 1),  # ST-A² in the first 75% of blocks (0..2), global attention in block 3
+)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """Hyper-parameters of one probe head."""
+
+    lr: float
+    weight_decay: float
+
+    @property
+    def name(self) -> str:
+        return f"lr{self.lr:g}_wd{self.weight_decay:g}"
+
+
+def hparam_grid(lrs: Iterable[float], weight_decays: Iterable[float]) -> list[HeadSpec]:
+    """All (lr, wd) pairs, weight-decay-major like V-JEPA 2's `multihead_kwargs` list."""
+    lrs, weight_decays = [float(v) for v in lrs], [float(v) for v in weight_decays]
+    if not lrs or not weight_decays:
+        raise ValueError("the probe grid needs at least one learning rate and one weight decay")
+    if any(v <= 0 for v in lrs) or any(v < 0 for v in weight_decays):
+        raise ValueError(f"learning rates must be > 0 and weight decays >= 0, got {lrs} and {weight_decays}")
+    return [HeadSpec(lr, wd) for wd in weight_decays for lr in lrs]
+
+
+# ----------------------------------------------------------------------------------------------
+# Encoders
+# ----------------------------------------------------------------------------------------------
+
+
+def build_demo_encoder(seed: int = 0, **overrides: Any) -> VJEPA2AreaModel:
+    """The built-in demo encoder (`DEMO_ENCODER_CONFIG`), random init from `seed`, global RNG untouched."""
+    config = VJEPA2AreaConfig(**{**DEMO_ENCODER_CONFIG, **overrides})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return VJEPA2AreaModel(config)
+
+
+def _area_overrides(config: VJEPA2AreaConfig, area_splits, area_layers, full_attention: bool) -> dict | None:
+    if full_attention:
+        if area_splits is not None or area_layers is not None:
+            raise ValueError("full_attention=True cannot be combined with area_splits / area_layers")
+        return {"area_splits": None, "area_layers": None}
+    if area_splits is None and area_layers is None:
+        return None
+    splits = list(area_splits) if area_splits is not None else config.area_splits
+    if splits is None:
+        raise ValueError("area_layers needs area splits: this encoder has full attention, pass area_splits too")
+    if area_layers is None:  # keep the encoder's own area layers if it has some, else the default 75%
+        area_layers = config.area_layers if config.area_splits is not None and config.area_layers else None
+    return {"area_splits": splits, "area_layers": area_layers}
+
+
+def with_area(config: VJEPA2AreaConfig, area_splits=None, area_layers=None, full_attention: bool = False) -> VJEPA2AreaConfig:
+    """A copy of `config` with other area-attention settings, validated and normalised.
+
+    The config is rebuilt from its dict (not patched, and not passed to `from_pretrained` as kwargs),
+    so `__post_init__` normalises `area_layers` ("0:18" -> a list) and validates the splits.
+    """
+    overrides = _area_overrides(config, area_splits, area_layers, full_attention)
+    if overrides is None:
+        return config
+    return VJEPA2AreaConfig(**{**config.to_dict(), **overrides})
+
+
+def _read_hub_config(model: str, revision: str | None) -> dict | None:
+    """config.json of a local folder or a Hub repo; None when there is none."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        file = path / "config.json"
+        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
+    if model.count("/") != 1:
+        return None
+    from huggingface_hub import hf_hub_download
+
+    return json.loads(Path(hf_hub_download(model, "config.json", revision=revision)).read_text(encoding="utf-8"))
+
+
+def load_encoder(
+    model: str | None,
+    *,
+    area_splits: Sequence[int] | None = None,
+    area_layers: str | Sequence[int] | None = None,
+    full_attention: bool = False,
+    pretrained: bool = True,
+    revision: str | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """The frozen encoder to probe: a module with `.encode(x [B, C, T, H, W]).last_hidden_state` and a
+    `VJEPA2AreaConfig` at `.config`, in eval mode with gradients off.
+
+    `model`:
+      - None: the built-in demo encoder (`DEMO_ENCODER_CONFIG`, random init from `seed`);
+      - a local folder or Hub id whose config.json has `model_type: vjepa2_area` (written by
+        `save_repo_folder` / the converter): `VJEPA2AreaModel.from_pretrained` (a classifier repo's
+        encoder loads too; its head is ignored);
+      - a timm name (`vjepa2_vitl_area`, ...) or `hf-hub:ORG/NAME`: `timm.create_model(num_classes=0)`.
+    Area options: `area_splits` (time, height, width), `area_layers` ("0:18" or a list), or
+    `full_attention=True`. With transformers they rebuild the loaded config; with timm they are model
+    arguments (`vjepa2_vitl` is full attention, `vjepa2_vitl_area` ST-A², each overridable).
+    """
+    if model is None:
+        demo = VJEPA2AreaConfig(**DEMO_ENCODER_CONFIG)
+        encoder = build_demo_encoder(seed, **(_area_overrides(demo, area_splits, area_layers, full_attention) or {}))
+    elif model.startswith("hf-hub:") or model.startswith("local-dir:"):
+        encoder = _timm_encoder(model, area_splits, area_layers, full_attention, pretrained)
+    else:
+        config_dict = _read_hub_config(model, revision)
+        if config_dict is not None and config_dict.get("model_type") == VJEPA2AreaConfig.model_type:
+            config = VJEPA2AreaConfig.from_pretrained(model, revision=revision)
+            config = with_area(config, area_splits, area_layers, full_attention)
+            if pretrained:
+                encoder = VJEPA2AreaModel.from_pretrained(model, config=config, revision=revision)
+            else:
+                encoder = VJEPA2AreaModel(config)
+        elif config_dict is None and _is_timm_name(model):
+            encoder = _timm_encoder(model, area_splits, area_layers, full_attention, pretrained)
+        elif config_dict is not None:
+            model_type = config_dict.get("model_type")
+            hint = (
+                " Convert it first: `vjepa2-area-convert --source "
+                f"{model} --output <folder>` (see docs/conversion.md)."
+                if model_type == "vjepa2"
+                else ""
+            )
+            raise ValueError(f"{model!r} is a {model_type!r} model, not a vjepa2_area one.{hint}")
+        else:
+            raise ValueError(
+                f"cannot load {model!r}: not a local folder with config.json, a Hub id (ORG/NAME), "
+                "or a registered timm model name (e.g. vjepa2_vitl_area)"
+            )
+    encoder.eval().requires_grad_(False)
+    return encoder
+
+
+def _is_timm_name(name: str) -> bool:
+    import timm
+
+    from . import timm_models  # noqa: F401  (registers the vjepa2_* entry points)
+
+    return "/" not in name and timm.is_model(name)
+
+
+def _timm_encoder(name: str, area_splits, area_layers, full_attention: bool, pretrained: bool) -> nn.Module:
+    import timm
+
+    from . import timm_models  # noqa: F401
+
+    kwargs: dict[str, Any] = {}
+    if full_attention:
+        if area_splits is not None or area_layers is not None:
+            raise ValueError("full_attention=True cannot be combined with area_splits / area_layers")
+        kwargs["area_layers"] = []  # timm drops None-valued kwargs, so "no area blocks" says full attention
+    if area_splits is not None:
+        kwargs["area_splits"] = tuple(area_splits)
+    if area_layers is not None:
+        kwargs["area_layers"] = area_layers
+    encoder = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    if not hasattr(encoder, "encode") or not isinstance(getattr(encoder, "config", None), VJEPA2AreaConfig):
+        raise TypeError(f"timm model {name!r} is not a V-JEPA 2 area encoder (needs .encode and a VJEPA2AreaConfig)")
+    return encoder
+
+
+def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
+    """What results.json records about the encoder."""
+    config = encoder.config
+    return dict(
+        model=name or "demo (built-in random-init ST-A² encoder)",
+        library="timm" if not isinstance(encoder, VJEPA2AreaModel) else "transformers",
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        patch_size=config.patch_size,
+        tubelet_size=config.tubelet_size,
+        area_splits=config.area_splits,
+        area_layers=list(config.area_layers),
+        num_parameters=sum(p.numel() for p in encoder.parameters()),
+    )
+
+
+def encoder_fingerprint(encoder: nn.Module) -> str:
+    """A cheap digest of the encoder's config and weights (first values of every tensor), for the cache."""
+    digest = hashlib.sha256(json.dumps(encoder.config.to_dict(), sort_keys=True, default=str).encode())
+    for key, value in encoder.state_dict().items():
+        head = value.detach().flatten()[:16].float().cpu().numpy()
+        digest.update(key.encode() + str(tuple(value.shape)).encode() + head.tobytes())
+    return digest.hexdigest()[:16]
+
+
+def tokens_per_clip(config: VJEPA2AreaConfig, frames_per_clip: int, crop_size: int) -> int:
+    """Tokens the encoder makes from one `[C, frames_per_clip, crop, crop]` clip."""
+    frames = max(frames_per_clip, config.tubelet_size)
+    return (frames // config.tubelet_size) * (crop_size // config.patch_size) ** 2
+
+
+# ----------------------------------------------------------------------------------------------
+# The frozen forward and the token layout
+# ----------------------------------------------------------------------------------------------
+
+
+def group_views(tokens: torch.Tensor, num_segments: int, num_views: int) -> torch.Tensor:
+    """Encoder tokens of segment-major clips `[B*S*V, N, D]` -> per view, segments concatenated:
+    `[B, V, S*N, D]` (V-JEPA 2's `ClipAggregation`: clip tokens joined along time)."""
+    clips, n, d = tokens.shape
+    if clips % (num_segments * num_views):
+        raise ValueError(f"{clips} clips is not a multiple of segments x views = {num_segments} x {num_views}")
+    batch = clips // (num_segments * num_views)
+    return tokens.view(batch, num_segments, num_views, n, d).transpose(1, 2).reshape(batch, num_views, num_segments * n, d)
+
+
+@torch.no_grad()
+def encode_clips(
+    encoder: nn.Module,
+    clips: torch.Tensor,
+    num_segments: int,
+    num_views: int,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Frozen forward of a batch: clips `[B, S*V, C, T, H, W]` (the dataset's segment-major layout) ->
+    float32 tokens `[B, V, S*N, D]`. Under `no_grad`, with autocast to `autocast_dtype` when given
+    (bf16 on GPU); `chunk_size` bounds how many clips go through the encoder at once."""
+    if clips.ndim != 6 or clips.shape[1] != num_segments * num_views:
+        raise ValueError(
+            f"clips must be [B, S*V, C, T, H, W] with S*V = {num_segments * num_views}, got {tuple(clips.shape)}"
+        )
+    flat = clips.flatten(0, 1)
+    outputs = []
+    for chunk in flat.split(chunk_size or flat.shape[0]):
+        with torch.autocast(chunk.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            outputs.append(encoder.encode(chunk).last_hidden_state.float())
+    return group_views(torch.cat(outputs), num_segments, num_views)
+
+
+# ----------------------------------------------------------------------------------------------
+# The probe: several attentive classifiers trained together
+# ----------------------------------------------------------------------------------------------
+
+
+class MultiHeadProbe(nn.Module):
+    """One `AttentiveClassifier` per (lr, wd) of the grid, all reading the same tokens.
+
+    `forward(x [B, V, M, D]) -> logits [H, B, V, K]`: every head classifies every view.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        specs: Sequence[HeadSpec],
+        *,
+        num_heads: int = 16,
+        depth: int = 4,
+        activation_checkpointing: bool = False,
+    ):
+        super().__init__()
+        self.specs = list(specs)
+        self.heads = nn.ModuleList(
+            AttentiveClassifier(dim, num_classes, num_heads=num_heads, depth=depth) for _ in self.specs
+        )
+        self.activation_checkpointing = activation_checkpointing
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, views = x.shape[:2]
+        flat = x.flatten(0, 1)
+        outputs = []
+        for head in self.heads:
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                outputs.append(torch.utils.checkpoint.checkpoint(head, flat, use_reentrant=False))
+            else:
+                outputs.append(head(flat))
+        return torch.stack(outputs).unflatten(1, (batch, views))
+
+
+def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of logits `[H, B, V, K]`, averaged over views: `[H, B]` (float32)."""
+    heads, batch, views, classes = logits.shape
+    target = labels.view(1, batch, 1).expand(heads, batch, views).reshape(-1)
+    loss = F.cross_entropy(logits.float().reshape(-1, classes), target, reduction="none")
+    return loss.view(heads, batch, views).mean(-1)
+
+
+def view_averaged_probs(logits: torch.Tensor) -> torch.Tensor:
+    """V-JEPA 2's multi-view prediction: softmax averaged over views, `[H, B, V, K] -> [H, B, K]`."""
+    return logits.float().softmax(-1).mean(2)
+
+
+def _no_weight_decay(name: str, param: torch.Tensor) -> bool:
+    return param.ndim <= 1 or name.endswith("query_tokens")
+
+
+def build_optimizer(
+    probe: MultiHeadProbe,
+    *,
+    exclude_bias_and_norm: bool = False,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+) -> torch.optim.AdamW:
+    """One AdamW over all heads, with each head's lr and weight decay in its own param group(s).
+
+    AdamW's update is per parameter, so this equals one optimizer per head (V-JEPA 2's way) with one
+    `step()` for all. V-JEPA 2 decays every probe parameter (one group per classifier, no exclusions),
+    which is the default here so results reproduce; `exclude_bias_and_norm=True` adds a wd-0 group per
+    head for biases, norms and the query token (the common ViT practice).
+    """
+    groups = []
+    for index, (spec, head) in enumerate(zip(probe.specs, probe.heads)):
+        decay, no_decay = [], []
+        for name, param in head.named_parameters():
+            (no_decay if exclude_bias_and_norm and _no_weight_decay(name, param) else decay).append(param)
+        groups.append({"params": decay, "lr": spec.lr, "weight_decay": spec.weight_decay, "head": index})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": spec.lr, "weight_decay": 0.0, "head": index})
+    return torch.optim.AdamW(groups, betas=betas, eps=eps)
+
+
+class WarmupCosine:
+    """LR factor of optimizer step k: linear warmup from 0, then cosine to `final_ratio`.
+
+    Follows V-JEPA 2's `WarmupCosineLRSchedule`, which is stepped *before* each iteration: step k
+    (0-based) uses the value at k + 1, so the last step of the run lands on `final_ratio`.
+    A picklable object so `LambdaLR.state_dict()` carries it.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int = 0, final_ratio: float = 0.0):
+        if total_steps < 1:
+            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.final_ratio = float(final_ratio)
+
+    def __call__(self, step: int) -> float:
+        step = step + 1
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return self.final_ratio + (1.0 - self.final_ratio) * cosine
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step warmup + cosine for every group (each keeps its own base lr)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup_steps))
+
+
+# ----------------------------------------------------------------------------------------------
+# Data plumbing
+# ----------------------------------------------------------------------------------------------
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so item i of epoch e draws its randomness from torch's RNG seeded by (seed, e, i).
+
+    Training augmentation (random clip offsets, crops) then depends on neither the number of
+    processes, the DataLoader workers, nor where a run was resumed, so a 2-process run sees the same
+    clips as a 1-process run and a resumed run the same as an uninterrupted one. Call `set_epoch`.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, dtype=np.uint64)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return self.dataset[index]
+
+
+def collate_probe_batch(batch: list) -> dict:
+    """`collate_skip_none` plus the dataset indices of the skipped items (`skipped_indices`)."""
+    out = collate_skip_none(batch)
+    out["skipped_indices"] = [item.index for item in batch if isinstance(item, SkippedSample)]
+    return out
+
+
+class FeatureDataset(Dataset):
+    """Cached tokens: item i is `(features [V, M, D], label, dataset index)`."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor):
+        self.features, self.labels, self.indices = features, labels, indices
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.features[i], int(self.labels[i]), int(self.indices[i])
+
+
+def collate_features(batch: list) -> dict:
+    return {
+        "features": torch.stack([f for f, _, _ in batch]) if batch else None,
+        "labels": torch.tensor([label for _, label, _ in batch], dtype=torch.long),
+        "indices": torch.tensor([index for _, _, index in batch], dtype=torch.long),
+        "skipped": 0,
+        "skipped_paths": [],
+        "skipped_indices": [],
+    }
+
+
+class ShardedBatchSampler(Sampler):
+    """Global batches split across processes, with no padding.
+
+    Each epoch orders the samples (a permutation seeded by `seed + epoch`, or in order) and cuts the order
+    into global batches of `batch_size * num_replicas`; process `rank` takes its contiguous slice of each.
+    Every process yields `ceil(n / global batch)` batches, the last ones possibly short or empty, so a
+    step sees the same samples whatever the number of processes (1 process x batch 8 = 2 x 4 = 8 x 1).
+
+    accelerate's own sharding pads the last global batch with repeated samples so all processes get
+    equal batches; that changes what the probe trains on when n is not a multiple of the global batch
+    (and feature caches drop skipped videos, so n rarely is). Here a short process joins the step with an
+    empty batch and a zero loss instead.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, num_replicas: int = 1,
+                 shuffle: bool = False, seed: int = 0):  # fmt: skip
+        if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"bad sharding: batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.rank, self.num_replicas = rank, num_replicas
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / (self.batch_size * self.num_replicas))
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.num_samples)
+        step = self.batch_size * self.num_replicas
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for start in range(0, self.num_samples, step):
+            yield order[start : start + step][lo:hi].tolist()
+
+
+def train_one_epoch(
+    accelerator,
+    probe: nn.Module,
+    optimizer,
+    scheduler,
+    loader: Iterable[dict],
+    tokens_of: Callable[[dict], torch.Tensor | None],
+    *,
+    empty_tokens_shape: tuple[int, int, int],
+    grad_accum: int = 1,
+    progress: bool = False,
+    desc: str = "train",
+) -> tuple[dict[str, torch.Tensor], list]:
+    """One pass over `loader` (every process the same number of batches, see `ShardedBatchSampler`).
+
+    The gradient of each optimizer step is the exact mean over the samples the step used on all
+    processes: each process back-propagates `world * sum of its per-sample losses` (DDP averages over
+    processes, which makes it the global sum), and the summed gradients are divided by the step's
+    global sample count before `optimizer.step()`. Skipped videos and short last batches are thus
+    weighted right, and `grad_accum` micro-batches weigh like one big batch. A process whose batch is
+    empty runs the probe on zeros with a zero loss so DDP's collectives still match.
+
+    Returns this process's per-sample records (`new_records` layout) and its skipped (index, path).
+    """
+    from tqdm.auto import tqdm
+
+    device, world = accelerator.device, accelerator.num_processes
+    probe.train()
+    records, skipped = new_records(), []
+    window = 0
+    num_batches = len(loader)
+    for step, batch in enumerate(tqdm(loader, desc=desc, disable=not progress)):
+        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        tokens = tokens_of(batch)
+        labels = batch["labels"].to(device)
+        last = (step + 1) % grad_accum == 0 or step + 1 == num_batches
+        with contextlib.nullcontext() if last else accelerator.no_sync(probe):
+            if tokens is None:
+                logits = probe(torch.zeros(1, *empty_tokens_shape, device=device))
+                loss = logits.sum() * 0.0
+            else:
+                logits = probe(tokens)
+                loss = per_sample_loss(logits, labels).sum() * world
+            accelerator.backward(loss)
+        if tokens is not None:
+            window += len(labels)
+            add_records(records, batch["indices"], labels, logits.detach())
+        if last:
+            count = int(accelerator.reduce(torch.tensor(window, device=device), "sum").item())
+            for param in probe.parameters():
+                if param.grad is not None:
+                    param.grad.div_(max(count, 1))
+            optimizer.step()
+            if not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            window = 0
+    return stack_records(records, len(accelerator.unwrap_model(probe).heads)), skipped
+
+
+@torch.no_grad()
+def evaluate(
+    accelerator,
+    probe: nn.Module,
+    loader: Iterable[dict],
+    tokens_of: Callable[[dict], torch.Tensor | None],
+    *,
+    progress: bool = False,
+    desc: str = "val",
+) -> tuple[dict[str, torch.Tensor], list]:
+    """Per-sample predictions (softmax averaged over views) and losses of every head on this process's
+    share of `loader`; returns the records and the skipped (index, path)."""
+    from tqdm.auto import tqdm
+
+    model = accelerator.unwrap_model(probe).eval()
+    records, skipped = new_records(), []
+    for batch in tqdm(loader, desc=desc, disable=not progress):
+        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        tokens = tokens_of(batch)
+        if tokens is None:
+            continue
+        with accelerator.autocast():
+            logits = model(tokens)
+        add_records(records, batch["indices"], batch["labels"], logits)
+    return stack_records(records, len(model.heads)), skipped
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics exact for any number of processes
+# ----------------------------------------------------------------------------------------------
+
+
+def dedupe_records(records: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keep the first record of every dataset index, sorted by index.
+
+    Distributed loaders pad the last batches with repeated samples so every process steps equally.
+    `gather_for_metrics` trims that padding by count, which assumes equal batch sizes on every process;
+    skipped videos break that, so records carry their dataset index and are deduplicated by it.
+    """
+    indices = records["indices"]
+    if indices.numel() == 0:
+        return records
+    order = torch.argsort(indices, stable=True)
+    sorted_indices = indices[order]
+    first = torch.ones_like(sorted_indices, dtype=torch.bool)
+    first[1:] = sorted_indices[1:] != sorted_indices[:-1]
+    keep = order[first]
+    return {key: value[keep] for key, value in records.items()}
+
+
+def gather_records(local: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """All processes' per-sample records (CPU tensors keyed `indices`, `labels`, ...), deduplicated by
+    index, identical on every rank (`accelerate.utils.gather_object`; a no-op on one process)."""
+    from accelerate.utils import gather_object
+
+    parts = gather_object([{key: value.cpu() for key, value in local.items()}])
+    merged = {key: torch.cat([part[key] for part in parts]) for key in local}
+    return dedupe_records(merged)
+
+
+def new_records() -> dict[str, list]:
+    return {"indices": [], "labels": [], "preds": [], "losses": []}
+
+
+def add_records(records: dict[str, list], indices, labels, logits: torch.Tensor) -> None:
+    """Append a batch's per-sample results: predictions (view-averaged softmax) and losses per head."""
+    labels = labels.to(logits.device)
+    records["indices"].append(indices.detach().cpu())
+    records["labels"].append(labels.detach().cpu())
+    records["preds"].append(view_averaged_probs(logits).argmax(-1).T.cpu())  # [B, H]
+    records["losses"].append(per_sample_loss(logits, labels).T.detach().cpu())  # [B, H]
+
+
+def stack_records(records: dict[str, list], num_heads: int) -> dict[str, torch.Tensor]:
+    empty = {"indices": torch.zeros(0, dtype=torch.long), "labels": torch.zeros(0, dtype=torch.long),
+             "preds": torch.zeros(0, num_heads, dtype=torch.long), "losses": torch.zeros(0, num_heads)}  # fmt: skip
+    return {key: torch.cat(value) if value else empty[key] for key, value in records.items()}
+
+
+def summarize_records(records: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Per head: top-1 (%) and mean loss over the deduplicated samples; plus the sample count."""
+    n = int(records["indices"].numel())
+    if n == 0:
+        heads = records["preds"].shape[1]
+        return {"num_samples": 0, "top1": [float("nan")] * heads, "loss": [float("nan")] * heads}
+    correct = (records["preds"] == records["labels"][:, None]).double().sum(0)
+    return {
+        "num_samples": n,
+        "top1": (100.0 * correct / n).tolist(),
+        "loss": (records["losses"].double().sum(0) / n).tolist(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Feature cache
+# ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    dataset: Dataset,
+    indices: Sequence[int],
+    *,
+    device: torch.device,
+    num_segments: int,
+    num_views: int,
+    feature_shape: tuple[int, int, int],
+    batch_size: int = 8,
+    num_workers: int = 0,
+    autocast_dtype: torch.dtype | None = None,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    desc: str = "features",
+) -> dict[str, Any]:
+    """Encode `dataset[i] for i in indices` (deterministic clips): CPU tensors `features [n, V, M, D]`,
+    `labels`, `indices`, and the `skipped` list of (index, path)."""
+    from torch.utils.data import Subset
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_probe_batch)  # fmt: skip
+    features, labels, kept, skipped = [], [], [], []
+    for batch in tqdm(loader, desc=desc, disable=not progress):
+        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        if batch["clips"] is None:
+            continue
+        tokens = encode_clips(encoder, batch["clips"].to(device), num_segments, num_views,
+                              autocast_dtype=autocast_dtype, chunk_size=chunk_size)  # fmt: skip
+        features.append(tokens.cpu())
+        labels.append(batch["labels"])
+        kept.append(batch["indices"])
+    return {
+        "features": torch.cat(features) if features else torch.zeros(0, *feature_shape),
+        "labels": torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long),
+        "indices": torch.cat(kept) if kept else torch.zeros(0, dtype=torch.long),
+        "skipped": skipped,
+    }
+
+
+def _save_features(path: Path, data: dict[str, Any], metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {key: data[key].contiguous() for key in ("features", "labels", "indices")}
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(temp), metadata={**metadata, "skipped": json.dumps(data["skipped"])})
+    os.replace(temp, path)
+
+
+def _load_features(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as file:
+        metadata = file.metadata() or {}
+        data = {key: file.get_tensor(key) for key in ("features", "labels", "indices")}
+    data["skipped"] = [tuple(item) for item in json.loads(metadata.get("skipped", "[]"))]
+    return data, metadata
+
+
+def cached_features(path: Path, spec: dict, compute: Callable[[Sequence[int]], dict], num_items: int, accelerator) -> dict:
+    """Features of one split, computed once and stored in `path` (safetensors).
+
+    Every process encodes its share (`indices[rank::world]`) and writes a shard; the main process merges
+    the shards in dataset order into `path`, whose metadata records `spec`. A later run (or a resumed
+    one) with the same spec reads the file instead of running the encoder. Returns the merged data.
+    """
+    spec_json = json.dumps(spec, sort_keys=True, default=str)
+    if path.is_file():
+        data, metadata = _load_features(path)
+        if metadata.get("spec") == spec_json:
+            return data
+        if accelerator.is_main_process:
+            logger.warning("feature cache %s was made with other settings; recomputing", path)
+    accelerator.wait_for_everyone()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shard = path.with_name(f"{path.stem}.rank{rank:05d}-of-{world:05d}.safetensors")
+    _save_features(shard, compute(range(rank, num_items, world)), {})
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shards = [path.with_name(f"{path.stem}.rank{r:05d}-of-{world:05d}.safetensors") for r in range(world)]
+        parts = [_load_features(s)[0] for s in shards]
+        merged = {key: torch.cat([p[key] for p in parts]) for key in ("features", "labels", "indices")}
+        order = torch.argsort(merged["indices"])
+        merged = {key: value[order] for key, value in merged.items()}
+        merged["skipped"] = sorted(item for p in parts for item in p["skipped"])
+        _save_features(path, merged, {"spec": spec_json})
+        for s in shards:
+            s.unlink()
+    accelerator.wait_for_everyone()
+    return _load_features(path)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+
+CHECKPOINT_PREFIX = "epoch_"
+STATE_FILE = "probe_state.json"
+
+
+def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int = 1) -> Path:
+    """`accelerator.save_state` into a temporary folder, then an atomic rename to `root/epoch_{epoch:03d}`.
+
+    All processes call it (each saves its RNG state). `STATE_FILE` (epoch, history, ...) is written
+    last, before the rename, so a folder named `epoch_*` is always complete; a killed save leaves only a
+    hidden temporary folder, which the next save removes. Keeps the newest `keep` checkpoints.
+    """
+    root = Path(root)
+    final = root / f"{CHECKPOINT_PREFIX}{epoch:03d}"
+    temp = root / f".tmp-{CHECKPOINT_PREFIX}{epoch:03d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temp, final)
+        for old in sorted(root.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(root: Path, resume: str) -> Path | None:
+    """`resume="auto"`: the newest complete `root/epoch_*` (None if there is none); else that folder."""
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise FileNotFoundError(f"{path} is not a complete probe checkpoint (no {STATE_FILE})")
+        return path
+    complete = [p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    return max(complete, key=lambda p: p.name) if complete else None
+
+
+def read_checkpoint_state(path: Path) -> dict:
+    return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Outputs: plot, weights, classifier repo
+# ----------------------------------------------------------------------------------------------
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_DASHES = ("", "6,3", "2,2", "8,3,2,3")
+
+
+def accuracy_svg(curves: dict[str, Sequence[float]], *, title: str = "val top-1 per head", best: str | None = None,
+                 width: int = 760, height: int = 420) -> str:  # fmt: skip
+    """A small self-contained SVG line chart: one line per head, x = epoch (1..E), y = top-1 (%)."""
+    left, right, top, bottom = 56, 190, 34, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    epochs = max((len(v) for v in curves.values()), default=1)
+    values = [y for v in curves.values() for y in v if y == y]  # drop NaN
+    low, high = max(0.0, min(values, default=0.0) - 2), min(100.0, max(values, default=100.0) + 2)
+    tick = next(t for t in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / t <= 8)
+    low, high = math.floor(low / tick) * tick, math.ceil(high / tick) * tick
+    if high <= low:
+        low, high = low - tick, high + tick
+
+    def x(epoch: int) -> float:  # epoch from 1
+        return left + (plot_w * (epoch - 1) / (epochs - 1) if epochs > 1 else plot_w / 2)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / (high - low))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">{html.escape(title)}</text>',
+    ]
+    for i in range(round((high - low) / tick) + 1):  # horizontal grid and y labels
+        value = low + i * tick
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
+    step = max(1, math.ceil(epochs / 10))
+    for epoch in range(1, epochs + 1, step):
+        out.append(f'<text x="{x(epoch):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{epoch}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">epoch</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2:.1f}" transform="rotate(-90 14 {top + plot_h / 2:.1f})" '
+               'text-anchor="middle">top-1 (%)</text>')  # fmt: skip
+    for i, (name, series) in enumerate(curves.items()):
+        colour, dash = _PALETTE[i % len(_PALETTE)], _DASHES[(i // len(_PALETTE)) % len(_DASHES)]
+        stroke = 3 if name == best else 1.5
+        points = " ".join(f"{x(e + 1):.1f},{y(v):.1f}" for e, v in enumerate(series) if v == v)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}"{dash_attr}/>')
+        for e, v in enumerate(series):
+            if v == v:
+                out.append(f'<circle cx="{x(e + 1):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
+        ly = top + 8 + 15 * i
+        label = html.escape(name + (" (best)" if name == best else ""))
+        out.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="{stroke}"{dash_attr}/>')  # fmt: skip
+        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write_accuracy_png(curves: dict[str, Sequence[float]], path: Path, best: str | None = None) -> bool:
+    """The same chart as a PNG when matplotlib is installed (it is optional); returns whether it wrote."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, series in curves.items():
+        ax.plot(range(1, len(series) + 1), series, marker="o", lw=3 if name == best else 1.5, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def head_metadata(spec: HeadSpec, index: int, head: AttentiveClassifier, class_names: Sequence[str], **extra: Any) -> dict[str, str]:
+    pooler = head.pooler
+    meta = {
+        "format": "pt",
+        "kind": "vjepa2_attentive_classifier",
+        "head_index": str(index),
+        "lr": repr(spec.lr),
+        "weight_decay": repr(spec.weight_decay),
+        "embed_dim": str(pooler.query_tokens.shape[-1]),
+        "num_classes": str(len(class_names)),
+        "probe_depth": str(len(pooler.blocks) + 1),
+        "probe_num_heads": str(pooler.cross_attention_block.xattn.num_heads),
+        "class_names": json.dumps(list(class_names)),
+    }
+    meta.update({key: str(value) for key, value in extra.items()})
+    return meta
+
+
+def save_probe_weights(path: Path, head: AttentiveClassifier, metadata: dict[str, str]) -> None:
+    """One head in V-JEPA 2's `AttentiveClassifier` key names (`pooler.*`, `linear.*`), atomically."""
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous() for key, value in head.state_dict().items()}
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(state, str(temp), metadata=metadata)
+    os.replace(temp, path)
+
+
+def save_all_heads(path: Path, probe: MultiHeadProbe, metadata: dict[str, str]) -> None:
+    """Every head, keys `heads.{i}.pooler.*` / `heads.{i}.linear.*`; metadata lists the grid."""
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous() for key, value in probe.state_dict().items()}
+    grid = [{"lr": s.lr, "weight_decay": s.weight_decay} for s in probe.specs]
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file(state, str(temp), metadata={"format": "pt", **metadata, "grid": json.dumps(grid)})
+    os.replace(temp, path)
+
+
+def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str]) -> VJEPA2AreaForVideoClassification:
+    """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
+
+    Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
+    S segments' tokens concatenated per view; to score a video the way the probe was evaluated, encode
+    each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
+    """
+    pooler = head.pooler
+    fields = {k: v for k, v in encoder.config.to_dict().items()
+              if k not in ("architectures", "auto_map", "model_type", "transformers_version")}  # fmt: skip
+    fields.update(
+        id2label={i: str(name) for i, name in enumerate(class_names)},
+        label2id={str(name): i for i, name in enumerate(class_names)},
+        probe_depth=len(pooler.blocks) + 1,
+        probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
+    )
+    config = VJEPA2AreaConfig(**fields)
+    model = VJEPA2AreaForVideoClassification(config)
+    model.encoder.load_state_dict(encoder.state_dict())
+    model.head.load_state_dict(head.state_dict())
+    return model.eval()
+
+
+def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
+    best = results["best_head"]
+    encoder = results["encoder"]
+    data = results["data"]
+    config = results["config"]
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: video-classification",
+        "tags: [vjepa2, video, attentive-probe, st-a2]",
+        "---",
+        f"# {repo_id or 'V-JEPA 2 frozen attentive probe'}",
+        "",
+        f"A frozen `{encoder['model']}` encoder with a V-JEPA 2 attentive probe "
+        f"({config['probe_depth']} blocks, {config['probe_heads']} heads) trained by `examples/k400_probe.py` of "
+        "hf_vjepa_area.",
+        "",
+        f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
+        f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
+        f"{config['views']} views at {config['resolution']} px",
+        f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
+        f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
+        f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",
+        "",
+        "`model(pixel_values_videos)` classifies one clip; the reported accuracy averages the softmax over "
+        "views with the segments' tokens concatenated, as in V-JEPA 2 (docs/probe.md shows how).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def save_classifier_folder(model: VJEPA2AreaForVideoClassification, folder: Path, *, model_card: str | None,
+                           metadata: dict[str, str] | None = None, extra_files: dict[str, str] | None = None,
+                           overwrite: bool = False) -> Path:  # fmt: skip
+    """The classifier as a Hub repo folder (`hf_vjepa_area.hub.save_repo_folder`: transformers + timm)."""
+    from .hub import save_repo_folder
+
+    return save_repo_folder(model, folder, model_card=model_card, safetensors_metadata=metadata,
+                            extra_files=extra_files, overwrite=overwrite)  # fmt: skip
+
+
+def push_classifier(folder: Path, repo_id: str, *, private: bool = False, commit_message: str | None = None, api=None) -> dict:
+    """Upload a saved classifier folder (`hf_vjepa_area.conversion.push.push_folder`: create_repo +
+    upload_folder; the token comes from `HF_TOKEN` or `hf auth login`, never the command line)."""
+    from .conversion.push import push_folder
+
+    return push_folder(folder, repo_id, private=private, api=api,
+                       commit_message=commit_message or "Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip
+
+
+__all__ = [
+    "DEMO_ENCODER_CONFIG",
+    "K400_LRS",
+    "K400_WEIGHT_DECAYS",
+    "FeatureDataset",
+    "HeadSpec",
+    "MultiHeadProbe",
+    "SeededSamples",
+    "ShardedBatchSampler",
+    "WarmupCosine",
+    "accuracy_svg",
+    "add_records",
+    "build_classifier",
+    "build_demo_encoder",
+    "build_optimizer",
+    "build_scheduler",
+    "cached_features",
+    "collate_features",
+    "collate_probe_batch",
+    "dedupe_records",
+    "describe_encoder",
+    "encode_clips",
+    "encoder_fingerprint",
+    "evaluate",
+    "extract_features",
+    "find_checkpoint",
+    "gather_records",
+    "group_views",
+    "hparam_grid",
+    "load_encoder",
+    "per_sample_loss",
+    "push_classifier",
+    "save_all_heads",
+    "save_checkpoint",
+    "save_classifier_folder",
+    "save_probe_weights",
+    "stack_records",
+    "summarize_records",
+    "tokens_per_clip",
+    "train_one_epoch",
+    "view_averaged_probs",
+    "with_area",
+]
