@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
+from hf_vjepa_area.conversion.keys import hf_sections, ours_to_theirs
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
 from hf_vjepa_area.modeling.rope import token_positions
 
@@ -210,25 +211,11 @@ def transformers_config(config: VJEPA2AreaConfig) -> VJEPA2Config:
 
 
 def ours_to_transformers(state: dict) -> dict:
-    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys; fused qkv rows split into query/key/value."""
-    mapped = {}
-    for key, value in state.items():
-        if key.startswith("patch_embed.proj."):
-            mapped["encoder.embeddings.patch_embeddings.proj." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("norm."):
-            mapped["encoder.layernorm." + key.rsplit(".", 1)[1]] = value
-        elif key.startswith("blocks."):
-            _, index, rest = key.split(".", 2)
-            prefix = f"encoder.layer.{index}."
-            if rest.startswith("attn.qkv."):
-                kind = rest.rsplit(".", 1)[1]
-                for name, rows in zip(("query", "key", "value"), value.chunk(3)):
-                    mapped[f"{prefix}attention.{name}.{kind}"] = rows
-            else:
-                mapped[prefix + rest.replace("attn.proj.", "attention.proj.")] = value
-        else:
-            raise KeyError(f"no transformers counterpart for {key}")
-    return mapped
+    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys, by the conversion package's mapping."""
+    remapped = ours_to_theirs(state, hf_sections(classification=False))
+    if remapped.unexpected:
+        raise KeyError(f"no transformers counterpart for {remapped.unexpected}")
+    return remapped.state_dict
 
 
 def build_model(name: str, args, case: Case, state: dict, device: torch.device) -> torch.nn.Module:

@@ -195,6 +195,22 @@ def _write_folder(
             raise ValueError(f"extra_files[{name!r}] must be bytes or str, got {type(content).__name__}")
 
 
+def move_into_place(staged: pathlib.Path, folder: pathlib.Path) -> None:
+    """Rename a finished folder to `folder`; an existing one is swapped out and removed only after the
+    new one is in place, and restored if the rename fails."""
+    if not folder.exists():
+        staged.rename(folder)
+        return
+    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+    folder.rename(old)
+    try:
+        staged.rename(folder)
+    except BaseException:
+        old.rename(folder)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def save_repo_folder(
     model: nn.Module,
     folder: str | os.PathLike,
@@ -225,17 +241,7 @@ def save_repo_folder(
     try:
         _write_folder(model, staging, model_card, safetensors_metadata, extra_files)
         staging.chmod(0o755)
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-            try:
-                staging.rename(folder)
-            except BaseException:
-                old.rename(folder)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(folder)
+        move_into_place(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

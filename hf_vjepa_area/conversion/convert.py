@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import shutil
 import tempfile
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -454,18 +453,10 @@ def check_output_path(output: Path, overwrite: bool) -> None:
 
 def publish(staged: Path, output: Path, overwrite: bool) -> None:
     """Rename a finished folder into place; an existing output is replaced only with `overwrite`."""
+    from ..hub import move_into_place
+
     check_output_path(output, overwrite)
-    if output.exists():
-        old = output.parent / f".{output.name}.old-{uuid.uuid4().hex[:8]}"
-        output.rename(old)
-        try:
-            staged.rename(output)
-        except BaseException:
-            old.rename(output)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staged.rename(output)
+    move_into_place(staged, output)
 
 
 def _weights_roundtrip(model, reloaded) -> dict:
