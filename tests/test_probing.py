@@ -468,3 +468,16 @@ def test_push_classifier_calls_create_repo_and_upload_folder(tmp_path):
     assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[0][2]["private"] is True and api.calls[1][2]["folder_path"] == str(folder)
     assert info["repo_id"] == "me/probe"
+
+
+def test_load_encoder_from_the_hub_by_id_and_through_timm(offline_hub):
+    encoder = probing.load_encoder(offline_hub.encoder_id)
+    for key, value in offline_hub.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[key], value)
+    from_classifier = probing.load_encoder(offline_hub.classifier_id, full_attention=True)  # the encoder of a probe repo
+    assert from_classifier.config.area_splits is None and isinstance(from_classifier, VJEPA2AreaModel)
+    for key, value in offline_hub.classifier.encoder.state_dict().items():
+        assert torch.equal(from_classifier.state_dict()[key], value)
+    via_timm = probing.load_encoder("hf-hub:" + offline_hub.encoder_id)
+    clip = torch.randn(1, 3, 4, 32, 32)
+    torch.testing.assert_close(via_timm.encode(clip).last_hidden_state, encoder.encode(clip).last_hidden_state)

@@ -1,0 +1,192 @@
+"""End to end: `examples/k400_probe.py` as CI runs it (subprocesses, CPU, small configs).
+
+- the no-argument demo through `accelerate launch` learns the synthetic motion classes;
+- a 2-process run (`ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2`) reports the 1-process metrics;
+- a run killed (SIGKILL) after its first checkpoint and resumed ends with the uninterrupted run's metrics;
+- a corrupt and a missing video are skipped and counted, never a crash;
+- `--save-classifier` writes a VJEPA2AreaForVideoClassification whose logits are the probe's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "examples" / "k400_probe.py"
+BIN = Path(sys.executable).parent
+
+
+def env() -> dict:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # 2 processes on 2 cores: no oversubscription
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "1",
+    }
+
+
+def run(command: list[str], cwd: Path, timeout: int = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+    return result
+
+
+def results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def metrics(result: dict) -> dict:
+    """What must not depend on process count or interruption."""
+    return {
+        "heads": [{k: h[k] for k in ("name", "train_loss", "train_top1", "val_loss", "val_top1")} for h in result["heads"]],
+        "best_head": result["best_head"],
+        "skipped_videos": result["skipped_videos"],
+        "data": result["data"],
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """16 real mp4s (4 motion classes) plus a corrupt file in train and a missing one in val."""
+    from hf_vjepa_area.data import make_synthetic_video_dataset
+
+    root = tmp_path_factory.mktemp("tiny_videos")
+    data = make_synthetic_video_dataset(root, num_classes=4, videos_per_class=4, frames=24, size=32)
+    (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 4)
+    train = data.train_manifest.read_text().splitlines()[:11] + ["broken.mp4 1"]
+    (root / "probe_train.csv").write_text("\n".join(train) + "\n")
+    (root / "probe_val.csv").write_text(data.val_manifest.read_text() + "videos/missing.mp4 2\n")
+    (root / "probe_train_classes.txt").write_text("\n".join(data.class_names) + "\n")
+    return root
+
+
+def tiny_args(tiny_set: Path, output: Path, batch_size: int, *extra: str) -> list[str]:
+    """Streaming (no feature cache): random training crops, V-JEPA 2 segments x views, 3 epochs."""
+    return [
+        "--model", "demo", "--train-csv", str(tiny_set / "probe_train.csv"), "--val-csv", str(tiny_set / "probe_val.csv"),
+        "--frames", "8", "--frame-step", "2", "--segments", "2", "--views", "2", "--resolution", "32",
+        "--epochs", "3", "--batch-size", str(batch_size), "--lrs", "0.003", "0.001", "--wds", "0.01",
+        "--probe-depth", "1", "--probe-heads", "4", "--num-workers", "0", "--no-progress",
+        "--output-dir", str(output), *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_set, tmp_path_factory):
+    """One process, global batch 2, uninterrupted, exporting the classifier."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    args = tiny_args(tiny_set, out, 2, "--save-classifier", str(out.parent / "classifier"))
+    result = run([str(BIN / "accelerate"), "launch", "--num_processes", "1", str(SCRIPT), *args], cwd=out.parent)
+    return out, result
+
+
+def test_demo_runs_with_no_arguments_and_learns(tmp_path):
+    """`accelerate launch examples/k400_probe.py`, nothing else, in a fresh folder."""
+    result = run([str(BIN / "accelerate"), "launch", str(SCRIPT)], cwd=tmp_path, timeout=300)
+    out = tmp_path / "outputs" / "demo_probe"
+    summary = results(out)
+    best = summary["best_head"]
+    assert summary["data"]["num_classes"] == 4 and summary["data"]["num_train"] == 120 and summary["data"]["num_val"] == 40
+    assert best["val_top1"] >= 75.0, f"the demo should learn the motion classes (chance 25%), got {best['val_top1']}%"
+    assert f"val top-1 {best['val_top1']:.2f}%" in result.stdout
+    assert summary["skipped_videos"]["total"] == 0 and summary["epochs"] == 20 and len(summary["heads"]) == 4
+    for name in ("probe.safetensors", "accuracy.svg", "run_config.json", "features/train.safetensors"):
+        assert (out / name).is_file(), name
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_020"]
+    assert (tmp_path / "outputs" / "demo_data" / "videos").is_dir()
+
+
+def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_path):
+    """Same global batch (2 x 1 vs 1 x 2), uneven per-process batches from the skipped videos."""
+    out = tmp_path / "run"
+    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, out, 1)], cwd=tmp_path)
+    one, two = metrics(results(reference[0])), metrics(results(out))
+    assert results(out)["num_processes"] == 2 and results(reference[0])["num_processes"] == 1
+    for h1, h2 in zip(one["heads"], two["heads"]):
+        assert h1["train_top1"] == h2["train_top1"] and h1["val_top1"] == h2["val_top1"]
+        # the same samples in every step; float sums in another order differ in the last bits only
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
+        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-5)
+    assert one["best_head"]["name"] == two["best_head"]["name"]
+    assert one["skipped_videos"] == two["skipped_videos"] and one["data"] == two["data"]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tiny_set, reference, tmp_path):
+    out = tmp_path / "run"
+    killed = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--debug-kill-after-epoch", "1")],
+                            cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (out / "results.json").exists()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_001"]
+
+    refused = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2)], cwd=tmp_path, env=env(),
+                             capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert refused.returncode != 0 and "--resume" in refused.stderr + refused.stdout
+
+    resumed = run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--resume")], cwd=tmp_path)
+    assert "resumed from" in resumed.stdout and "epoch_001" in resumed.stdout
+    assert metrics(results(out)) == metrics(results(reference[0]))  # exactly, losses included
+
+
+def test_corrupt_and_missing_videos_are_skipped_and_counted(reference):
+    out, result = reference
+    skipped = results(out)["skipped_videos"]
+    assert skipped["train"]["count"] == 1 and skipped["train"]["paths"][0].endswith("broken.mp4")
+    assert skipped["val"]["count"] == 1 and skipped["val"]["paths"][0].endswith("missing.mp4")
+    assert skipped["total"] == 2
+    data = results(out)["data"]
+    assert (data["num_train"], data["train_samples_used"], data["num_val"], data["val_samples_scored"]) == (12, 11, 5, 4)
+    assert "skipping video" in result.stderr + result.stdout
+
+
+def test_saved_classifier_reproduces_the_probe(tiny_set, reference):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
+    from hf_vjepa_area.data import VideoClipDataset
+
+    out, _ = reference
+    summary = results(out)
+    folder = out.parent / "classifier"
+    assert summary["classifier_folder"] == str(folder)
+    model = VJEPA2AreaForVideoClassification.from_pretrained(folder).eval()
+    assert [model.config.id2label[i] for i in range(4)] == ["right", "left", "down", "up"]
+
+    with safe_open(str(out / "probe.safetensors"), "pt") as f:
+        meta = f.metadata()
+    best = summary["best_head"]
+    assert (float(meta["lr"]), float(meta["weight_decay"])) == (best["lr"], best["weight_decay"])
+    head = AttentiveClassifier(int(meta["embed_dim"]), int(meta["num_classes"]), num_heads=int(meta["probe_num_heads"]),
+                               depth=int(meta["probe_depth"])).eval()  # fmt: skip
+    head.load_state_dict(load_file(str(out / "probe.safetensors")))
+    encoder = probing.load_encoder(None)  # the demo encoder the run used (seed 0)
+
+    clips, _, _ = VideoClipDataset(tiny_set / "probe_val.csv", train=False, frames_per_clip=8, frame_step=2, crop_size=32)[0]
+    with torch.no_grad():
+        expected = head(encoder.encode(clips).last_hidden_state)
+        logits = model(clips.transpose(1, 2)).logits  # [1, T, C, H, W]
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_output_dir_is_not_reused_by_accident(reference, tmp_path):
+    spec = importlib.util.spec_from_file_location("k400_probe", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit, match="--resume"):
+        script.main(["--output-dir", str(reference[0])])
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="not a probe output dir"):
+        script.main(["--output-dir", str(other), "--overwrite"])
+    assert (other / "notes.txt").read_text() == "keep me"
