@@ -352,6 +352,7 @@ def main(argv=None) -> int:
         accelerator.load_state(str(checkpoint))
         state = probing.read_checkpoint_state(checkpoint)
         start_epoch, history = state["epoch"], state["history"]
+        started -= state.get("elapsed_s", 0.0)  # wall time counts the interrupted part too
         for split in skipped:
             skipped[split].update({int(k): v for k, v in state["skipped"][split].items()})
         if state.get("num_processes") != world:
@@ -416,7 +417,8 @@ def main(argv=None) -> int:
             logs.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
             logs.update({"val_top1/best": val["top1"][best], "skipped_videos": len(skipped["train"]) + len(skipped["val"])})
             accelerator.log(logs, step=epoch + 1)
-        state = dict(epoch=epoch + 1, history=history, skipped=skipped, config=run_config(args), num_processes=world)
+        state = dict(epoch=epoch + 1, history=history, skipped=skipped, config=run_config(args), num_processes=world,
+                     elapsed_s=time.time() - started)  # fmt: skip
         probing.save_checkpoint(accelerator, out / "checkpoints", epoch + 1, state, keep=args.keep_checkpoints)
         if args.debug_kill_after_epoch == epoch + 1:  # a hard kill, as a preempted job gets: no cleanup at all
             os.kill(os.getpid(), signal.SIGKILL)
@@ -491,7 +493,7 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
 
     if args.save_classifier or args.push_to_hub:
         folder = Path(args.save_classifier or out / "classifier")
-        model = probing.build_classifier(encoder.cpu(), head.cpu(), class_names)
+        model = probing.build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution)
         card = probing.classifier_model_card(results, args.push_to_hub)
         probing.save_classifier_folder(model, folder, model_card=card, metadata={k: v for k, v in meta.items() if k != "format"},
                                        extra_files={"probe_results.json": json.dumps(results, indent=1)}, overwrite=True)  # fmt: skip

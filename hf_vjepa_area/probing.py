@@ -945,12 +945,15 @@ def save_all_heads(path: Path, probe: MultiHeadProbe, metadata: dict[str, str]) 
     os.replace(temp, path)
 
 
-def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str]) -> VJEPA2AreaForVideoClassification:
+def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,
+                     frames: int | None = None, resolution: int | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
     """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
 
     Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
     S segments' tokens concatenated per view; to score a video the way the probe was evaluated, encode
     each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
+    `frames` / `resolution` (the probe's clip size) become the config's `num_frames` / `img_size`, so the
+    saved video processor crops like the probe did; RoPE encoders only (others have a sized pos_embed).
     """
     pooler = head.pooler
     fields = {k: v for k, v in encoder.config.to_dict().items()
@@ -962,6 +965,12 @@ def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names:
         probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
     )
     config = VJEPA2AreaConfig(**fields)
+    if encoder.config.use_rope and (frames or resolution):
+        sized = {**fields, "num_frames": frames or config.num_frames, "img_size": resolution or config.img_size}
+        try:
+            config = VJEPA2AreaConfig(**sized)
+        except ValueError:  # e.g. area splits larger than that grid: keep the encoder's own size
+            pass
     model = VJEPA2AreaForVideoClassification(config)
     model.encoder.load_state_dict(encoder.state_dict())
     model.head.load_state_dict(head.state_dict())

@@ -481,3 +481,12 @@ def test_load_encoder_from_the_hub_by_id_and_through_timm(offline_hub):
     via_timm = probing.load_encoder("hf-hub:" + offline_hub.encoder_id)
     clip = torch.randn(1, 3, 4, 32, 32)
     torch.testing.assert_close(via_timm.encode(clip).last_hidden_state, encoder.encode(clip).last_hidden_state)
+
+
+def test_classifier_takes_the_probe_clip_size():
+    encoder = tiny_encoder()
+    head = AttentiveClassifier(96, 2, num_heads=4, depth=1)
+    model = probing.build_classifier(encoder, head, ["a", "b"], frames=16, resolution=128)
+    assert model.config.num_frames == 16 and model.config.img_size == [128, 128]
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[key], value)

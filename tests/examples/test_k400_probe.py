@@ -120,6 +120,21 @@ def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_p
     assert one["skipped_videos"] == two["skipped_videos"] and one["data"] == two["data"]
 
 
+def test_feature_cache_two_processes_match_one(tiny_set, tmp_path):
+    """The cache path: each process encodes its share into a shard, the main one merges them in order."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    cache = ["--cache-features", "--epochs", "2"]
+    run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, one, 2, *cache)], cwd=tmp_path)
+    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, two, 1, *cache)], cwd=tmp_path)
+    assert sorted(p.name for p in (two / "features").iterdir()) == ["train.safetensors", "val.safetensors"]
+    a, b = metrics(results(one)), metrics(results(two))
+    for h1, h2 in zip(a["heads"], b["heads"]):
+        assert h1["train_top1"] == h2["train_top1"] and h1["val_top1"] == h2["val_top1"]
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
+        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-5)
+    assert a["skipped_videos"] == b["skipped_videos"] and a["skipped_videos"]["total"] == 2
+
+
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_set, reference, tmp_path):
     out = tmp_path / "run"
     killed = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--debug-kill-after-epoch", "1")],
@@ -178,10 +193,15 @@ def test_saved_classifier_reproduces_the_probe(tiny_set, reference):
     torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_output_dir_is_not_reused_by_accident(reference, tmp_path):
-    spec = importlib.util.spec_from_file_location("k400_probe", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_example("k400_probe")
     with pytest.raises(SystemExit, match="--resume"):
         script.main(["--output-dir", str(reference[0])])
     other = tmp_path / "mine"
@@ -190,3 +210,21 @@ def test_output_dir_is_not_reused_by_accident(reference, tmp_path):
     with pytest.raises(SystemExit, match="not a probe output dir"):
         script.main(["--output-dir", str(other), "--overwrite"])
     assert (other / "notes.txt").read_text() == "keep me"
+
+
+def test_extract_features_and_build_manifest_examples(tiny_set, tmp_path):
+    from safetensors import safe_open
+
+    output = tmp_path / "features.safetensors"
+    load_example("extract_features").main([
+        "--model", "demo", "--manifest", str(tiny_set / "probe_val.csv"), "--output", str(output), "--frames", "4",
+        "--segments", "2", "--views", "3", "--resolution", "32", "--num-workers", "0",
+    ])  # fmt: skip
+    with safe_open(str(output), "pt") as f:
+        assert f.get_tensor("features").shape == (4, 3, 96) and f.get_tensor("indices").tolist() == [0, 1, 2, 3]
+        assert json.loads(f.metadata()["skipped"])[0].endswith("missing.mp4")
+
+    manifest = tmp_path / "train.csv"
+    assert load_example("build_manifest").main(["folder", str(tiny_set / "videos"), str(manifest)]) == 0
+    lines = manifest.read_text().splitlines()
+    assert len(lines) == 16 and (tmp_path / "train_classes.txt").read_text().split() == ["down", "left", "right", "up"]

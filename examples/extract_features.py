@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Frozen V-JEPA 2 (ST-A²) features of every video in a manifest, into one safetensors file.
+
+    python examples/extract_features.py --model hf-vjepa-area/vjepa2-vitl-st-a2 --manifest k400/val.csv \
+        --output val_features.safetensors
+    python examples/extract_features.py --model demo --manifest outputs/demo_data/val.csv --output demo.safetensors
+
+Each video gives `--segments` clips x `--views` crops (V-JEPA 2's eval sampling); per view the segments'
+tokens are concatenated, as the attentive probe reads them. `--pool mean` (default) stores the mean token
+[N, V, D]; `--pool none` stores all tokens [N, V, S*T'*H'*W', D] (large: ViT-L at 16 frames x 8 segments x 3 views is ~200 MB per video).
+Unreadable videos are skipped and listed in the file's metadata.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+try:
+    import hf_vjepa_area  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from hf_vjepa_area import probing
+from hf_vjepa_area.data import VideoClipDataset
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="demo", help="Hub id / folder / timm name, or 'demo'")
+    p.add_argument("--manifest", required=True, help="V-JEPA 2 manifest: 'path label' per line")
+    p.add_argument("--output", required=True)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--frame-step", type=int, default=4)
+    p.add_argument("--segments", type=int, default=1)
+    p.add_argument("--views", type=int, default=1)
+    p.add_argument("--resolution", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--pool", choices=["mean", "none"], default="mean")
+    args = p.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
+    dataset = VideoClipDataset(args.manifest, train=False, frames_per_clip=args.frames, frame_step=args.frame_step,
+                               num_segments=args.segments, num_views=args.views, crop_size=args.resolution)  # fmt: skip
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=probing.collate_probe_batch)
+    features, labels, indices, skipped = [], [], [], []
+    for batch in loader:
+        skipped += batch["skipped_paths"]
+        if batch["clips"] is None:
+            continue
+        tokens = probing.encode_clips(encoder, batch["clips"].to(device), args.segments, args.views,
+                                      autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)  # [B, V, S*N, D]
+        features.append((tokens.mean(2) if args.pool == "mean" else tokens).cpu())
+        labels.append(batch["labels"])
+        indices.append(batch["indices"])
+    if not features:
+        raise SystemExit(f"error: no readable video in {args.manifest}")
+    metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped),
+                **{k: str(v) for k, v in vars(args).items() if k in ("frames", "frame_step", "segments", "views", "resolution")}}  # fmt: skip
+    save_file({"features": torch.cat(features).contiguous(), "labels": torch.cat(labels), "indices": torch.cat(indices)},
+              args.output, metadata=metadata)  # fmt: skip
+    print(f"{args.output}: features {tuple(torch.cat(features).shape)} of {len(dataset) - len(skipped)} videos; "
+          f"{len(skipped)} skipped")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
