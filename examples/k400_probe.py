@@ -2,7 +2,7 @@
 """V-JEPA 2's frozen attentive probe, end to end, with accelerate.
 
     # Built-in demo: a small labelled video set generated locally, a small random-init ST-A² encoder,
-    # 4 probe heads; about a minute on CPU. Writes outputs/demo_probe/.
+    # 4 probe heads; under a minute on CPU. Writes outputs/demo_probe/.
     accelerate launch examples/k400_probe.py
 
     # The real thing: Kinetics-400 with V-JEPA 2's protocol (16 frames x step 4, 8 segments x 3 views,
@@ -127,7 +127,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--output-dir")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output dir of this script")
     g.add_argument("--resume", nargs="?", const="auto", help="'auto' (latest checkpoint in OUTPUT_DIR) or a checkpoint folder")
-    g.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints to keep")
+    g.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints to keep (0: all)")
     g.add_argument("--debug-kill-after-epoch", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL self after that checkpoint
     g.add_argument("--report-to", default="auto", help="accelerate tracker: auto (tensorboard if installed), none, tensorboard, wandb, ...")
     g.add_argument("--save-all-heads", action="store_true", help="also write probe_heads.safetensors (every head)")
@@ -206,6 +206,9 @@ def prepare_output_dir(args, accelerator) -> Path | None:
                              "--overwrite to start over")  # fmt: skip
         if not (out / RUN_FILE).is_file():
             raise SystemExit(f"error: refusing to --overwrite {out}: it holds no {RUN_FILE}, so it is not a probe output dir")
+    classifier = Path(args.save_classifier) if args.save_classifier else None
+    if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
+        raise SystemExit(f"error: --save-classifier {classifier} is not empty; pass --overwrite to replace it")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if args.overwrite and nonempty:
@@ -326,6 +329,8 @@ def main(argv=None) -> int:
         val_set = val_videos
         skipped = {"train": {}, "val": {}}
         loader_args = dict(collate_fn=probing.collate_probe_batch, num_workers=args.num_workers)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise SystemExit(f"error: no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
     # Our sampler, not accelerate's sharding: global batches split across processes without padding
     # (probing.ShardedBatchSampler), so every step trains on the same samples for any process count.
     shard = dict(rank=accelerator.process_index, num_replicas=world)

@@ -228,3 +228,32 @@ def test_extract_features_and_build_manifest_examples(tiny_set, tmp_path):
     assert load_example("build_manifest").main(["folder", str(tiny_set / "videos"), str(manifest)]) == 0
     lines = manifest.read_text().splitlines()
     assert len(lines) == 16 and (tmp_path / "train_classes.txt").read_text().split() == ["down", "left", "right", "up"]
+
+
+def test_push_to_hub_uploads_the_classifier_folder(tiny_set, tmp_path, monkeypatch):
+    """Up to the huggingface_hub boundary: HfApi is replaced by a recorder."""
+    import huggingface_hub
+
+    calls = []
+
+    class RecordingApi:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, **kwargs):
+            files = sorted(p.name for p in Path(kwargs["folder_path"]).iterdir())
+            calls.append(("upload_folder", kwargs["repo_id"], files))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    out = tmp_path / "run"
+    args = tiny_args(tiny_set, out, 4, "--cache-features", "--epochs", "1", "--push-to-hub", "me/tiny-probe", "--hub-private")
+    assert load_example("k400_probe").main(args) == 0
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"] and calls[0][1] == "me/tiny-probe"
+    assert calls[0][2]["private"] is True
+    assert {"config.json", "model.safetensors", "README.md", "probe_results.json"} <= set(calls[1][2])
+    summary = results(out)
+    assert summary["pushed"]["repo_id"] == "me/tiny-probe" and summary["classifier_folder"] == str(out / "classifier")
