@@ -49,9 +49,10 @@ def sincos_3d(dim: int, grid: tuple[int, int, int], uniform_power: bool = False)
 
 
 def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
-    """[H*W, dim]; the first half encodes the width coordinate, as in MAE and the original code."""
+    """[H*W, dim] in (h, w) raster order; the first half encodes the height coordinate, the second the
+    width (V-JEPA's `get_2d_sincos_pos_embed`; MAE's table has them the other way round)."""
     h, w = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in grid), indexing="ij")
-    return torch.cat([sincos_1d(dim // 2, w), sincos_1d(dim // 2, h)], dim=1).float()
+    return torch.cat([sincos_1d(dim // 2, h), sincos_1d(dim // 2, w)], dim=1).float()
 
 
 def interpolate_pos_embed(pos_embed: torch.Tensor, source_grid: tuple, target_grid: tuple) -> torch.Tensor:

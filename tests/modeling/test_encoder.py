@@ -99,9 +99,21 @@ def test_sincos_position_embedding_and_interpolation_256_to_384():
     torch.testing.assert_close(resized, expected)
 
 
+def released_sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = pos.double().reshape(-1, 1) * omega
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
 def test_image_model_uses_2d_sincos_with_bicubic_resize():
     model = tiny(use_rope=False, num_frames=1, img_size=64)
     assert model.patch_embed.proj.weight.ndim == 4
+    # V-JEPA 2's 2D table (unlike MAE's): in raster order, the first half encodes the row (height),
+    # the second half the column (width).
+    rows = torch.arange(4).repeat_interleave(4)
+    cols = torch.arange(4).repeat(4)
+    expected = torch.cat([released_sincos_1d(24, rows), released_sincos_1d(24, cols)], dim=1).float()
+    torch.testing.assert_close(model.pos_embed[0], expected)
     assert model.encode(torch.randn(1, 3, 96, 96)).last_hidden_state.shape == (1, 36, 48)
 
 
