@@ -418,7 +418,10 @@ class VJEPA2AreaEncoderMixin:
         tokens = self.patch_embed(x.to(self.patch_embed.proj.weight.dtype))
         if self.pos_embed is not None:
             config = self.config
-            if config.num_frames > 1:
+            if config.num_frames > 1 and grid[1:] == config.grid_size[1:] and grid[0] < config.grid_size[0]:
+                # Fewer frames at the configured size: the first frames' rows, as the released code does.
+                table = self.pos_embed[:, : math.prod(grid)]
+            elif config.num_frames > 1:
                 table = interpolate_pos_embed(self.pos_embed, config.grid_size, grid)
             else:
                 table = interpolate_pos_embed(self.pos_embed, config.grid_size[1:], grid[1:])

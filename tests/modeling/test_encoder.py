@@ -99,6 +99,22 @@ def test_sincos_position_embedding_and_interpolation_256_to_384():
     torch.testing.assert_close(resized, expected)
 
 
+def test_sincos_shorter_clip_at_the_configured_size_uses_the_first_frames():
+    """The released rule: at the configured height and width, a clip with fewer frames takes the first
+    rows of the table (its integer frame positions), no resampling; so it matches a model configured
+    for that many frames. An image in a video model is a one-tubelet clip."""
+    long = tiny(use_rope=False, num_frames=8)
+    state = {k: v for k, v in long.state_dict().items() if k != "pos_embed"}
+    for frames, pixels in ((4, torch.randn(1, 3, 4, 32, 32)), (2, torch.randn(1, 3, 32, 32))):
+        short = tiny(use_rope=False, num_frames=frames)
+        short.load_state_dict(state, strict=False)
+        torch.testing.assert_close(long.pos_embed[:, : short.pos_embed.shape[1]], short.pos_embed)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                long.encode(pixels).last_hidden_state, short.encode(pixels).last_hidden_state, rtol=0, atol=0
+            )
+
+
 def released_sincos_1d(dim: int, pos: torch.Tensor) -> torch.Tensor:
     omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
     angles = pos.double().reshape(-1, 1) * omega
