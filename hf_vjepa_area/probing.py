@@ -190,8 +190,8 @@ def load_encoder(
         elif config_dict is not None:
             model_type = config_dict.get("model_type")
             hint = (
-                " Convert it first: `vjepa2-area-convert --source "
-                f"{model} --output <folder>` (see docs/conversion.md)."
+                f" Convert it first: `vjepa2-area-convert {model} OUTPUT_DIR --verify` "
+                "(see hf_vjepa_area/conversion/README.md)."
                 if model_type == "vjepa2"
                 else ""
             )

@@ -4,12 +4,16 @@ import copy
 import json
 import math
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 import torch
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from hf_vjepa_area import probing
+
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +108,22 @@ def test_load_encoder_from_a_folder_with_area_overrides(tmp_path):
     assert not any(p.requires_grad for p in area.parameters())
     with pytest.raises(ValueError, match="cannot load"):
         probing.load_encoder(str(tmp_path / "nothing-here"))
+
+
+def test_load_encoder_points_a_transformers_folder_at_the_converter_as_the_cli_takes_it(tmp_path):
+    from hf_vjepa_area.conversion.cli import build_parser
+
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "vjepa2"}))
+    with pytest.raises(ValueError, match="not a vjepa2_area one") as error:
+        probing.load_encoder(str(tmp_path / "hf"))
+    message = error.value.args[0]
+    command = message.split("`")[1].split()
+    assert command[0] == "vjepa2-area-convert"
+    args = build_parser().parse_args(command[1:])  # a command the CLI accepts as written
+    assert (args.source, args.output, args.verify) == (str(tmp_path / "hf"), "OUTPUT_DIR", True)
+    guide = message.split("(see ")[1].split(")")[0]
+    assert (REPO / guide).is_file(), guide
 
 
 def test_load_encoder_timm_name_with_area_options():
