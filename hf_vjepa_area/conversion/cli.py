@@ -127,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that shape a conversion to hf_vjepa_area; with --to transformers the folder's config and
+# weights are exported as they are, so setting any of them is refused rather than ignored.
+CONVERT_ONLY = (
+    "checkpoint_key", "probe", "probe_index", "probe_num_heads", "labels", "variant", "num_heads", "img_size",
+    "num_frames", "use_rope", "area_splits", "area_layers", "dtype", "license", "base_model",
+)  # fmt: skip
+
+
+def _given(parser: argparse.ArgumentParser, args, dests) -> list[str]:
+    """The flags among `dests` set to something other than their default."""
+    flags = {action.dest: "/".join(action.option_strings) for action in parser._actions}
+    return [flags[dest] for dest in dests if getattr(args, dest) != parser.get_default(dest)]
+
+
 def _options(args) -> ConvertOptions:
     return ConvertOptions(
         checkpoint_key=args.checkpoint_key,
@@ -180,10 +194,18 @@ def main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     try:
         if args.to == "transformers":
+            ignored = _given(parser, args, CONVERT_ONLY)
+            if ignored:
+                raise ConversionError(
+                    f"{', '.join(ignored)}: not applicable with --to transformers (the folder's config and weights "
+                    "are exported as they are)"
+                )
             result = _export(args, output)
         else:
             if args.predictor_from:
                 raise ConversionError("--predictor-from: only with --to transformers")
+            if args.probe is None and _given(parser, args, ("probe_index", "probe_num_heads")):
+                raise ConversionError(f"{', '.join(_given(parser, args, ('probe_index', 'probe_num_heads')))}: only with --probe")
             options = _options(args)
             reused = None
             if args.push_to_hub and output.exists() and not args.overwrite:
@@ -218,15 +240,6 @@ def main(argv: list[str] | None = None) -> int:
 def _export(args, output: Path):
     from .export import ExportOptions, export_to_transformers
 
-    not_for_export = [
-        flag for flag, value in (
-            ("--checkpoint-key", args.checkpoint_key), ("--probe", args.probe), ("--labels", args.labels), ("--variant", args.variant),
-            ("--num-heads", args.num_heads), ("--img-size", args.img_size), ("--num-frames", args.num_frames),
-            ("--rope/--no-rope", args.use_rope), ("--area-splits", args.area_splits), ("--area-layers", args.area_layers),
-        ) if value is not None
-    ]
-    if not_for_export:
-        raise ConversionError(f"{', '.join(not_for_export)}: not applicable with --to transformers (the config comes from the folder)")
     options = ExportOptions(
         predictor_from=args.predictor_from,
         verify=True,

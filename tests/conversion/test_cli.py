@@ -120,6 +120,18 @@ def test_cli_export_round_trip(tmp_path, hf_encoder_dir, capsys):
     report = json.loads((back / "conversion_report.json").read_text())
     assert report["direction"] == "to transformers" and report["verification"]["passed"]
     assert main([str(ours), str(tmp_path / "again"), "--to", "transformers", "--area-splits", "2,2,1"]) == 2
+    assert "--area-splits: not applicable with --to transformers" in capsys.readouterr().err
+    # Output options of the other direction are refused too, not silently dropped.
+    for flag, value in (("--dtype", "bfloat16"), ("--license", "apache-2.0"), ("--base-model", "x/y"), ("--probe-index", "1")):
+        assert main([str(ours), str(tmp_path / "again"), "--to", "transformers", flag, value]) == 2
+        assert f"{flag}: not applicable with --to transformers" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+
+def test_cli_refuses_probe_options_without_a_probe(tmp_path, original_pt, capsys):
+    assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--probe-num-heads", "8"]) == 2
+    assert "--probe-num-heads: only with --probe" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_python_dash_m_entry_point(monkeypatch, capsys):
