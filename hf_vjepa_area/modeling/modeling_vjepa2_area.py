@@ -145,12 +145,10 @@ class Attention(nn.Module):
             v = qkv[:, :, 2]
         else:
             q, k, v = qkv.unbind(2)
-        if self.area and plan is not None:
-            out = area_attention(q, k, v, plan)
-            if self.area_scale != 1.0:
-                out = out * self.area_scale
-        else:
-            out = global_attention(q, k, v)
+        # No plan: this input has a single area (e.g. one tubelet in a time-only split), i.e. all tokens.
+        out = area_attention(q, k, v, plan) if self.area and plan is not None else global_attention(q, k, v)
+        if self.area and self.area_scale != 1.0:
+            out = out * self.area_scale
         return self.proj(out.reshape(batch, tokens, dim))
 
 

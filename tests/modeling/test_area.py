@@ -146,6 +146,10 @@ def test_area_residual_scale_is_applied_in_area_blocks():
     model = tiny_model((2, 2, 1), area_residual_scale=0.5)
     video = torch.randn(1, 3, 8, 64, 64)
     torch.testing.assert_close(encode(model, video), reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+    # An input with a single area (one tubelet in a time-only split) is still scaled in area blocks.
+    time_only = tiny_model((2, 1, 1), area_residual_scale=0.5)
+    clip = torch.randn(1, 3, 2, 64, 64)
+    torch.testing.assert_close(encode(time_only, clip), reference_encoder(time_only, clip), atol=2e-5, rtol=1e-4)
 
 
 def test_plan_offsets_count_tokens_per_batch_and_area():
