@@ -54,6 +54,7 @@ from .sources import (
     resolve_hf_folder,
     sha256_file,
     source_kind,
+    weight_files,
 )
 from .verify import CRITERION, DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
 
@@ -380,10 +381,7 @@ def source_fingerprint(source: str, options: ConvertOptions) -> list[str]:
     if kind == "pt":
         return [sha256_file(source)] + ([sha256_file(options.probe)] if options.probe else [])
     folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
-    names = ["model.safetensors"] if (folder / "model.safetensors").is_file() else sorted(
-        p.name for p in folder.glob("*.safetensors")
-    )
-    return [sha256_file(folder / n) for n in names]
+    return [sha256_file(path) for path in weight_files(folder)]  # the files read_transformers records
 
 
 # ----------------------------------------------------------------------------------------------

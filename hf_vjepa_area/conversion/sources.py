@@ -233,27 +233,34 @@ def resolve_hf_folder(spec: str, revision: str | None = None, local_files_only: 
     return folder, spec, commit
 
 
-def _load_weights(folder: Path) -> tuple[dict, list[dict]]:
-    from safetensors.torch import load_file
-
+def weight_files(folder: Path) -> list[Path]:
+    """The files a transformers folder's weights are read from: `model.safetensors`, else the shards its
+    index names, else `pytorch_model.bin`."""
     single = folder / "model.safetensors"
     index = folder / "model.safetensors.index.json"
     if single.is_file():
-        return load_file(single), [file_record(single)]
+        return [single]
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state_dict, files = {}, []
-        for shard in shards:
-            state_dict.update(load_file(folder / shard))
-            files.append(file_record(folder / shard))
-        return state_dict, files
+        return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     legacy = folder / "pytorch_model.bin"
     if legacy.is_file():
-        state_dict = safe_torch_load(legacy)
-        if not _tensor_dict(state_dict):
-            raise ConversionError(f"{legacy} is not a state dict of tensors")
-        return state_dict, [file_record(legacy)]
+        return [legacy]
     raise ConversionError(f"no weights in {folder} (model.safetensors, its sharded index, or pytorch_model.bin)")
+
+
+def _load_weights(folder: Path) -> tuple[dict, list[dict]]:
+    from safetensors.torch import load_file
+
+    files = weight_files(folder)
+    if files[0].suffix == ".bin":
+        state_dict = safe_torch_load(files[0])
+        if not _tensor_dict(state_dict):
+            raise ConversionError(f"{files[0]} is not a state dict of tensors")
+    else:
+        state_dict = {}
+        for file in files:
+            state_dict.update(load_file(file))
+    return state_dict, [file_record(file) for file in files]
 
 
 def read_config_json(folder: Path) -> dict:
@@ -313,4 +320,5 @@ __all__ = [
     "read_transformers",
     "resolve_hf_folder",
     "source_kind",
+    "weight_files",
 ]

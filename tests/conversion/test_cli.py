@@ -82,6 +82,28 @@ def test_cli_converts_verifies_and_pushes(tmp_path, original_pt, recording_api, 
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_rerun_push_reuses_a_conversion_of_a_pytorch_model_bin_folder(tmp_path, hf_encoder_dir, recording_api, capsys):
+    """The reuse check hashes the files the conversion read: a legacy .bin folder was re-hashed as
+    "no *.safetensors", never matched, and the rerun was refused as an existing output."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    source = tmp_path / "legacy"
+    source.mkdir()
+    shutil.copy(hf_encoder_dir / "config.json", source / "config.json")
+    torch.save(load_file(hf_encoder_dir / "model.safetensors"), source / "pytorch_model.bin")
+    # A stray safetensors file beside it is not part of the model and must not enter the fingerprint.
+    (source / "notes.safetensors").write_bytes(b"not weights")
+    argv = [str(source), str(tmp_path / "out"), "--push-to-hub", "someone/legacy"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "pushing it as is" in capsys.readouterr().out
+    assert [name for name, _, _ in recording_api] == ["create_repo", "upload_folder"] * 2
+
+
 def test_push_on_main_skips_the_branch(tmp_path, original_pt):
     out = tmp_path / "out"
     assert main([str(original_pt), str(out), *TINY]) == 0
