@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from transformers import PreTrainedConfig
@@ -129,6 +130,10 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             raise ValueError(
                 f"variant is not a config field: use VJEPA2AreaConfig.from_variant({kwargs['variant']!r}, ...)"
             )
+        for key in kwargs:  # extra keys become plain attributes: refuse the ones that look like a typo
+            close = difflib.get_close_matches(key, type(self).__annotations__, n=1, cutoff=0.8)
+            if close and key not in self.attribute_map:
+                raise ValueError(f"{key!r} is not a VJEPA2AreaConfig field; did you mean {close[0]!r}?")
         self.img_size = list(_as_pair(self.img_size, "img_size"))
         self._validate()
         if self.area_splits is not None:

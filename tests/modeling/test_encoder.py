@@ -187,6 +187,8 @@ def test_variant_table_and_config_errors():
         VJEPA2AreaConfig.from_variant("colossal")
     cases = [
         (dict(variant="large"), "use VJEPA2AreaConfig.from_variant"),
+        (dict(area_split=(2, 2, 1)), "did you mean 'area_splits'"),  # a misspelled field is not ignored
+        (dict(num_frame=8), "did you mean 'num_frames'"),
         (dict(embed_dim=48, num_heads=16), "even head_dim of at least 6"),
         (dict(embed_dim=50, num_heads=4), "divisible by num_heads"),
         (dict(img_size=250), "divisible by patch_size"),
