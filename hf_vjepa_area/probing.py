@@ -43,6 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import SkippedSample, collate_skip_none
+from .data._files import write_atomically
 from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 
 logger = logging.getLogger(__name__)
@@ -721,9 +722,8 @@ def _save_features(path: Path, data: dict[str, Any], metadata: dict[str, str]) -
     from safetensors.torch import save_file
 
     tensors = {key: data[key].contiguous() for key in ("features", "labels", "indices")}
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(temp), metadata={**metadata, "skipped": json.dumps(data["skipped"])})
-    os.replace(temp, path)
+    metadata = {**metadata, "skipped": json.dumps(data["skipped"])}
+    write_atomically(path, lambda temp: save_file(tensors, str(temp), metadata=metadata))
 
 
 def _load_features(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
@@ -929,9 +929,7 @@ def save_probe_weights(path: Path, head: AttentiveClassifier, metadata: dict[str
     from safetensors.torch import save_file
 
     state = {key: value.detach().cpu().contiguous() for key, value in head.state_dict().items()}
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(temp), metadata=metadata)
-    os.replace(temp, path)
+    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
 
 
 def save_all_heads(path: Path, probe: MultiHeadProbe, metadata: dict[str, str]) -> None:
@@ -940,9 +938,8 @@ def save_all_heads(path: Path, probe: MultiHeadProbe, metadata: dict[str, str]) 
 
     state = {key: value.detach().cpu().contiguous() for key, value in probe.state_dict().items()}
     grid = [{"lr": s.lr, "weight_decay": s.weight_decay} for s in probe.specs]
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(state, str(temp), metadata={"format": "pt", **metadata, "grid": json.dumps(grid)})
-    os.replace(temp, path)
+    metadata = {"format": "pt", **metadata, "grid": json.dumps(grid)}
+    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
 
 
 def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,

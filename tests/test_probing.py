@@ -451,6 +451,27 @@ def test_save_probe_weights_uses_attentive_classifier_keys(tmp_path):
     head.load_state_dict(load_file(str(tmp_path / "probe.safetensors")))
 
 
+def test_probe_outputs_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails half way leaves neither a partial file nor its temporary behind."""
+    import safetensors.torch
+
+    specs = probing.hparam_grid([0.003], [0.4])
+    probe = make_probe(specs)
+    target = tmp_path / "probe.safetensors"
+    target.write_bytes(b"previous")
+
+    def half_written(tensors, filename, metadata=None):
+        open(filename, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        probing.save_probe_weights(target, probe.heads[0], {"format": "pt"})
+    with pytest.raises(OSError, match="disk full"):
+        probing.save_all_heads(tmp_path / "heads.safetensors", probe, {})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.safetensors"] and target.read_bytes() == b"previous"
+
+
 def test_classifier_from_probe_round_trips(tmp_path):
     encoder = tiny_encoder()
     torch.manual_seed(0)

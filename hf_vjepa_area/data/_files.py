@@ -1,4 +1,4 @@
-"""Atomic file writes shared by the manifest builder and the synthetic data set."""
+"""Atomic file writes shared by the manifest builder, the synthetic data set and the probe outputs."""
 
 from __future__ import annotations
 
