@@ -64,9 +64,9 @@ class AreaPlan:
 
     kernel: str
     num_areas: int
-    order: torch.Tensor | None  # [B or 1, K] indices sorting tokens area-major; None: already sorted
+    order: torch.Tensor  # [B or 1, K] indices sorting tokens area-major
     area_ids: torch.Tensor  # [B or 1, K], in sorted order
-    max_area_len: int
+    max_area_len: int  # static bound on tokens per (sample, area) for varlen: min(K, the largest area's grid size)
     equal_areas: bool
     _cache: dict = field(default_factory=dict, repr=False)
 
