@@ -142,6 +142,11 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
     if kernel == "varlen":
         if varlen_attn is None:
             raise RuntimeError("area_kernel='varlen' needs torch >= 2.10 (torch.nn.attention.varlen)")
+        if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(
+                f"area_kernel='varlen' needs CUDA fp16/bf16 tensors, got {q.device.type} {q.dtype}; "
+                "use 'auto' or 'mask'"
+            )
         offsets = plan.segment_offsets(batch)
         packed = (batch * num_tokens, heads, head_dim)
         out = varlen_attn(

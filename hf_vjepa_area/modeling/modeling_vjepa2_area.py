@@ -22,7 +22,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
 from .area import AreaPlan, area_attention, effective_splits, global_attention
-from .configuration_vjepa2_area import VJEPA2AreaConfig
+from .configuration_vjepa2_area import AREA_KERNELS, VJEPA2AreaConfig
 from .rope import RopeTables, apply_rope, build_rope_tables, token_positions
 
 # ----------------------------------------------------------------------------------------------
@@ -437,6 +437,10 @@ class VJEPA2AreaEncoderMixin:
         token grid (t, h, w).
         """
         config = self.config
+        if area_kernel is not None and area_kernel not in AREA_KERNELS:
+            raise ValueError(
+                f"area_kernel must be one of {AREA_KERNELS} (or None for config.area_kernel), got {area_kernel!r}"
+            )
         x, grid = self._input_grid(x)
         tokens = self._embed(x, grid)
         batch, num_tokens, _ = tokens.shape

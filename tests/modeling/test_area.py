@@ -134,6 +134,15 @@ def test_dense_and_mask_kernels_agree_and_dense_refuses_masks():
         encode(model, video, torch.arange(10).expand(2, -1), kernel="dense")
 
 
+def test_bad_area_kernel_requests_raise():
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(1, 3, 8, 64, 64)
+    with pytest.raises(ValueError, match="area_kernel must be one of"):
+        encode(model, video, kernel="flash")  # a typo is not silently run as "mask"
+    with pytest.raises(ValueError, match="area_kernel='varlen' needs CUDA"):
+        encode(model, video, torch.arange(10).expand(1, -1), kernel="varlen")
+
+
 def test_inputs_shorter_than_a_split_get_fewer_areas():
     model = tiny_model((2, 2, 1))
     clip = torch.randn(2, 3, 2, 64, 64)  # one tubelet: the time split of 2 becomes 1
