@@ -83,6 +83,10 @@ def test_sincos_position_embedding_and_interpolation_256_to_384():
     model = tiny(use_rope=False, img_size=256, num_frames=4, patch_size=16)
     table = model.pos_embed[0]
     torch.testing.assert_close(table, sincos_3d(48, (2, 16, 16)))
+    # The released layout: time on half the channels, then height and width on a quarter each (raster t, h, w).
+    t, h, w = (g.reshape(-1) for g in torch.meshgrid(torch.arange(2), torch.arange(16), torch.arange(16), indexing="ij"))
+    released = torch.cat([released_sincos_1d(24, t), released_sincos_1d(12, h), released_sincos_1d(12, w)], dim=1)
+    torch.testing.assert_close(table, released.float())
     # First 24 channels encode time: frame 0 has sin(0)=0 / cos(0)=1 halves.
     torch.testing.assert_close(table[0, :12], torch.zeros(12))
     torch.testing.assert_close(table[0, 12:24], torch.ones(12))
