@@ -306,14 +306,19 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 
 
 @dataclass
-class EncoderOutput(ModelOutput):
-    """`last_hidden_state`: final normed tokens in the caller's order.
+class VJEPA2AreaModelOutput(ModelOutput):
+    """Output of the encoder (`encode`, `VJEPA2AreaModel`).
+
+    `last_hidden_state`: final normed tokens in the caller's order.
     `hidden_states`: the embeddings and each block's (un-normed) output, when asked for.
     `intermediate_states`: normed outputs of the blocks in `out_layers` (V-JEPA 2 multi-level probing)."""
 
     last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     intermediate_states: tuple[torch.Tensor, ...] | None = None
+
+
+EncoderOutput = VJEPA2AreaModelOutput
 
 
 def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | None:
@@ -557,13 +562,6 @@ class VJEPA2AreaPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
-@dataclass
-class VJEPA2AreaModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    intermediate_states: tuple[torch.Tensor, ...] | None = None
-
-
 class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
     """The encoder. Input `pixel_values_videos` [B, T, C, H, W] like transformers' V-JEPA 2."""
 
@@ -606,12 +604,7 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
         if pixels.ndim == 5:
             pixels = pixels.transpose(1, 2)  # [B, T, C, H, W] -> [B, C, T, H, W]
         out = self.encode(pixels, masks, out_layers, output_hidden_states, area_kernel)
-        result = VJEPA2AreaModelOutput(
-            last_hidden_state=out.last_hidden_state,
-            hidden_states=out.hidden_states,
-            intermediate_states=out.intermediate_states,
-        )
-        return result if return_dict else result.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
 class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
@@ -668,5 +661,6 @@ __all__ = [
     "AttentiveClassifier",
     "AttentivePooler",
     "EncoderOutput",
+    "VJEPA2AreaModelOutput",
     "init_weights",
 ]
