@@ -222,8 +222,8 @@ def parse_args(argv=None):
     parser.add_argument("--kernels", default=",".join(KERNELS), type=lambda s: s.split(","), help=",".join(KERNELS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--heads", type=int, default=None, help="attention heads (default 16; tiny 2)")
+    parser.add_argument("--head-dim", type=int, default=None, help="channels per head (default 64; tiny 16)")
     parser.add_argument("--warmup", type=int, default=None, help="warm-up calls after the first (default 5; tiny 1)")
     parser.add_argument("--iters", type=int, default=None, help="timed calls (default 20; tiny 2)")
     parser.add_argument("--tiny", action="store_true", help=f"token grid {TINY_GRID}, 2 heads x 16: a CPU smoke run")
@@ -231,8 +231,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--name", default=None, help="output file stem (default bench_attention[_tiny])")
     args = parser.parse_args(argv)
-    if args.tiny:
-        args.heads, args.head_dim = 2, 16
+    args.heads = args.heads if args.heads is not None else (2 if args.tiny else 16)
+    args.head_dim = args.head_dim if args.head_dim is not None else (16 if args.tiny else 64)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
     args.iters = args.iters if args.iters is not None else (2 if args.tiny else 20)
     args.name = args.name or ("bench_attention_tiny" if args.tiny else "bench_attention")

@@ -73,6 +73,15 @@ def test_attention_benchmark(scripts, tmp_path):
     assert [r["status"] == "ok" for r in by_kernel["dense"]] == [True, True, False, False, False]  # masked: n/a
     assert max(r["rel_err_vs_mask"] for r in result["rows"] if "rel_err_vs_mask" in r) < 2e-2
     assert "| case (ms) | global | dense | varlen | mask | pad+mask |" in markdown
+    assert (result["meta"]["heads"], result["meta"]["head_dim"]) == (2, 16)  # --tiny's defaults
+
+
+def test_attention_benchmark_tiny_keeps_explicit_head_sizes(scripts):
+    _, bench_attention = scripts
+    args = bench_attention.parse_args(["--tiny", "--device", "cpu", "--heads", "4", "--head-dim", "8"])
+    assert (args.heads, args.head_dim) == (4, 8)  # were silently replaced by 2 x 16
+    args = bench_attention.parse_args(["--device", "cpu"])
+    assert (args.heads, args.head_dim) == (16, 64)
 
 
 def test_issue3_targets_are_judged_on_the_fastest_mode(scripts):
