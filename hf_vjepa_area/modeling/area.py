@@ -66,7 +66,7 @@ class AreaPlan:
     num_areas: int
     order: torch.Tensor  # [B or 1, K] indices sorting tokens area-major
     area_ids: torch.Tensor  # [B or 1, K], in sorted order
-    max_area_len: int  # static bound on tokens per (sample, area) for varlen: min(K, the largest area's grid size)
+    max_area_len: int  # static bound on tokens per (sample, area) for varlen, known without reading the ids
     equal_areas: bool
     _cache: dict = field(default_factory=dict, repr=False)
 
@@ -89,7 +89,8 @@ class AreaPlan:
             num_areas=num_areas,
             order=order,
             area_ids=torch.gather(area_ids, -1, order),
-            max_area_len=min(num_tokens, largest_area(grid, splits)),
+            # Masks may repeat ids, so only K bounds an area then; with all tokens, the grid does.
+            max_area_len=num_tokens if masked else min(num_tokens, largest_area(grid, splits)),
             equal_areas=equal_areas,
         )
 

@@ -325,9 +325,6 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
     """V-JEPA 2 masks (LongTensor [B, K] of visible token ids, or a list of them) -> [len*B, K] ids.
 
     Ids may be unsorted or repeated: positions come from the ids, and outputs keep the caller's order.
-    The "varlen" kernel (CUDA, picked by "auto" for masked fp16/bf16 input) bounds an area's length by its
-    size in the grid without reading the ids, so repeats that put more tokens in an area than it has
-    grid cells need `area_kernel="mask"`.
     Out-of-range ids raise here on CPU in eager mode; on CUDA (and under torch.compile) the check would
     sync the host or break the graph, so they surface as the gather's index error instead (as in the
     original code).
