@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_encoder's timi
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from bench_encoder import (  # noqa: E402
-    environment, failure_status, fmt, free_memory, markdown_table, measure, set_backend_defaults, write_outputs,
+    add_run_args, environment, failure_status, fmt, free_memory, markdown_table, measure, resolve_run_args,
+    set_backend_defaults, write_outputs,
 )
 from hf_vjepa_area.modeling.area import AreaPlan, area_attention, global_attention, varlen_attn  # noqa: E402
 from hf_vjepa_area.modeling.rope import token_positions  # noqa: E402
@@ -224,18 +225,10 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     parser.add_argument("--heads", type=int, default=None, help="attention heads (default 16; tiny 2)")
     parser.add_argument("--head-dim", type=int, default=None, help="channels per head (default 64; tiny 16)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up calls after the first (default 5; tiny 1)")
-    parser.add_argument("--iters", type=int, default=None, help="timed calls (default 20; tiny 2)")
-    parser.add_argument("--tiny", action="store_true", help=f"token grid {TINY_GRID}, 2 heads x 16: a CPU smoke run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default=None, help="output file stem (default bench_attention[_tiny])")
-    args = parser.parse_args(argv)
+    add_run_args(parser, "bench_attention", f"token grid {TINY_GRID}, 2 heads x 16: a CPU smoke run")
+    args = resolve_run_args(parser.parse_args(argv), "bench_attention")
     args.heads = args.heads if args.heads is not None else (2 if args.tiny else 16)
     args.head_dim = args.head_dim if args.head_dim is not None else (16 if args.tiny else 64)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
-    args.iters = args.iters if args.iters is not None else (2 if args.tiny else 20)
-    args.name = args.name or ("bench_attention_tiny" if args.tiny else "bench_attention")
     if [k for k in args.kernels if k not in KERNELS]:
         parser.error(f"--kernels: choose from {KERNELS}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():

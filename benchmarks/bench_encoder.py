@@ -475,6 +475,24 @@ def report(result: dict) -> str:
     return "\n".join(lines + [markdown_table(header, table)])
 
 
+def add_run_args(parser: argparse.ArgumentParser, stem: str, tiny_help: str) -> None:
+    """Arguments every benchmark script shares: repetitions, the tiny smoke mode, seed, outputs."""
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up calls after the first (default 5; tiny 1)")
+    parser.add_argument("--iters", type=int, default=None, help="timed calls (default 20; tiny 2)")
+    parser.add_argument("--tiny", action="store_true", help=tiny_help)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default=None, help=f"output file stem (default {stem}[_tiny])")
+
+
+def resolve_run_args(args: argparse.Namespace, stem: str) -> argparse.Namespace:
+    """Defaults that depend on --tiny; values given explicitly are kept."""
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
+    args.iters = args.iters if args.iters is not None else (2 if args.tiny else 20)
+    args.name = args.name or (f"{stem}_tiny" if args.tiny else stem)
+    return args
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="all", help="comma list: all, train, infer, or case names")
@@ -489,17 +507,9 @@ def parse_args(argv=None):
                         help="bf16-autocast: fp32 weights under bf16 autocast (training recipe); bf16: bf16 weights")
     parser.add_argument("--variant", default="large", choices=sorted(VARIANTS))
     parser.add_argument("--area-kernel", default="auto", choices=("auto", "dense", "varlen", "mask"))
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up calls after the first (default 5; tiny 1)")
-    parser.add_argument("--iters", type=int, default=None, help="timed calls (default 20; tiny 2)")
-    parser.add_argument("--tiny", action="store_true", help="tiny config and inputs: a CPU smoke run of every path")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    parser.add_argument("--name", default=None, help="output file stem (default bench_encoder[_tiny])")
-    args = parser.parse_args(argv)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
-    args.iters = args.iters if args.iters is not None else (2 if args.tiny else 20)
+    add_run_args(parser, "bench_encoder", "tiny config and inputs: a CPU smoke run of every path")
+    args = resolve_run_args(parser.parse_args(argv), "bench_encoder")
     args.compile_backend = args.compile_backend or ("eager" if args.tiny else "inductor")
-    args.name = args.name or ("bench_encoder_tiny" if args.tiny else "bench_encoder")
     bad = [m for m in args.models if m not in MODELS] + [m for m in args.modes if m not in MODES]
     if bad:
         parser.error(f"unknown models/modes {bad}")
