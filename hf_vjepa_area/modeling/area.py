@@ -149,11 +149,10 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
                 "use 'auto' or 'mask'"
             )
         offsets = plan.segment_offsets(batch)
-        packed = (batch * num_tokens, heads, head_dim)
-        out = varlen_attn(
-            q.reshape(packed), k.reshape(packed), v.reshape(packed), offsets, offsets,
-            plan.max_area_len, plan.max_area_len,
-        )
+        # Tightly packed rows: q/k/v are strided views of the fused projection, and the cuDNN varlen
+        # path (areas > 128 tokens) has computed offsets assuming packed tokens in some torch builds.
+        q, k, v = (t.reshape(batch * num_tokens, heads, head_dim).contiguous() for t in (q, k, v))
+        out = varlen_attn(q, k, v, offsets, offsets, plan.max_area_len, plan.max_area_len)
         return out.reshape(batch, num_tokens, heads, head_dim)
     mask = plan.same_area_mask(q.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
