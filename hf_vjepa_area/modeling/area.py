@@ -151,7 +151,7 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
         offsets = plan.segment_offsets(batch)
         # Tightly packed rows: q/k/v are strided views of the fused projection, and the cuDNN varlen
         # path (areas > 128 tokens) has computed offsets assuming packed tokens in some torch builds.
-        q, k, v = (t.reshape(batch * num_tokens, heads, head_dim).contiguous() for t in (q, k, v))
+        q, k, v = [t.reshape(batch * num_tokens, heads, head_dim).contiguous() for t in (q, k, v)]
         out = varlen_attn(q, k, v, offsets, offsets, plan.max_area_len, plan.max_area_len)
         return out.reshape(batch, num_tokens, heads, head_dim)
     mask = plan.same_area_mask(q.dtype)
