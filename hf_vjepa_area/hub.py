@@ -175,6 +175,7 @@ def _write_folder(
             raise ValueError(f"safetensors_metadata must map str to str; got {key!r}: {type(value).__name__}")
         metadata[key] = value
     save_file(repo_state_dict(model), str(target / WEIGHTS_NAME), metadata=metadata)
+    (target / WEIGHTS_NAME).chmod(0o644)  # safetensors writes through a private (0600) temporary file
 
     (target / "config.json").write_text(json.dumps(_config_dict(model), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for source in _modeling_files(model):

@@ -88,6 +88,7 @@ def test_folder_layout_encoder(tiny_hub):
     } <= names
     assert not any(n.startswith(".") for n in os.listdir(folder.parent)), "no staging folders left behind"
     assert (folder / "README.md").read_text(encoding="utf-8") == "# tiny ST-A² encoder\n"
+    assert (folder / "model.safetensors").stat().st_mode & 0o777 == (folder / "config.json").stat().st_mode & 0o777
 
     config = json.loads((folder / "config.json").read_text())
     # transformers
