@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One GPU session's worth of issue-3 evidence, each part under the device tool's 10-minute call limit:
+#   bash benchmarks/gpu_session.sh checks     # CUDA kernel tests + attention-only table (~minutes)
+#   bash benchmarks/gpu_session.sh eager      # ViT-L encoder table, eager
+#   bash benchmarks/gpu_session.sh compiled-train | compiled-infer
+# Results go to $OUT when set (the device tool's folder), else benchmarks/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+DEST=${OUT:-benchmarks/results}
+mkdir -p "$DEST"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+case "${1:-checks}" in
+  checks)
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$DEST/gpu.txt"
+    $PY -c "import torch, transformers; print(torch.__version__, torch.version.cuda, transformers.__version__)" | tee -a "$DEST/gpu.txt"
+    $PY -m pytest -q -p no:cacheprovider tests/modeling/test_area_gpu.py tests/modeling/test_area.py 2>&1 | tee "$DEST/gpu_tests.log"
+    $PY benchmarks/bench_attention.py --out "$DEST" ;;
+  eager)
+    $PY benchmarks/bench_encoder.py --no-compile --out "$DEST" --name encoder_eager ;;
+  compiled-train)
+    $PY benchmarks/bench_encoder.py --cases train --modes compile,compile-fullgraph --out "$DEST" --name encoder_train_compiled ;;
+  compiled-infer)
+    $PY benchmarks/bench_encoder.py --cases infer --modes compile,compile-fullgraph --out "$DEST" --name encoder_infer_compiled ;;
+  *) echo "usage: $0 {checks|eager|compiled-train|compiled-infer}" >&2; exit 2 ;;
+esac
