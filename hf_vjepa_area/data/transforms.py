@@ -4,8 +4,10 @@ Eval with one view equals transformers' `VJEPA2VideoProcessor` (short side to
 `int(crop * 256 / 224)`, antialiased bilinear, centre crop, ImageNet mean/std). Several views
 follow V-JEPA 2's `EvalVideoTransform`: short side to `crop`, then `num_views` crops evenly spaced
 along the long side (left/centre/right for 3). Training follows V-JEPA 2's `VideoTransform`:
-random resized crop (one box for all frames) and a horizontal flip. RandAugment and random
-erasing, which V-JEPA 2's frozen evals add on top, are not included.
+optional RandAugment on the full frames, random resized crop (one box for all frames), an optional
+horizontal flip, optional random erasing of one box through all frames ("cube"); each with one
+draw per clip from one `torch.Generator` (or torch's global RNG), so a clip's augmentation is a
+pure function of the seed.
 
 `[C, T, H, W]` per view is the layout of timm and of the original code.
 """
@@ -85,14 +87,171 @@ class EvalTransform:
         return normalize(torch.stack(views)).transpose(1, 2)
 
 
+def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _randint(generator: torch.Generator | None, low: int, high_inclusive: int) -> int:
+    return int(torch.randint(low, high_inclusive + 1, (), generator=generator))
+
+
+class VideoRandAugment:
+    """RandAugment for a clip: uint8 `[T, C, H, W]` -> uint8 `[T, C, H, W]`, ONE draw for all frames.
+
+    The policy V-JEPA 2 trains its frozen-eval probes with, timm's `rand-m7-n4-mstd0.5-inc1`:
+    `num_ops` ops drawn uniformly, with replacement, from the 15 "increasing" ops below; each is
+    applied with probability `prob`, at a magnitude drawn from N(`magnitude`, `magnitude_std`)
+    clipped to [0, 10], and the signed ops (rotate, shear, translate, the enhance factors) get a
+    random sign. At magnitude 10: rotate 30 degrees, shear 0.3, translate 0.45 of the frame, enhance
+    factor 1 +- 0.9, posterize to 0 bits, solarize above 0, solarize-add 110. Geometric ops fill with
+    grey 128.
+
+    The ops are torchvision.transforms.v2 functional kernels, which treat the leading dimension as a
+    batch: one set of parameters for every frame, and the per-image statistics (autocontrast's
+    range, equalize's histogram, contrast's mean) are each frame's own, as V-JEPA 2's per-frame PIL
+    calls compute them. Geometric ops resample bilinearly (torchvision has no bicubic for tensors;
+    V-JEPA 2 asks PIL for bicubic).
+    """
+
+    OPS = (
+        "AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "SolarizeAdd",
+        "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY",
+    )  # fmt: skip
+    MAX_MAGNITUDE = 10.0
+
+    def __init__(
+        self,
+        magnitude: float = 7.0,
+        num_ops: int = 4,
+        magnitude_std: float = 0.5,
+        prob: float = 0.5,
+        translate_fraction: float = 0.45,
+        fill: int = 128,
+        generator: torch.Generator | None = None,
+    ):
+        self.magnitude = magnitude
+        self.num_ops = num_ops
+        self.magnitude_std = magnitude_std
+        self.prob = prob
+        self.translate_fraction = translate_fraction
+        self.fill = fill
+        self.generator = generator  # None: torch's global RNG
+
+    def sample_ops(self, generator: torch.Generator | None = None) -> list[tuple[str, float | None]]:
+        """The ops one clip gets, with their arguments (ops that lost their coin flip left out)."""
+        generator = generator if generator is not None else self.generator
+        ops = []
+        for _ in range(self.num_ops):
+            name = self.OPS[_randint(generator, 0, len(self.OPS) - 1)]
+            if float(torch.rand((), generator=generator)) > self.prob:
+                continue
+            magnitude = self.magnitude
+            if self.magnitude_std > 0:
+                magnitude += self.magnitude_std * float(torch.randn((), generator=generator))
+            level = min(self.MAX_MAGNITUDE, max(0.0, magnitude)) / self.MAX_MAGNITUDE  # 0..1
+            ops.append((name, self._argument(name, level, generator)))
+        return ops
+
+    @staticmethod
+    def _argument(name: str, level: float, generator: torch.Generator | None) -> float | None:
+        def signed(value: float) -> float:
+            return -value if float(torch.rand((), generator=generator)) > 0.5 else value
+
+        if name in ("AutoContrast", "Equalize", "Invert"):
+            return None
+        if name == "Rotate":
+            return signed(30.0 * level)  # degrees
+        if name == "Posterize":
+            return 4 - int(4 * level)  # bits kept: 4 down to 0
+        if name == "Solarize":
+            return 256 - int(256 * level)  # threshold: 256 (nothing) down to 0 (everything)
+        if name == "SolarizeAdd":
+            return int(110 * level)
+        if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+            return 1.0 + signed(0.9 * level)  # enhance factor
+        if name in ("ShearX", "ShearY"):
+            return signed(0.3 * level)  # shear factor
+        return signed(level)  # TranslateX / TranslateY: fraction of translate_fraction x frame size
+
+    def apply(self, frames: torch.Tensor, ops: list[tuple[str, float | None]]) -> torch.Tensor:
+        """Apply `sample_ops`' ops, in order, to uint8 `[..., C, H, W]` (every leading index alike)."""
+        import torchvision.transforms.v2.functional as TF  # torchvision comes with timm; only needed here
+        from torchvision.transforms import InterpolationMode
+
+        bilinear = InterpolationMode.BILINEAR
+        height, width = frames.shape[-2:]
+        for name, arg in ops:
+            if name == "AutoContrast":
+                frames = TF.autocontrast(frames)
+            elif name == "Equalize":
+                frames = TF.equalize(frames)
+            elif name == "Invert":
+                frames = TF.invert(frames)
+            elif name == "Rotate":
+                frames = TF.rotate(frames, arg, interpolation=bilinear, fill=self.fill)
+            elif name == "Posterize":
+                frames = TF.posterize(frames, int(arg)) if arg < 8 else frames
+            elif name == "Solarize":
+                frames = TF.solarize(frames, arg) if arg <= 255 else frames
+            elif name == "SolarizeAdd":
+                added = (frames.to(torch.int16) + int(arg)).clamp_(max=255).to(torch.uint8)
+                frames = torch.where(frames < 128, added, frames)
+            elif name == "Color":
+                frames = TF.adjust_saturation(frames, arg)
+            elif name == "Contrast":
+                frames = TF.adjust_contrast(frames, arg)
+            elif name == "Brightness":
+                frames = TF.adjust_brightness(frames, arg)
+            elif name == "Sharpness":
+                frames = TF.adjust_sharpness(frames, arg)
+            elif name in ("ShearX", "ShearY"):  # PIL's shear about the top-left corner, as an angle
+                angle = math.degrees(math.atan(arg))
+                shear = [angle, 0.0] if name == "ShearX" else [0.0, angle]
+                frames = TF.affine(frames, angle=0.0, translate=[0.0, 0.0], scale=1.0, shear=shear,
+                                   interpolation=bilinear, fill=self.fill, center=[0.0, 0.0])  # fmt: skip
+            elif name in ("TranslateX", "TranslateY"):
+                if name == "TranslateX":
+                    shift = [arg * self.translate_fraction * width, 0.0]
+                else:
+                    shift = [0.0, arg * self.translate_fraction * height]
+                frames = TF.affine(frames, angle=0.0, translate=shift, scale=1.0, shear=[0.0, 0.0],
+                                   interpolation=bilinear, fill=self.fill)  # fmt: skip
+            else:
+                raise ValueError(f"unknown op {name!r}")
+        return frames
+
+    def __call__(self, frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if frames.dtype != torch.uint8:
+            raise TypeError(f"VideoRandAugment expects uint8 frames, got {frames.dtype}")
+        return self.apply(frames, self.sample_ops(generator))
+
+
 class TrainTransform:
-    """Random resized crop + horizontal flip: `[T, C, H, W]` uint8 -> `[1, C, T, crop, crop]` float32.
+    """V-JEPA 2's training view: `[T, C, H, W]` uint8 -> `[1, C, T, crop, crop]` float32.
+
+    In V-JEPA 2's order: RandAugment on the full uint8 frames (`auto_augment`, `VideoRandAugment`),
+    random resized crop, horizontal flip, normalization, random erasing (`erase_prob`). Every step
+    uses one draw for the whole clip.
 
     The crop box is drawn as in V-JEPA 2 (log-uniform aspect ratio, 10 tries, then a centre
     crop) and resized with plain bilinear (no antialias), as there. V-JEPA 2 normalizes before
     cropping; normalization is per-channel affine and bilinear resizing is linear, so doing it
     after (on far fewer pixels) gives the same values up to float rounding.
+
+    Random erasing is V-JEPA 2's (timm's) in 'pixel' mode, one box, "cube": with probability
+    `erase_prob` one box of area fraction U(0.02, 1/3) and log-uniform aspect ratio in
+    (0.3, 1/0.3) (up to 100 tries) is replaced, at the same place in every frame, by N(0, 1) noise
+    in normalized units (fresh noise per pixel and frame).
+
+    The defaults (no RandAugment, no erasing, scale 0.3-1, flip) are the plain crop; V-JEPA 2's K400
+    frozen eval uses `scale=(0.08, 1.0), horizontal_flip=False, auto_augment=True, erase_prob=0.25`
+    (`VJEPA2_K400_TRAIN`). With `auto_augment=False` and `erase_prob=0` no extra random numbers are
+    drawn, so such a transform gives the same clips as before those options existed.
     """
+
+    ERASE_AREA = (0.02, 1 / 3)
+    ERASE_ASPECT = (0.3, 1 / 0.3)
+    ERASE_TRIES = 100
 
     def __init__(
         self,
@@ -101,18 +260,25 @@ class TrainTransform:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         horizontal_flip: bool = True,
         generator: torch.Generator | None = None,
+        auto_augment: bool = False,
+        erase_prob: float = 0.0,
     ):
+        if not 0.0 <= erase_prob <= 1.0:
+            raise ValueError(f"erase_prob must be in [0, 1], got {erase_prob}")
         self.crop_size = crop_size
         self.scale = scale
         self.ratio = ratio
         self.horizontal_flip = horizontal_flip
         self.generator = generator  # None: torch's global RNG, which DataLoader reseeds per worker
+        self.auto_augment = auto_augment
+        self.rand_augment = VideoRandAugment() if auto_augment else None
+        self.erase_prob = erase_prob
 
     def _uniform(self, low: float, high: float) -> float:
-        return low + (high - low) * float(torch.rand((), generator=self.generator))
+        return _uniform(self.generator, low, high)
 
     def _randint(self, low: int, high_inclusive: int) -> int:
-        return int(torch.randint(low, high_inclusive + 1, (), generator=self.generator))
+        return _randint(self.generator, low, high_inclusive)
 
     def crop_box(self, height: int, width: int) -> tuple[int, int, int, int]:
         """(top, left, box_height, box_width) of a random crop with area fraction in `scale`."""
@@ -133,10 +299,36 @@ class TrainTransform:
             box_w, box_h = width, height
         return (height - box_h) // 2, (width - box_w) // 2, box_h, box_w
 
+    def erase_box(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """(top, left, box_height, box_width) to erase, or None (probability 1 - `erase_prob`, or no fit)."""
+        if self.erase_prob <= 0.0 or float(torch.rand((), generator=self.generator)) > self.erase_prob:
+            return None
+        log_aspect = (math.log(self.ERASE_ASPECT[0]), math.log(self.ERASE_ASPECT[1]))
+        for _ in range(self.ERASE_TRIES):
+            area = self._uniform(*self.ERASE_AREA) * height * width
+            aspect = math.exp(self._uniform(*log_aspect))
+            box_h = round(math.sqrt(area * aspect))
+            box_w = round(math.sqrt(area / aspect))
+            if box_h < height and box_w < width:
+                return self._randint(0, height - box_h), self._randint(0, width - box_w), box_h, box_w
+        return None
+
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.rand_augment is not None:
+            frames = self.rand_augment(frames, generator=self.generator)
         top, left, box_h, box_w = self.crop_box(*frames.shape[-2:])
         box = frames[..., top : top + box_h, left : left + box_w].float()
         clip = F.interpolate(box, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False)
         if self.horizontal_flip and float(torch.rand((), generator=self.generator)) < 0.5:
             clip = clip.flip(-1)
-        return normalize(clip).transpose(0, 1).unsqueeze(0)
+        clip = normalize(clip).transpose(0, 1)  # [C, T, crop, crop]
+        erase = self.erase_box(self.crop_size, self.crop_size)
+        if erase is not None:
+            top, left, box_h, box_w = erase
+            noise = torch.randn((clip.shape[0], clip.shape[1], box_h, box_w), generator=self.generator)
+            clip[..., top : top + box_h, left : left + box_w] = noise.to(clip.device)
+        return clip.unsqueeze(0)
+
+
+# V-JEPA 2's K400 frozen-eval training clips (evals/video_classification_frozen/eval.py, make_dataloader).
+VJEPA2_K400_TRAIN = dict(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), horizontal_flip=False, auto_augment=True, erase_prob=0.25)
