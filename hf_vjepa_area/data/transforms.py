@@ -331,4 +331,6 @@ class TrainTransform:
 
 
 # V-JEPA 2's K400 frozen-eval training clips (evals/video_classification_frozen/eval.py, make_dataloader).
-VJEPA2_K400_TRAIN = dict(scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), horizontal_flip=False, auto_augment=True, erase_prob=0.25)
+VJEPA2_K400_TRAIN = dict(
+    scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), horizontal_flip=False, auto_augment=True, erase_prob=0.25
+)

@@ -213,7 +213,8 @@ def test_augmentation_off_is_the_plain_crop(seed):
     off = TrainTransform(48, scale=(0.08, 1.0), horizontal_flip=False, generator=seeded(seed),
                          auto_augment=False, erase_prob=0.0)(video)  # fmt: skip
     assert torch.equal(plain, off)
-    assert torch.equal(erased(seed, erase_prob=0.0)(video[..., :64, :64]), normalize(video[..., :64, :64]).transpose(0, 1)[None])
+    square = video[..., :64, :64]
+    assert torch.equal(erased(seed, erase_prob=0.0)(square), normalize(square).transpose(0, 1)[None])
 
 
 def test_k400_recipe_shape_dtype_range_and_reproducibility():
