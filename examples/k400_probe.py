@@ -6,7 +6,8 @@
     accelerate launch examples/k400_probe.py
 
     # The real thing: Kinetics-400 with V-JEPA 2's protocol (16 frames x step 4, 8 segments x 3 views,
-    # 256 px, 4-block/16-head probes over a 5 lr x 4 wd grid, 20 epochs).
+    # 256 px, 4-block/16-head probes over a 5 lr x 4 wd grid, 20 epochs; training clips get random
+    # resized crops, RandAugment and random erasing).
     accelerate launch examples/k400_probe.py --model hf-vjepa-area/vjepa2-vitl-st-a2 \
         --train-csv k400/train.csv --val-csv k400/val.csv
 
@@ -51,12 +52,14 @@ K400_DEFAULTS = dict(
     frames=16, frame_step=4, segments=8, views=3, resolution=256, epochs=20, batch_size=4,
     lrs=list(probing.K400_LRS), wds=list(probing.K400_WEIGHT_DECAYS), probe_depth=4, probe_heads=16,
     cache_features=False, num_workers=8, output_dir="outputs/k400_probe",
+    auto_augment=True, erase_prob=0.25,  # evals/video_classification_frozen/eval.py: auto_augment=True, reprob=0.25
 )  # fmt: skip
 # The no-argument demo: small everything (see probing.DEMO_ENCODER_CONFIG for the encoder).
 DEMO_DEFAULTS = dict(
     frames=8, frame_step=4, segments=2, views=1, resolution=64, epochs=20, batch_size=8,
     lrs=[0.003, 0.001], wds=[0.01, 0.1], probe_depth=1, probe_heads=4,
     cache_features=True, num_workers=0, output_dir="outputs/demo_probe",
+    auto_augment=False, erase_prob=0.0,
 )  # fmt: skip
 
 # The demo's videos: a square drifting over 48 frames at 64 px (hf_vjepa_area.data.synthetic).
@@ -68,7 +71,10 @@ RESULT_KEYS = (
     "frames", "frame_step", "segments", "views", "resolution", "min_frames", "epochs", "batch_size",
     "grad_accum", "lrs", "wds", "warmup_epochs", "wd_exclude_bias_norm", "probe_depth", "probe_heads",
     "cache_features", "encoder_dtype", "mixed_precision", "seed", "demo_classes", "demo_videos_per_class",
+    "auto_augment", "erase_prob",
 )  # fmt: skip
+# What a checkpoint written before a key existed ran with.
+LEGACY_RESULT_VALUES = dict(auto_augment=False, erase_prob=0.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -121,6 +127,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="encode each split once (deterministic train clips, 1 view) and train from the cache "
                    "(default: on for the demo, off otherwise)")  # fmt: skip
     g.add_argument("--feature-cache-dir", help="default: OUTPUT_DIR/features")
+    g.add_argument("--auto-augment", action=argparse.BooleanOptionalAction,
+                   help="RandAugment (rand-m7-n4-mstd0.5-inc1, one draw per clip) on training clips "
+                   "(default: on, as V-JEPA 2's K400 eval; off for the demo; no effect with --cache-features)")
+    g.add_argument("--erase-prob", type=float, help="random erasing probability of a training clip, one box through "
+                   "all frames (default: 0.25, as V-JEPA 2's K400 eval; 0 for the demo; no effect with --cache-features)")
     g.add_argument("--seed", type=int, default=0)
 
     g = p.add_argument_group("outputs")
@@ -156,6 +167,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if not 0.0 <= args.erase_prob <= 1.0:
+        p.error("--erase-prob must be in [0, 1]")
     if args.push_to_hub and args.push_to_hub.count("/") != 1:
         p.error("--push-to-hub needs ORG/NAME")
     return args
@@ -197,6 +210,7 @@ def prepare_output_dir(args, accelerator) -> Path | None:
         if checkpoint is not None:
             saved = probing.read_checkpoint_state(checkpoint)["config"]
             now = run_config(args)
+            saved = {**LEGACY_RESULT_VALUES, **saved}
             changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
             if changed:
                 raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
@@ -294,8 +308,9 @@ def main(argv=None) -> int:
                      crop_size=args.resolution, min_frames=args.min_frames, backend=args.video_backend)  # fmt: skip
     if args.cache_features:  # deterministic clips for training too: one centre view per segment
         train_videos = VideoClipDataset(args.train_csv, train=False, num_views=1, **clip_args)
-    else:  # V-JEPA 2's training crops (scale 0.08-1, no flip); RandAugment / random erasing are not included
-        transform = TrainTransform(args.resolution, scale=(0.08, 1.0), horizontal_flip=False)
+    else:  # V-JEPA 2's training clips: crop scale 0.08-1, no flip; RandAugment and random erasing per the flags
+        transform = TrainTransform(args.resolution, scale=(0.08, 1.0), horizontal_flip=False,
+                                   auto_augment=args.auto_augment, erase_prob=args.erase_prob)  # fmt: skip
         train_videos = VideoClipDataset(args.train_csv, train=True, num_views=1, transform=transform, **clip_args)
     val_videos = VideoClipDataset(args.val_csv, train=False, num_views=args.views,
                                   transform=EvalTransform(args.resolution, args.views), **clip_args)  # fmt: skip
@@ -373,6 +388,7 @@ def main(argv=None) -> int:
         f"{len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; {world} process(es), "
         f"global batch {args.batch_size * world * args.grad_accum}; encoder {args.model}"
         f"{' (features cached)' if args.cache_features else ''}"
+        f"{'' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
     )
 
     def tokens_of(views: int):

@@ -979,6 +979,11 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
     encoder = results["encoder"]
     data = results["data"]
     config = results["config"]
+    if config.get("cache_features"):
+        augmentation = "none (cached features of the centre view of each segment)"
+    else:
+        augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
+                        f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
     lines = [
         "---",
         "library_name: transformers",
@@ -994,6 +999,7 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
         f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
         f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
         f"{config['views']} views at {config['resolution']} px",
+        f"- training augmentation: {augmentation}",
         f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
         f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
         f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",

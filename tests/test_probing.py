@@ -319,6 +319,47 @@ def test_seeded_samples_depend_only_on_seed_epoch_and_index():
     assert not torch.equal(forward[0], forward[1])
 
 
+
+def test_seeded_samples_make_the_k400_augmentation_reproducible():
+    """TrainTransform draws from torch's global RNG (generator=None), which SeededSamples seeds per
+    (seed, epoch, index): RandAugment, crop and erasing are the same in any order, process or resume."""
+    from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN, TrainTransform
+
+    videos = torch.randint(0, 256, (6, 4, 3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    transform = TrainTransform(32, **VJEPA2_K400_TRAIN)
+
+    class Clips(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(videos)
+
+        def __getitem__(self, i):
+            return transform(videos[i])
+
+    data = probing.SeededSamples(Clips(), seed=3)
+    forward = [data[i] for i in range(6)]
+    backward = [data[i] for i in reversed(range(6))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    assert forward[0].shape == (1, 3, 4, 32, 32)
+    data.set_epoch(1)
+    assert not torch.equal(data[0], forward[0])
+
+
+def test_model_card_states_the_training_augmentation():
+    results = {
+        "best_head": {"lr": 0.001, "weight_decay": 0.01, "val_top1": 50.0, "epoch": 20},
+        "encoder": {"model": "demo", "area_splits": [2, 2, 2], "area_layers": [0, 1]},
+        "data": {"num_classes": 4, "num_train": 8, "num_val": 4},
+        "config": {"probe_depth": 1, "probe_heads": 4, "frames": 8, "frame_step": 2, "segments": 2, "views": 1,
+                   "resolution": 32, "cache_features": False, "auto_augment": True, "erase_prob": 0.25},
+    }  # fmt: skip
+    card = probing.classifier_model_card(results)
+    assert "- training augmentation: random resized crop, RandAugment on, random erasing p 0.25" in card
+    results["config"].update(auto_augment=False, erase_prob=0.0)
+    assert "RandAugment off, random erasing p 0\n" in probing.classifier_model_card(results)
+    results["config"].update(cache_features=True)
+    assert "- training augmentation: none" in probing.classifier_model_card(results)
+
+
 # ---- training steps ---------------------------------------------------------------------------------
 
 
