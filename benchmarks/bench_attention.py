@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from bench_encoder import (  # noqa: E402
     add_run_args, environment, failure_status, fmt, free_memory, markdown_table, measure, resolve_run_args,
-    set_backend_defaults, write_outputs,
+    run_benchmark, set_backend_defaults,
 )
 from hf_vjepa_area.modeling.area import AreaPlan, area_attention, global_attention, varlen_attn  # noqa: E402
 from hf_vjepa_area.modeling.rope import token_positions  # noqa: E402
@@ -237,18 +237,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    if args.tiny and args.device == "cpu":
-        torch.set_num_threads(1)  # tiny ops: thread contention would dominate the smoke run
-    try:
-        result = run(args)
-    finally:
-        torch.set_num_threads(threads)
-    markdown = report(result)
-    paths = write_outputs(args.out, args.name, result, markdown)
-    print(f"\nwrote {', '.join(map(str, paths))}\n\n{markdown}")
-    return result
+    return run_benchmark(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

@@ -520,22 +520,23 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
+def run_benchmark(args, run_fn, report_fn) -> dict:
+    """Run, then write the JSON and Markdown and print the table last (the device tool returns the tail)."""
     threads = torch.get_num_threads()
     if args.tiny and args.device == "cpu":
         torch.set_num_threads(1)  # tiny ops: thread start-up and contention would dominate the smoke run
     try:
-        result = run(args)
+        result = run_fn(args)
     finally:
         torch.set_num_threads(threads)
-    markdown = report(result)
+    markdown = report_fn(result)
     paths = write_outputs(args.out, args.name, result, markdown)
-    print()
-    print(f"wrote {', '.join(map(str, paths))}")
-    print()
-    print(markdown)
+    print(f"\nwrote {', '.join(map(str, paths))}\n\n{markdown}")
     return result
+
+
+def main(argv=None) -> dict:
+    return run_benchmark(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":
