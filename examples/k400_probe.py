@@ -249,12 +249,6 @@ def class_names_for(args, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def write_json(path: Path, data: dict) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    os.replace(temp, path)
-
-
 def gather_skipped(local: list) -> dict[int, str]:
     return {int(index): path for index, path in gather_object(list(local))}
 
@@ -510,7 +504,7 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
     best_name = results["best_head"]["name"]
     (out / "accuracy.svg").write_text(probing.accuracy_svg(curves, best=best_name), encoding="utf-8")
     results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if probing.write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
-    write_json(out / "results.json", results)
+    probing.write_json(out / "results.json", results)
 
     if args.save_classifier or args.push_to_hub:
         folder = Path(args.save_classifier or out / "classifier")
@@ -521,7 +515,7 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
         results["classifier_folder"] = str(folder)
         if args.push_to_hub:
             results["pushed"] = probing.push_classifier(folder, args.push_to_hub, private=args.hub_private)
-        write_json(out / "results.json", results)
+        probing.write_json(out / "results.json", results)
 
 
 if __name__ == "__main__":

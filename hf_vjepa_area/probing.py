@@ -29,7 +29,6 @@ import html
 import json
 import logging
 import math
-import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import SkippedSample, collate_skip_none
 from .data._files import write_atomically
+from .hub import move_into_place
 from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 
 logger = logging.getLogger(__name__)
@@ -796,9 +796,7 @@ def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (temp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temp, final)
+        move_into_place(temp, final)  # a re-saved epoch keeps its old folder until the new one is in place
         for old in sorted(root.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
         for stale in root.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
@@ -816,6 +814,11 @@ def find_checkpoint(root: Path, resume: str) -> Path | None:
         return path
     complete = [p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
     return max(complete, key=lambda p: p.name) if complete else None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Results and configs: written atomically, so an interrupted run never leaves half a file."""
+    write_atomically(Path(path), lambda temp: temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8"))
 
 
 def read_checkpoint_state(path: Path) -> dict:
