@@ -9,6 +9,7 @@ peak memory reset per run, OOM or compile failures recorded and skipped.
 
     python benchmarks/bench_encoder.py                         # everything, on CUDA
     python benchmarks/bench_encoder.py --tiny --device cpu     # smoke run of every code path, seconds
+    python benchmarks/bench_encoder.py --flops-only            # FLOP-ideal speed-ups only, any machine
 
 See docs/benchmarks.md for the columns and the targets.
 """
@@ -163,6 +164,13 @@ def fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
+def layers_text(layers) -> str:
+    """[0, 1, ..., 17] -> '[0, 18)'; other lists as they are."""
+    layers = list(layers)
+    contiguous = layers and layers == list(range(layers[0], layers[-1] + 1))
+    return f"[{layers[0]}, {layers[-1] + 1})" if contiguous else str(layers)
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -240,6 +248,14 @@ def visible_ids(batch: int, num_tokens: int, generator: torch.Generator) -> torc
     """Random per-sample V-JEPA style masks: LongTensor [B, K] of sorted visible token ids."""
     keep = max(1, round(num_tokens * VISIBLE_FRACTION))
     return torch.rand(batch, num_tokens, generator=generator).argsort(-1)[:, :keep].sort(-1).values
+
+
+def case_ids(case: Case, num_tokens: int, seed: int) -> torch.Tensor:
+    """The case's token ids, [B, K] masks for training or [1, N] all tokens; own generator, so that the
+    FLOP-only table and the timed run count the same masks."""
+    if not case.train:
+        return torch.arange(num_tokens)[None]
+    return visible_ids(case.batch, num_tokens, torch.Generator().manual_seed(seed + 1))
 
 
 def encoder_flops(config: VJEPA2AreaConfig, ids: torch.Tensor, training: bool) -> float:
@@ -326,7 +342,7 @@ def run(args) -> dict:
         pixel_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
         pixels = torch.randn(case.batch, case.frames, 3, case.img, case.img, generator=generator)
         pixels = pixels.to(device, pixel_dtype)
-        ids = visible_ids(case.batch, num_tokens, generator) if case.train else torch.arange(num_tokens)[None]
+        ids = case_ids(case, num_tokens, args.seed)
         masks = ids.to(device) if case.train else None
         flops_full = encoder_flops(config_full, ids.expand(case.batch, -1), case.train)
         reference_output = None
@@ -376,6 +392,35 @@ def run(args) -> dict:
         rows=rows,
         targets=[] if args.tiny or args.variant != "large" else check_targets(rows),
     )
+
+
+def run_flops_only(args) -> dict:
+    """Analytic FLOPs of each case, no model and no timing: the FLOP-ideal speed-up the targets refer to."""
+    rows = []
+    for case in select_cases(args):
+        config_full, config_area = our_config(args, case, False), our_config(args, case, True)
+        num_tokens = math.prod(config_full.grid_size)
+        ids = case_ids(case, num_tokens, args.seed).expand(case.batch, -1)
+        flops_full, flops_area = encoder_flops(config_full, ids, case.train), encoder_flops(config_area, ids, case.train)
+        rows.append(dict(case=case.name, train=case.train, batch=case.batch, tokens_per_sample=num_tokens,
+                         visible_per_sample=ids.shape[1], gflop_full=flops_full / 1e9, gflop_area=flops_area / 1e9,
+                         flops_over_full=flops_area / flops_full))
+    return dict(meta=dict(variant="tiny" if args.tiny else args.variant, area_splits=AREA_SPLITS,
+                          area_layers=our_config(args, select_cases(args)[0], True).area_layers,
+                          visible_fraction=VISIBLE_FRACTION, seed=args.seed, argv=" ".join(sys.argv)),
+                rows=rows)
+
+
+def report_flops_only(result: dict) -> str:
+    header = ["case", "tokens (visible)/sample", "batch", "GFLOP full", "GFLOP area", "FLOPs ÷ full",
+              "FLOP-ideal speed-up", "90% of ideal"]
+    table = [[r["case"], f"{r['tokens_per_sample']} ({r['visible_per_sample']})", str(r["batch"]),
+              fmt(r["gflop_full"], ".0f"), fmt(r["gflop_area"], ".0f"), fmt(r["flops_over_full"]),
+              fmt(1 / r["flops_over_full"]) + "x", fmt(0.9 / r["flops_over_full"]) + "x"] for r in result["rows"]]
+    meta = result["meta"]
+    title = (f"Analytic FLOPs, encoder {meta['variant']}, area splits {tuple(meta['area_splits'])} in layers "
+             f"{layers_text(meta['area_layers'])}; training rows are forward + backward at {meta['visible_fraction']:.0%} visible")
+    return "\n".join([title, "", markdown_table(header, table)])
 
 
 def check_parity(model, name, case_name, pixels, args, device, reference, rows):
@@ -465,7 +510,7 @@ def report(result: dict) -> str:
     ]
     meta = result["meta"]
     lines = [f"Encoder {meta['variant']}, dtype {meta['dtype']}, area splits {tuple(meta['area_splits'])} in layers "
-             f"{meta['area_layers']}, {meta.get('gpu', meta['device'])}, torch {meta['torch']}, "
+             f"{layers_text(meta['area_layers'])}, {meta.get('gpu', meta['device'])}, torch {meta['torch']}, "
              f"median of {meta['iters']} after {meta['warmup']} warm-up", ""]
     if result["targets"]:
         lines += ["Issue 3 targets:", ""]
@@ -507,12 +552,17 @@ def parse_args(argv=None):
                         help="bf16-autocast: fp32 weights under bf16 autocast (training recipe); bf16: bf16 weights")
     parser.add_argument("--variant", default="large", choices=sorted(VARIANTS))
     parser.add_argument("--area-kernel", default="auto", choices=("auto", "dense", "varlen", "mask"))
+    parser.add_argument("--flops-only", action="store_true",
+                        help="print each case's analytic FLOPs and FLOP-ideal speed-up; no model, no timing (any machine)")
     add_run_args(parser, "bench_encoder", "tiny config and inputs: a CPU smoke run of every path")
-    args = resolve_run_args(parser.parse_args(argv), "bench_encoder")
+    args = parser.parse_args(argv)
+    args = resolve_run_args(args, "bench_encoder_flops" if args.flops_only else "bench_encoder")
     args.compile_backend = args.compile_backend or ("eager" if args.tiny else "inductor")
     bad = [m for m in args.models if m not in MODELS] + [m for m in args.modes if m not in MODES]
     if bad:
         parser.error(f"unknown models/modes {bad}")
+    if args.flops_only:
+        return args
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("CUDA is not available: use --tiny --device cpu for a smoke run")
     if not args.tiny and not args.device.startswith("cuda"):
@@ -536,7 +586,10 @@ def run_benchmark(args, run_fn, report_fn) -> dict:
 
 
 def main(argv=None) -> dict:
-    return run_benchmark(parse_args(argv), run, report)
+    args = parse_args(argv)
+    if args.flops_only:
+        return run_benchmark(args, run_flops_only, report_flops_only)
+    return run_benchmark(args, run, report)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,24 @@ def test_encoder_benchmark_all_cases_eager(scripts, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.rstrip().endswith(markdown.rstrip().splitlines()[-1])  # the table is printed last
 
+    # The FLOP-only table counts the same masks as the timed run.
+    flops = bench_encoder.main(["--tiny", "--flops-only", "--out", str(tmp_path)])
+    ratios = {r["case"]: r["flops_over_full"] for r in flops["rows"]}
+    assert ratios == {r["case"]: r["flops_over_full"] for r in area}
+    assert (tmp_path / "bench_encoder_flops_tiny.md").is_file()
+
+
+def test_flops_only_runs_full_size_without_models_or_gpu(scripts, tmp_path, monkeypatch):
+    bench_encoder, _ = scripts
+    monkeypatch.setattr(bench_encoder, "build_model", lambda *a, **k: pytest.fail("--flops-only built a model"))
+    rows = {r["case"]: r for r in bench_encoder.main(["--flops-only", "--out", str(tmp_path)])["rows"]}
+    assert set(rows) == {c.name for c in bench_encoder.CASES}
+    train, infer = rows["train-384px-64f-b1"], rows["infer-384px-64f-b1"]
+    assert (train["tokens_per_sample"], train["visible_per_sample"], infer["visible_per_sample"]) == (18432, 4608, 18432)
+    # Area layers cut attention only: the larger the share of attention, the larger the saving.
+    assert 1 > train["flops_over_full"] > infer["flops_over_full"] > 0.25
+    assert "| train-384px-64f-b1 | 18432 (4608) | 1 |" in (tmp_path / "bench_encoder_flops.md").read_text()
+
 
 def test_encoder_benchmark_compile_modes(scripts, tmp_path):
     bench_encoder, _ = scripts
