@@ -342,15 +342,13 @@ def run(args) -> dict:
         pixel_dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
         pixels = torch.randn(case.batch, case.frames, 3, case.img, case.img, generator=generator)
         pixels = pixels.to(device, pixel_dtype)
-        ids = case_ids(case, num_tokens, args.seed)
+        ids, flops_full, flops_area = case_flops(args, case)
         masks = ids.to(device) if case.train else None
-        flops_full = encoder_flops(config_full, ids.expand(case.batch, -1), case.train)
         reference_output = None
         for name in args.models:
             base = dict(case=case.name, train=case.train, img=case.img, frames=case.frames, batch=case.batch,
                         tokens_per_sample=num_tokens, visible_per_sample=ids.shape[1], model=name)
-            config = config_area if name == "ours-area" else config_full
-            flops = encoder_flops(config, ids.expand(case.batch, -1), case.train)
+            config, flops = (config_area, flops_area) if name == "ours-area" else (config_full, flops_full)
             if name == "transformers" and case.train:
                 rows.append(dict(base, mode="–", kernel="–", status="n/a: VJEPA2Model's encoder takes no masks"))
                 continue
@@ -394,19 +392,25 @@ def run(args) -> dict:
     )
 
 
+def case_flops(args, case: Case) -> tuple[torch.Tensor, float, float]:
+    """The case's token ids (see `case_ids`), and the analytic FLOPs of full and of area attention on them."""
+    config_full, config_area = our_config(args, case, False), our_config(args, case, True)
+    ids = case_ids(case, math.prod(config_full.grid_size), args.seed)
+    batch_ids = ids.expand(case.batch, -1)
+    return ids, encoder_flops(config_full, batch_ids, case.train), encoder_flops(config_area, batch_ids, case.train)
+
+
 def run_flops_only(args) -> dict:
     """Analytic FLOPs of each case, no model and no timing: the FLOP-ideal speed-up the targets refer to."""
-    rows = []
-    for case in select_cases(args):
-        config_full, config_area = our_config(args, case, False), our_config(args, case, True)
-        num_tokens = math.prod(config_full.grid_size)
-        ids = case_ids(case, num_tokens, args.seed).expand(case.batch, -1)
-        flops_full, flops_area = encoder_flops(config_full, ids, case.train), encoder_flops(config_area, ids, case.train)
-        rows.append(dict(case=case.name, train=case.train, batch=case.batch, tokens_per_sample=num_tokens,
+    cases, rows = select_cases(args), []
+    for case in cases:
+        ids, flops_full, flops_area = case_flops(args, case)
+        rows.append(dict(case=case.name, train=case.train, batch=case.batch,
+                         tokens_per_sample=math.prod(our_config(args, case, False).grid_size),
                          visible_per_sample=ids.shape[1], gflop_full=flops_full / 1e9, gflop_area=flops_area / 1e9,
                          flops_over_full=flops_area / flops_full))
     return dict(meta=dict(variant="tiny" if args.tiny else args.variant, area_splits=AREA_SPLITS,
-                          area_layers=our_config(args, select_cases(args)[0], True).area_layers,
+                          area_layers=our_config(args, cases[0], True).area_layers,
                           visible_fraction=VISIBLE_FRACTION, seed=args.seed, argv=" ".join(sys.argv)),
                 rows=rows)
 
