@@ -178,3 +178,20 @@ def test_compiles_with_fullgraph():
     compiled = torch.compile(model.encode, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(video, ids).last_hidden_state, encode(model, video, ids))
+
+
+def test_compiled_with_dynamic_shapes_does_not_recompile_when_the_visible_count_changes():
+    """Mask generators differ in how many tokens they keep; with dynamic=True one graph serves them all
+    (the plan's bounds are derived from K symbolically, never read from the ids)."""
+    import torch._dynamo.testing
+
+    model = tiny_model((2, 2, 1))
+    video = torch.randn(2, 3, 8, 64, 64)
+    counter = torch._dynamo.testing.CompileCounter()
+    compiled = torch.compile(model.encode, backend=counter, fullgraph=True, dynamic=True)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for keep in (16, 21, 30):
+            ids = random_masks(2, 64, keep, generator)
+            torch.testing.assert_close(compiled(video, ids).last_hidden_state, encode(model, video, ids))
+    assert counter.frame_count == 1
