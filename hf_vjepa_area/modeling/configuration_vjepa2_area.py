@@ -172,9 +172,9 @@ class VJEPA2AreaConfig(PreTrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int, int]:
-        """Token grid (t, h, w) at the configured input size."""
+        """Token grid (t, h, w) at the configured input size; an image model (num_frames=1) has t = 1."""
         return (
-            self.num_frames // self.tubelet_size,
+            1 if self.num_frames == 1 else self.num_frames // self.tubelet_size,
             self.img_size[0] // self.patch_size,
             self.img_size[1] // self.patch_size,
         )

@@ -47,10 +47,12 @@ def area_of(t: int, h: int, w: int, grid, splits) -> int:
 
 
 def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-    """video [B, C, T, H, W]; ids [B, K] visible token ids (or None). Returns [B, K, D] in ids' order."""
+    """video [B, C, T, H, W] (or an image model's [B, C, H, W]); ids [B, K] visible token ids (or None).
+    Returns [B, K, D] in ids' order."""
     config = model.config
     p, tub = config.patch_size, config.tubelet_size
-    grid = (video.shape[2] // tub, video.shape[3] // p, video.shape[4] // p)
+    frames = video.shape[2] // tub if video.ndim == 5 else 1
+    grid = (frames, video.shape[-2] // p, video.shape[-1] // p)
     tokens = model.patch_embed.proj(video).flatten(2).transpose(1, 2)
     batch, num_tokens, dim = tokens.shape
     if ids is None:

@@ -151,6 +151,18 @@ def test_inputs_shorter_than_a_split_get_fewer_areas():
     torch.testing.assert_close(encode(model, image), encode(model, image.unsqueeze(2).repeat(1, 1, 2, 1, 1)))
 
 
+def test_image_model_splits_height_and_width():
+    """An image model's grid has one time row: splits (1, 2, 2) give four areas over its patches."""
+    model = tiny_model((1, 2, 2), frames=1)
+    assert model.config.grid_size == (1, 4, 4)
+    image = torch.randn(2, 3, 64, 64)
+    ids = random_masks(2, 16, 6, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(encode(model, image), reference_encoder(model, image), atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(encode(model, image, ids), reference_encoder(model, image, ids), atol=2e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="time split 2 exceeds"):
+        VJEPA2AreaConfig(img_size=[64, 64], num_frames=1, embed_dim=48, depth=3, num_heads=2, area_splits=(2, 2, 1))
+
+
 def test_area_residual_scale_is_applied_in_area_blocks():
     model = tiny_model((2, 2, 1), area_residual_scale=0.5)
     video = torch.randn(1, 3, 8, 64, 64)
