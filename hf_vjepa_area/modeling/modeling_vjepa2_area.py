@@ -344,6 +344,8 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
             raise ValueError(
                 f"masks[{i}] must have shape [batch_size={batch_size}, K] (or [K]), got {tuple(mask.shape)}"
             )
+        if mask.shape[1] == 0:
+            raise ValueError(f"masks[{i}] keeps no token (shape {tuple(mask.shape)}): each sample needs at least one id")
         if mask.shape[1] != mask_list[0].shape[-1]:
             raise ValueError(
                 f"all masks must keep the same number of tokens to be concatenated on the batch dim; "
@@ -599,6 +601,11 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
             return_dict = self.config.return_dict
         pixels = pixel_values_videos
         if pixels.ndim == 5:
+            if pixels.shape[2] != self.config.in_chans:  # checked here: the encoder would report the transposed shape
+                raise ValueError(
+                    f"pixel_values_videos must be [B, T, C, H, W] with C = {self.config.in_chans}, got shape "
+                    f"{tuple(pixels.shape)}; for [B, C, T, H, W] tensors (timm layout) call `model.encode(pixels)`"
+                )
             pixels = pixels.transpose(1, 2)  # [B, T, C, H, W] -> [B, C, T, H, W]
         out = self.encode(pixels, masks, out_layers, output_hidden_states, area_kernel)
         return out if return_dict else out.to_tuple()

@@ -43,6 +43,7 @@ def test_masked_forward_shapes_and_duplicate_ids():
         (torch.tensor([[0, 99], [1, 2]]), "outside"),
         ([torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long)], "same number of tokens"),
         ([], "empty list"),
+        (torch.zeros(2, 0, dtype=torch.long), "keeps no token"),
     ],
 )
 def test_bad_masks_raise_clear_errors(masks, message):
@@ -66,6 +67,8 @@ def test_transformers_layout_input():
     torch.testing.assert_close(model(video.transpose(1, 2)).last_hidden_state, model.encode(video).last_hidden_state)
     with pytest.raises(TypeError, match="unexpected arguments"):
         model(video.transpose(1, 2), context_mask=None)
+    with pytest.raises(ValueError, match=r"\[B, T, C, H, W\] with C = 3, got shape \(2, 3, 4, 32, 32\).*encode"):
+        model(video)  # the timm layout given to the transformers entry point: the caller's shape is reported
 
 
 def test_out_layers_and_hidden_states():
