@@ -181,7 +181,9 @@ def _write_folder(
     for source in _modeling_files(model):
         shutil.copyfile(source, target / source.name)
 
-    VJEPA2VideoProcessor(crop_size=int(model.config.img_size[0])).save_pretrained(str(target))
+    height, width = (int(side) for side in model.config.img_size)
+    # The released recipe: resize the short side to crop * 256 / 224 (from the crop height), then center crop.
+    VJEPA2VideoProcessor(crop_size={"height": height, "width": width}).save_pretrained(str(target))
 
     if model_card is not None:
         (target / "README.md").write_text(model_card, encoding="utf-8")
@@ -275,11 +277,21 @@ def add_folder_to_hub_cache(
         raise ValueError(f"commit_hash must be 40 lowercase hex digits, got {commit_hash!r}")
     repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / commit_hash
-    if snapshot.exists():
-        shutil.rmtree(snapshot)
-    shutil.copytree(folder, snapshot)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(commit_hash)
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    # Copied beside the snapshot and swapped in, and the ref replaced by rename: a failed copy leaves the
+    # cache as it was, never a ref pointing at half a snapshot.
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{commit_hash}.tmp-", dir=snapshot.parent))
+    try:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+        move_into_place(staging, snapshot)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    ref = repo_dir / "refs" / "main"
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    staged_ref = ref.with_name(f".main.{uuid.uuid4().hex[:8]}.tmp")
+    staged_ref.write_text(commit_hash)
+    os.replace(staged_ref, ref)
     return snapshot
 
 

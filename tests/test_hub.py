@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pathlib
+import shutil
 
 import pytest
 import timm
@@ -175,6 +177,32 @@ def test_hub_cache_layout(tmp_path, tiny_hub):
     ref = (tmp_path / "models--org--name" / "refs" / "main").read_text()
     assert len(ref) == 40 and snapshot == tmp_path / "models--org--name" / "snapshots" / ref
     assert (snapshot / "model.safetensors").is_file()
+
+
+def test_hub_cache_failed_copy_leaves_the_previous_snapshot(tmp_path, tiny_hub, monkeypatch):
+    commit = "a" * 40
+    snapshot = add_folder_to_hub_cache(tiny_hub.encoder_dir, "org/name", tmp_path, commit_hash=commit)
+    before = sorted(os.listdir(snapshot))
+
+    def copy_then_fail(source, target, **kwargs):
+        if pathlib.Path(source).name == "model.safetensors":
+            raise OSError("disk full")
+        return shutil.copy2(source, target, **kwargs)
+
+    copytree = shutil.copytree
+    monkeypatch.setattr(shutil, "copytree", lambda *a, **k: copytree(*a, **k, copy_function=copy_then_fail))
+    with pytest.raises(OSError, match="disk full"):
+        add_folder_to_hub_cache(tiny_hub.classifier_dir, "org/name", tmp_path, commit_hash=commit)
+    assert sorted(os.listdir(snapshot)) == before  # the weights are still there
+    assert sorted(os.listdir(snapshot.parent)) == [commit]  # no staging folder left behind
+    assert (tmp_path / "models--org--name" / "refs" / "main").read_text() == commit
+
+
+def test_non_square_model_gets_a_non_square_processor(tmp_path):
+    model = VJEPA2AreaModel(VJEPA2AreaConfig(**{**TINY, "img_size": [32, 64]}))
+    processor = AutoVideoProcessor.from_pretrained(str(save_repo_folder(model, tmp_path / "repo")))
+    video = torch.randint(0, 256, (4, 3, 72, 128), dtype=torch.uint8)
+    assert processor(video, return_tensors="pt")["pixel_values_videos"].shape == (1, 4, 3, 32, 64)
 
 
 # ---- timm's view of a config ---------------------------------------------------------------
