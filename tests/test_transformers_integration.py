@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -109,6 +110,27 @@ def test_classifier_loss_backward_and_probe_shape():
     assert model.encoder.patch_embed.proj.weight.grad is not None and model.head.linear.weight.grad is not None
     defaults = VJEPA2AreaConfig()
     assert (defaults.probe_depth, defaults.probe_num_heads) == (4, 16)
+
+
+def test_trainer_trains_and_evaluates_the_classifier(tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    class Videos(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            generator = torch.Generator().manual_seed(i)
+            return {"pixel_values_videos": torch.randn(4, 3, 32, 32, generator=generator), "labels": torch.tensor(i % 3)}
+
+    model = VJEPA2AreaForVideoClassification(_config(num_labels=3))
+    before = model.head.linear.weight.detach().clone()
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             max_steps=1, use_cpu=True, report_to=[], save_strategy="no", dataloader_num_workers=0)
+    trainer = Trainer(model=model, args=args, train_dataset=Videos(), eval_dataset=Videos())
+    assert math.isfinite(trainer.train().training_loss)
+    assert not torch.equal(model.head.linear.weight, before)
+    assert math.isfinite(trainer.evaluate()["eval_loss"])
 
 
 @pytest.mark.parametrize("cls", [VJEPA2AreaModel, VJEPA2AreaForVideoClassification])

@@ -614,6 +614,10 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
 class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
     """Encoder + V-JEPA 2 attentive probe (`head.pooler.*`, `head.linear.*`)."""
 
+    # The loss is a per-video mean: Trainer scales it for gradient accumulation itself and passes no
+    # `num_items_in_batch` (which `forward` would refuse as an unexpected argument).
+    accepts_loss_kwargs = False
+
     def __init__(self, config: VJEPA2AreaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
