@@ -156,15 +156,19 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
             global_pool = _resolve_global_pool(global_pool, num_classes)
             if global_pool != self.global_pool:
                 self.global_pool = global_pool
-                self.head = self._make_head(num_classes)
-                self._init(self.head)
+                self.head = self._new_head_part(self._make_head(num_classes))
                 return
         if isinstance(self.head, AttentiveClassifier):
-            self.head.linear = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-            self._init(self.head.linear)
+            linear = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+            self.head.linear = self._new_head_part(linear)
         else:
-            self.head = self._make_head(num_classes)
-            self._init(self.head)
+            self.head = self._new_head_part(self._make_head(num_classes))
+
+    def _new_head_part(self, module: nn.Module) -> nn.Module:
+        """Initialised, and on the trunk's device and dtype (a bf16 or GPU model stays usable)."""
+        self._init(module)
+        weight = self.patch_embed.proj.weight
+        return module.to(device=weight.device, dtype=weight.dtype)
 
     def forward_features(self, x: torch.Tensor, masks=None) -> torch.Tensor:
         """Pixels [B, C, T, H, W] or [B, C, H, W] -> normed tokens [B, N, D] in (t, h, w) raster order.

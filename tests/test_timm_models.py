@@ -95,6 +95,15 @@ def test_conventions(name):
     assert model(video).shape == (2, 4) and isinstance(model.head, torch.nn.Linear)
 
 
+@pytest.mark.parametrize("global_pool", [None, "avg"])
+def test_reset_classifier_keeps_the_models_dtype(global_pool):
+    model = tiny("vjepa2_vitt_area", num_classes=3).to(torch.bfloat16).eval()
+    model.reset_classifier(5, global_pool=global_pool)
+    assert {p.dtype for p in model.head.parameters()} == {torch.bfloat16}
+    with torch.no_grad():
+        assert model(tiny_video().bfloat16()).shape == (2, 5)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_features_only(name):
     model = tiny(name, features_only=True, out_indices=(0, 1))
@@ -159,8 +168,12 @@ def test_optimizer_tooling_and_data_config():
     assert model.no_weight_decay() == {"pos_embed"}
     optimizer = create_optimizer_v2(model, "adamw", lr=1e-3, weight_decay=0.05, layer_decay=0.75)
     assert len(optimizer.param_groups) > 2  # per-depth groups from group_matcher
-    grouped = {n for g in optimizer.param_groups for n in g.get("param_names", [])} or None
-    assert grouped is None or "blocks.0.attn.qkv.weight" in grouped
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
+    assert len(scale) == len(names)  # every parameter is in a group
+    # layer decay follows depth: patch embed < first block < last block < head
+    assert scale["patch_embed.proj.weight"] < scale["blocks.0.attn.qkv.weight"] < scale["blocks.1.attn.qkv.weight"]
+    assert scale["blocks.1.attn.qkv.weight"] < scale["head.linear.weight"] == 1.0
     data = resolve_data_config({}, model=timm.create_model("vjepa2_vitl", device="meta"))
     assert data["input_size"] == (3, 256, 256) and data["interpolation"] == "bilinear" and data["crop_pct"] == 0.875
 
