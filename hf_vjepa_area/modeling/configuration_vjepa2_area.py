@@ -237,10 +237,6 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             raise ValueError(f"area_residual_scale must be a number, got {self.area_residual_scale!r}")
         for name in ("probe_depth", "probe_num_heads"):
             positive_int(name)
-        if self.embed_dim % self.probe_num_heads:
-            raise ValueError(
-                f"embed_dim ({self.embed_dim}) must be divisible by probe_num_heads ({self.probe_num_heads})"
-            )
 
 
 # `save_pretrained` copies this file beside config.json and records it in `auto_map` (remote code).

@@ -254,6 +254,11 @@ class AttentivePooler(nn.Module):
     def __init__(self, dim: int, num_heads: int = 16, depth: int = 4, mlp_ratio: float = 4.0, eps: float = 1e-5,
                  num_queries: int = 1):
         super().__init__()
+        if dim % num_heads:  # checked here, not in the config: a plain encoder builds no probe
+            raise ValueError(
+                f"the attentive probe needs embed_dim ({dim}) divisible by its number of heads ({num_heads}); "
+                "set probe_num_heads to a divisor of embed_dim"
+            )
         self.query_tokens = nn.Parameter(torch.zeros(1, num_queries, dim))
         self.cross_attention_block = CrossAttentionBlock(dim, num_heads, mlp_ratio, eps)
         self.blocks = nn.ModuleList([PoolerBlock(dim, num_heads, mlp_ratio, eps) for _ in range(depth - 1)])

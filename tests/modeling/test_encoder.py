@@ -209,11 +209,24 @@ def test_variant_table_and_config_errors():
         (dict(area_kernel="flash"), "area_kernel must be one of"),
         (dict(drop_path_rate=1.5), "drop_path_rate"),
         (dict(mlp_ratio=-1), "mlp_ratio"),
-        (dict(probe_num_heads=5), "probe_num_heads"),
+        (dict(probe_num_heads=0), "probe_num_heads"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             VJEPA2AreaConfig(**kwargs)
+
+
+def test_probe_heads_are_checked_only_where_a_probe_is_built():
+    import timm
+
+    from hf_vjepa_area import VJEPA2AreaForVideoClassification
+
+    config = VJEPA2AreaConfig(img_size=32, num_frames=4, embed_dim=72, depth=1, num_heads=6)  # 72 % 16 != 0
+    assert VJEPA2AreaModel(config).encode(torch.randn(1, 3, 4, 32, 32)).last_hidden_state.shape == (1, 8, 72)
+    assert timm.create_model("vjepa2_vitt", img_size=32, num_frames=4, embed_dim=72, depth=1, num_heads=6,
+                             num_classes=2, global_pool="avg")(torch.randn(1, 3, 4, 32, 32)).shape == (1, 2)
+    with pytest.raises(ValueError, match="set probe_num_heads to a divisor of embed_dim"):
+        VJEPA2AreaForVideoClassification(config)
 
 
 def test_area_layers_forms():
