@@ -94,6 +94,26 @@ class AreaPlan:
             equal_areas=equal_areas,
         )
 
+    def to(self, device, non_blocking: bool = False) -> "AreaPlan":
+        """The plan on `device`; made once per device and kept, so a model split over devices (accelerate's
+        `device_map`, whose hooks call `.to` on every block argument) still builds its offsets and mask
+        once per device rather than once per block."""
+        device = torch.device(device)
+        here = self.order.device
+        if device.type == here.type and device.index in (None, here.index):
+            return self
+        key = ("device", str(device))
+        if key not in self._cache:
+            self._cache[key] = AreaPlan(
+                kernel=self.kernel,
+                num_areas=self.num_areas,
+                order=self.order.to(device, non_blocking=non_blocking),
+                area_ids=self.area_ids.to(device, non_blocking=non_blocking),
+                max_area_len=self.max_area_len,
+                equal_areas=self.equal_areas,
+            )
+        return self._cache[key]
+
     def choose_kernel(self, q: torch.Tensor) -> str:
         if self.kernel != "auto":
             return self.kernel

@@ -485,7 +485,8 @@ class VJEPA2AreaEncoderMixin:
         def restore(t: torch.Tensor) -> torch.Tensor:  # back to the caller's token order
             if inverse is None:
                 return t
-            return t.gather(1, inverse.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+            index = inverse.to(t.device)  # a no-op unless device_map put the last blocks elsewhere
+            return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
 
         return tokens, rope, plan, restore, grid
 

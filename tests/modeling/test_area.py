@@ -207,3 +207,18 @@ def test_compiled_with_dynamic_shapes_does_not_recompile_when_the_visible_count_
             ids = random_masks(2, 64, keep, generator)
             torch.testing.assert_close(compiled(video, ids).last_hidden_state, encode(model, video, ids))
     assert counter.frame_count == 1
+
+
+def test_plan_moves_to_another_device_once_and_keeps_its_cache_per_device():
+    """accelerate's device_map hooks call `.to(device)` on each block's arguments, the plan included."""
+    from accelerate.utils import send_to_device
+
+    grid = (2, 2, 2)
+    ids = torch.tensor([[0, 1, 2, 7], [4, 5, 6, 7]])
+    plan = AreaPlan.build(token_positions(ids, grid), grid, (2, 1, 1), masked=True)
+    assert plan.to("cpu") is plan and send_to_device(plan, torch.device("cpu")) is plan
+    moved = send_to_device(plan, "meta")
+    assert moved is not plan and moved is plan.to(torch.device("meta"))  # built once, then reused
+    assert moved.order.device.type == moved.area_ids.device.type == "meta"
+    assert (moved.kernel, moved.num_areas, moved.max_area_len) == (plan.kernel, plan.num_areas, plan.max_area_len)
+    assert moved.segment_offsets(2).device.type == "meta" and plan.segment_offsets(2).tolist() == [0, 3, 4, 4, 8]
