@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("output")
     out.add_argument("--dtype", choices=("keep", "float32", "bfloat16", "float16"), default="keep",
                      help="dtype of the written weights (default: keep the source's)")
-    out.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT folder")
+    out.add_argument("--overwrite", action="store_true",
+                     help="replace an existing OUTPUT folder (refused when an input lies inside it, or it is the "
+                          "working directory or a parent of it)")
     out.add_argument("--license", default="mit", help="model card license (default mit, as Meta's V-JEPA 2 release)")
     out.add_argument("--base-model", default=None, help="model card base_model (default: the facebook/vjepa2-* of the variant)")
     out.add_argument("--predictor-from", default=None,

@@ -120,6 +120,7 @@ class Prepared:
     fit_hint: str | None = None
     base_model: str | None = None
     probe: dict | None = None
+    local_folder: Path | None = None  # where a transformers source was read from (never reported: a local path)
 
 
 @dataclass
@@ -363,6 +364,7 @@ def prepare_transformers(source: str, options: ConvertOptions) -> Prepared:
         build_reference=build_reference,
         fit_hint=describe_fit(shapes),
         base_model=hf.repo_id or BASE_MODELS.get((variant, img)),
+        local_folder=hf.folder,
     )
 
 
@@ -449,6 +451,38 @@ def check_output_path(output: Path, overwrite: bool) -> None:
         raise ConversionError(f"{output} already exists and is not empty: pass --overwrite to replace it")
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_inputs_outside_output(output: Path, inputs: dict[str, str | Path | None]) -> None:
+    """Refuse an OUTPUT that holds one of the inputs, or is the working directory or one of its parents.
+
+    Replacing OUTPUT (`--overwrite`) removes everything in it: a source inside it would be deleted
+    before (or while) it is read. `inputs` maps a flag name to a local path; Hub ids (no such path
+    here) and None are skipped. Both the given and the symlink-resolved paths are compared.
+    """
+    out = Path(output).expanduser().absolute()
+    outs = {out, out.resolve()}
+    cwd = Path.cwd().resolve()
+    if any(_inside(cwd, o) for o in outs):
+        raise ConversionError(
+            f"OUTPUT {output} is the current directory or one of its parents: it is replaced as a whole, which "
+            "would delete the files in it; choose a new folder, e.g. out/NAME"
+        )
+    for flag, spec in inputs.items():
+        if spec is None or spec == "":
+            continue
+        path = Path(spec).expanduser()
+        if not path.exists():
+            continue  # a Hub id: resolved (to the cache) later and checked again then
+        if any(_inside(p, o) for p in (path.absolute(), path.resolve()) for o in outs):
+            raise ConversionError(
+                f"{flag} {spec} is inside OUTPUT {output} (or is it): writing OUTPUT replaces that folder and "
+                "would delete it; write to another folder, or move the input out of OUTPUT first"
+            )
+
+
 def publish(staged: Path, output: Path, overwrite: bool) -> None:
     """Rename a finished folder into place; an existing output is replaced only with `overwrite`."""
     from ..hub import move_into_place
@@ -513,7 +547,10 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
     options = options or ConvertOptions()
     output = Path(output).expanduser().absolute()
     check_output_path(output, overwrite)
+    check_inputs_outside_output(output, {"SOURCE": source, "--probe": options.probe, "--labels": options.labels})
     prepared = prepare(source, options)
+    # A Hub id resolves to a folder of the local cache only now (nothing has been written yet).
+    check_inputs_outside_output(output, {"SOURCE": prepared.local_folder})
     config = _make_config(prepared.fields, options, prepared.model_class is VJEPA2AreaForVideoClassification)
     state = _cast(prepared.state_dict, options.dtype)
     model = _build_model(prepared.model_class, config, state, prepared.fit_hint)
@@ -628,6 +665,7 @@ __all__ = [
     "prepare_transformers",
     "convert",
     "check_output_path",
+    "check_inputs_outside_output",
     "publish",
     "existing_conversion",
     "source_fingerprint",

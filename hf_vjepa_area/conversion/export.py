@@ -16,7 +16,15 @@ from pathlib import Path
 from accelerate import init_empty_weights
 
 from ..modeling import VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-from .convert import REPORT_NAME, ConversionResult, VerificationError, _now, check_output_path, publish
+from .convert import (
+    REPORT_NAME,
+    ConversionResult,
+    VerificationError,
+    _now,
+    check_inputs_outside_output,
+    check_output_path,
+    publish,
+)
 from .keys import hf_sections, ours_to_theirs
 from .sources import ConversionError, file_record, read_config_json, read_transformers, resolve_hf_folder
 from .verify import CRITERION, DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
@@ -110,12 +118,14 @@ def transformers_config(config, classification: bool, predictor_fields: dict):
     return VJEPA2Config(**fields)
 
 
-def _predictor(spec: str, classification: bool, options: ExportOptions) -> tuple[dict, dict, dict]:
+def _predictor(spec: str, classification: bool, options: ExportOptions, output: Path | None = None) -> tuple[dict, dict, dict]:
     """(state dict under the target's predictor prefix, pred_* config fields, source record)."""
     source = read_transformers(spec, options.revision, options.local_files_only)
     own = "vjepa2.predictor." if source.classification else "predictor."
     target = "vjepa2.predictor." if classification else "predictor."
     state = {target + k[len(own):]: v for k, v in source.state_dict.items() if k.startswith(own)}
+    if output is not None:
+        check_inputs_outside_output(output, {"--predictor-from": source.folder})
     if not state:
         raise ConversionError(f"{spec} holds no predictor weights ({own}*)")
     fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
@@ -134,7 +144,9 @@ def export_to_transformers(
     options = options or ExportOptions()
     output = Path(output).expanduser().absolute()
     check_output_path(output, overwrite)
+    check_inputs_outside_output(output, {"SOURCE": source, "--predictor-from": options.predictor_from})
     ours, folder, files = load_ours(source, options.revision, options.local_files_only)
+    check_inputs_outside_output(output, {"SOURCE": folder})  # a Hub id's cache folder, known only now
     config = ours.config
     classification = isinstance(ours, VJEPA2AreaForVideoClassification)
     check_exportable(config, classification)
@@ -156,7 +168,7 @@ def export_to_transformers(
     predictor_record = None
     predictor_fields = dict(options.predictor_config or {})
     if options.predictor_from:
-        predictor_state, predictor_fields, predictor_record = _predictor(options.predictor_from, classification, options)
+        predictor_state, predictor_fields, predictor_record = _predictor(options.predictor_from, classification, options, output)
         mapped.state_dict.update(predictor_state)
     hf_config = transformers_config(config, classification, predictor_fields)
     hf_class = transformers.VJEPA2ForVideoClassification if classification else transformers.VJEPA2Model

@@ -169,3 +169,49 @@ def test_python_dash_m_entry_point(monkeypatch, capsys):
 def test_console_script_is_declared():
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'vjepa2-area-convert = "hf_vjepa_area.conversion.cli:main"' in pyproject
+
+
+def test_overwrite_never_deletes_an_input_inside_output(tmp_path, original_pt, probe_pt, capsys, monkeypatch):
+    """--overwrite replaces OUTPUT as a whole: a source inside it (or OUTPUT = source, or the working
+    directory) used to be deleted by the rename into place."""
+    import shutil
+
+    ckdir = tmp_path / "ckdir"
+    ckdir.mkdir()
+    source = ckdir / "vit-tiny.pt"
+    shutil.copy(original_pt, source)
+    (ckdir / "notes.txt").write_text("mine")
+    assert main([str(source), str(ckdir), *TINY, "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "SOURCE" in err and "inside OUTPUT" in err and "another folder" in err
+    assert sorted(p.name for p in ckdir.iterdir()) == ["notes.txt", "vit-tiny.pt"]
+
+    # --probe and --labels inside OUTPUT: refused the same way, before anything is read or written.
+    out = tmp_path / "out"
+    assert main([str(original_pt), str(out), *TINY]) == 0
+    labels = out / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(5)))
+    shutil.copy(probe_pt, out / "probe-4x2x3.pt")
+    probe = [str(original_pt), str(out), *TINY, "--probe-num-heads", "2", "--overwrite", "--probe"]
+    for argv, flag, path in (
+        (probe + [str(probe_pt), "--labels", str(labels)], "--labels", labels),
+        (probe + [str(out / "probe-4x2x3.pt")], "--probe", out / "probe-4x2x3.pt"),
+    ):
+        assert main(argv) == 2
+        assert f"{flag} {path} is inside OUTPUT" in capsys.readouterr().err
+        assert path.is_file()
+
+    # Our folder exported onto itself, and --predictor-from inside OUTPUT.
+    before = sorted(p.name for p in out.iterdir())
+    assert main([str(out), str(out), "--to", "transformers", "--overwrite"]) == 2
+    assert "inside OUTPUT" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == before
+
+    # OUTPUT is the working directory (or a parent of it).
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    monkeypatch.chdir(work / "sub")
+    for target in (".", str(work)):
+        assert main([str(original_pt), target, *TINY, "--overwrite"]) == 2
+        assert "current directory" in capsys.readouterr().err
+    assert (work / "sub").is_dir()
