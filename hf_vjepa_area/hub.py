@@ -121,10 +121,28 @@ def repo_timm_fields(model: nn.Module) -> dict[str, Any]:
 def repo_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's tensors in the original key names (`encoder.` prefix of the classifier removed)."""
     state = model.state_dict()
+    if any(value.device.type == "meta" for value in state.values()):
+        state = _onloaded_state_dict(model, state)
     if _kind(model) == "classifier":
         prefix = model.base_model_prefix + "."
         state = {key.removeprefix(prefix): value for key, value in state.items()}
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
+
+
+def _onloaded_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights of a model loaded with CPU/disk offload (`device_map`), whose own state dict holds meta
+    placeholders: accelerate brings each module's tensors back in turn. Anything still without data is an
+    error, never a silently smaller checkpoint."""
+    from accelerate.utils.modeling import get_state_dict_offloaded_model
+
+    onloaded = get_state_dict_offloaded_model(model)
+    missing = sorted(set(state) - set(onloaded))
+    if missing:
+        raise ValueError(
+            f"cannot save: {len(missing)} tensors have no data (meta device), e.g. {missing[:3]}; "
+            "load the model fully (without device_map offloading) before saving it"
+        )
+    return {key: onloaded[key] for key in state}
 
 
 def _modeling_files(model: nn.Module) -> list[pathlib.Path]:

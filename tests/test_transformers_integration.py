@@ -12,6 +12,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -170,6 +171,16 @@ def test_device_map_auto_splits_at_blocks(tmp_path):
     video = tiny_video().transpose(1, 2)
     with torch.no_grad():
         torch.testing.assert_close(loaded(video).logits, model(video).logits, rtol=0, atol=1e-6)
+
+    # Saving the offloaded model brings the disk-offloaded blocks back: the same weights, none missing.
+    from hf_vjepa_area.hub import repo_state_dict, save_repo_folder
+
+    saved = save_repo_folder(loaded, tmp_path / "repo")
+    expected = repo_state_dict(model)
+    with safe_open(str(saved / "model.safetensors"), "pt") as weights:
+        assert set(weights.keys()) == set(expected)
+        for key in expected:
+            assert torch.equal(weights.get_tensor(key), expected[key]), key
 
 
 def test_attn_implementation(tmp_path):
