@@ -175,7 +175,8 @@ class Block(GradientCheckpointingLayer):
         else:
             self.mlp = MLP(dim, hidden)
         mark_residual_output(self.attn.proj, layer_id + 1)
-        mark_residual_output(self.mlp.fc3 if config.use_silu else self.mlp.fc2, layer_id + 1)
+        # `mlp.fc2` as released, also for SwiGLU, where it is a gate input rather than the output (fc3).
+        mark_residual_output(self.mlp.fc2, layer_id + 1)
 
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), rope, plan))

@@ -140,14 +140,18 @@ def test_image_model_uses_2d_sincos_with_bicubic_resize():
     assert model.encode(torch.randn(1, 3, 96, 96)).last_hidden_state.shape == (1, 36, 48)
 
 
-def test_init_statistics_follow_released_recipe():
-    model = tiny(embed_dim=192, depth=4, num_heads=3)
+@pytest.mark.parametrize("use_silu", [False, True], ids=["gelu", "swiglu"])
+def test_init_statistics_follow_released_recipe(use_silu):
+    """The released `_rescale_blocks` divides attn.proj and mlp.fc2 by sqrt(2 * layer_id), for SwiGLU too."""
+    model = tiny(embed_dim=192, depth=4, num_heads=3, use_silu=use_silu)
     qkv = model.blocks[0].attn.qkv
     assert abs(qkv.weight.std().item() - 0.02) < 0.002 and torch.count_nonzero(qkv.bias) == 0
     for layer_id, block in enumerate(model.blocks, start=1):
         expected = 0.02 / math.sqrt(2 * layer_id)
         assert abs(block.attn.proj.weight.std().item() - expected) / expected < 0.1
         assert abs(block.mlp.fc2.weight.std().item() - expected) / expected < 0.1
+        unscaled = block.mlp.fc3 if use_silu else block.mlp.fc1
+        assert abs(unscaled.weight.std().item() - 0.02) < 0.002
     assert torch.equal(model.norm.weight, torch.ones(192))
 
 
