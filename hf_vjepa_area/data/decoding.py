@@ -121,6 +121,7 @@ class _PyAVReader(VideoReader):
             self._stream.thread_type = "AUTO"
             self._stream.codec_context.thread_count = num_threads
             self._frame_pts: list[int] | None = None
+            self._keyframe_pts: list[int] = []
             self._rewind_needed = False
             # Container metadata first; count packets only when a format does not store it.
             num_frames = self._stream.frames or len(self._scan_frame_pts() or [])
@@ -136,37 +137,53 @@ class _PyAVReader(VideoReader):
     def _scan_frame_pts(self) -> list[int] | None:
         """Presentation timestamps of all frames, sorted, from demuxing alone (no decoding).
 
-        Index -> pts is what makes one seek exact: jump to the keyframe before the first wanted
+        Index -> pts is what makes a seek exact: jump to the keyframe before the first wanted
         frame and know every decoded frame's index from its pts. None when packets lack pts.
+        Keyframe pts are kept too, as earlier places to seek to when a seek lands too late.
         """
         if self._frame_pts is None:
             try:
-                pts = [p.pts for p in self._container.demux(self._stream) if p.size and not p.is_discard]
+                packets = [(p.pts, p.is_keyframe) for p in self._container.demux(self._stream) if p.size and not p.is_discard]
             except av.FFmpegError as error:
                 raise VideoDecodeError(f"{self.path}: cannot demux ({error})") from error
             self._rewind_needed = True
+            pts = [p for p, _ in packets]
             self._frame_pts = sorted(pts) if pts and None not in pts else []
+            self._keyframe_pts = sorted(p for p, key in packets if key and p is not None)
         return self._frame_pts or None
 
+    def _seek_targets(self, frame_pts: list[int], first: int) -> list[int]:
+        """Where to seek for frame `first`, latest first.
+
+        A seek to the first wanted frame's pts can land on a keyframe *after* it: with open GOPs
+        or B-frames the frames just before a keyframe in presentation order come after it in
+        decode order and need the previous GOP. So also try the two keyframes before that pts.
+        """
+        target = frame_pts[first]
+        earlier = [pts for pts in self._keyframe_pts if pts < target][-2:]
+        return [target, *reversed(earlier)]
+
     def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
-        first, last = wanted[0], wanted[-1]
+        first = wanted[0]
         frame_pts = self._scan_frame_pts() if first > 0 else None
-        wanted_set, decoded = set(wanted), {}
+        index_of_pts = {pts: i for i, pts in enumerate(frame_pts or [])}
+        decoded: dict[int, np.ndarray] = {}
         try:
             if frame_pts is not None and first < len(frame_pts):
-                # One seek to the keyframe at or before the first wanted frame, then decode forward once.
-                self._container.seek(frame_pts[first], stream=self._stream, backward=True)
-                index_of_pts = {pts: i for i, pts in enumerate(frame_pts)}
-                indexed_frames = ((index_of_pts.get(f.pts), f) for f in self._container.decode(self._stream))
-            else:
+                for target in self._seek_targets(frame_pts, first):
+                    self._container.seek(target, stream=self._stream, backward=True)
+                    frames = ((index_of_pts.get(f.pts), f) for f in self._container.decode(self._stream))
+                    decoded = self._collect(frames, wanted, stop_if_past_first=True)
+                    if len(decoded) == len(wanted):
+                        break
+            if len(decoded) < len(wanted):  # first frame wanted, no usable pts, or every seek landed late
                 if self._rewind_needed:
                     self._container.seek(0)
-                indexed_frames = enumerate(self._container.decode(self._stream))
-            for index, frame in indexed_frames:
-                if index in wanted_set and index not in decoded:
-                    decoded[index] = frame.to_ndarray(format="rgb24")
-                if index is not None and index >= last:
-                    break
+                if frame_pts is not None:
+                    frames = ((index_of_pts.get(f.pts), f) for f in self._container.decode(self._stream))
+                else:
+                    frames = enumerate(self._container.decode(self._stream))
+                decoded = self._collect(frames, wanted, stop_if_past_first=False)
         except av.FFmpegError as error:
             raise VideoDecodeError(f"{self.path}: decoding failed ({error})") from error
         finally:
@@ -179,6 +196,24 @@ class _PyAVReader(VideoReader):
                 "truncated or corrupt file?"
             )
         return torch.from_numpy(np.stack([decoded[i] for i in wanted]))
+
+    def _collect(self, frames, wanted: list[int], *, stop_if_past_first: bool) -> dict[int, np.ndarray]:
+        """RGB arrays of the wanted indices among `(index, frame)` pairs, stopping after the last one.
+
+        After a seek, a first decoded frame beyond `wanted[0]` means the seek landed too late:
+        stop at once so the caller can retry from an earlier point.
+        """
+        wanted_set, last, decoded = set(wanted), wanted[-1], {}
+        for index, frame in frames:
+            if stop_if_past_first and index is not None:
+                if index > wanted[0] and wanted[0] not in decoded:
+                    break
+                stop_if_past_first = False
+            if index in wanted_set and index not in decoded:
+                decoded[index] = frame.to_ndarray(format="rgb24")
+            if index is not None and index >= last:
+                break
+        return decoded
 
     def close(self) -> None:
         container = getattr(self, "_container", None)

