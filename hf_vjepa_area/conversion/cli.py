@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     arch = parser.add_argument_group("architecture (inferred from tensor shapes; these override or complete it)")
     arch.add_argument("--variant", choices=[*VARIANTS, "custom"], default=None,
-                      help="check the weights against this size; 'custom' takes sizes from the shapes and heads from --num-heads")
+                      help="check the weights (or a transformers source's config.json) against this size, refusing a mismatch; "
+                           "'custom' takes sizes from the shapes and heads from --num-heads")
     arch.add_argument("--num-heads", type=int, default=None, help="attention heads for sizes not in the variant table")
     arch.add_argument("--img-size", type=int, default=None, help="training resolution (default 256, or 384 when the file name says so)")
     arch.add_argument("--num-frames", type=int, default=None, help="training clip length (default 64, or the probe's NxMxK name)")

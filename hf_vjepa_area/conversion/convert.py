@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from accelerate import init_empty_weights
 
-from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from .card import BASE_MODELS, build_model_card
 from .infer import (
     KeyMismatchError,
@@ -300,6 +300,27 @@ def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
     )
 
 
+def _check_variant_against_config(variant: str, fields: dict, found: str | None) -> None:
+    """--variant only checks a transformers source: its config.json states every size, and the variant
+    table replacing it would silently change the model (e.g. its number of heads)."""
+    if variant not in VARIANTS:
+        raise ConversionError(f"unknown variant {variant!r}: choose one of {sorted(VARIANTS)} or 'custom'")
+    spec = VARIANTS[variant]
+    compared = (
+        ("hidden_size (embed_dim)", fields["embed_dim"], spec["embed_dim"]),
+        ("num_hidden_layers (depth)", fields["depth"], spec["depth"]),
+        ("num_attention_heads", fields["num_heads"], spec["num_heads"]),
+        ("MLP width", int(fields["embed_dim"] * fields["mlp_ratio"]), int(spec["embed_dim"] * spec["mlp_ratio"])),
+    )
+    problems = [f"{name}: source {have}, variant {variant!r} {want}" for name, have, want in compared if have != want]
+    if problems:
+        fit = f"it is variant {found!r}" if found else "it is no named variant"
+        raise KeyMismatchError(
+            f"the source's config.json does not match --variant {variant}:\n  " + "\n  ".join(problems)
+            + f"\n{fit}; drop --variant (a transformers source's config.json gives every size)"
+        )
+
+
 def prepare_transformers(source: str, options: ConvertOptions) -> Prepared:
     """A transformers `VJEPA2Model` / `VJEPA2ForVideoClassification` folder or Hub id."""
     _refuse(options, ("checkpoint_key", "probe", "num_heads", "use_rope"), "to transformers sources (config.json says)")
@@ -324,13 +345,11 @@ def prepare_transformers(source: str, options: ConvertOptions) -> Prepared:
     prefix = "encoder." if classification else ""
     shapes = encoder_shapes(mapped.state_dict, prefix)
     found = match_variant(fields["embed_dim"], fields["depth"], int(fields["embed_dim"] * fields["mlp_ratio"]))
+    if found and VARIANTS[found]["num_heads"] != fields["num_heads"]:
+        found = None  # same sizes, other heads: not that variant (the name would mislabel the repo)
     variant = found or "custom"
     if options.variant not in (None, "custom"):
-        from ..modeling import VARIANTS
-
-        if options.variant not in VARIANTS:
-            raise ConversionError(f"unknown variant {options.variant!r}: choose one of {sorted(VARIANTS)} or 'custom'")
-        fields.update(VARIANTS[options.variant])  # checked against the weights' shapes below
+        _check_variant_against_config(options.variant, fields, found)
         variant = options.variant
     model_class = VJEPA2AreaForVideoClassification if classification else VJEPA2AreaModel
 

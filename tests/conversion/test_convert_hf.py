@@ -92,8 +92,28 @@ def test_wrong_variant_for_a_transformers_folder(tmp_path, hf_encoder_dir):
     with pytest.raises(KeyMismatchError) as err:
         convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(variant="base"))
     message = str(err.value)
-    assert "patch_embed.proj.weight: checkpoint [128, 3, 2, 16, 16], model expects [768, 3, 2, 16, 16]" in message
-    assert "fits no named variant" in message
+    assert "hidden_size (embed_dim): source 128, variant 'base' 768" in message
+    assert "num_hidden_layers (depth): source 2, variant 'base' 12" in message
+    assert "it is no named variant; drop --variant" in message
+
+
+def test_variant_never_replaces_the_sources_heads(tmp_path):
+    """A config.json with tiny's width and depth but 6 heads: --variant tiny (3 heads) used to overwrite
+    num_heads silently; it is refused, and the source's own values are kept without --variant."""
+    from transformers import VJEPA2Model
+
+    from hf_vjepa_area.conversion.infer import KeyMismatchError
+
+    from .conftest import tiny_hf_config
+
+    folder = tmp_path / "hf6"
+    config = tiny_hf_config(hidden_size=192, num_attention_heads=6, num_hidden_layers=12)
+    VJEPA2Model(config).save_pretrained(folder)
+    with pytest.raises(KeyMismatchError, match="num_attention_heads: source 6, variant 'tiny' 3(.|\n)*no named variant") as err:
+        convert(str(folder), tmp_path / "x", ConvertOptions(variant="tiny"))
+    assert "hidden_size" not in str(err.value) and not (tmp_path / "x").exists()
+    report = convert(str(folder), tmp_path / "y", ConvertOptions()).report
+    assert report["config"]["num_heads"] == 6 and report["variant"] == "custom"
 
 
 def test_round_trip_ours_transformers_ours_is_exact(tmp_path, tiny_classifier):
