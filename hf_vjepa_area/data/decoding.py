@@ -143,6 +143,8 @@ class _PyAVReader(VideoReader):
         """
         if self._frame_pts is None:
             try:
+                if self._rewind_needed:  # an earlier read left the demuxer mid-file
+                    self._container.seek(0)
                 packets = [(p.pts, p.is_keyframe) for p in self._container.demux(self._stream) if p.size and not p.is_discard]
             except av.FFmpegError as error:
                 raise VideoDecodeError(f"{self.path}: cannot demux ({error})") from error

@@ -163,3 +163,12 @@ def test_every_start_offset_reads_the_sequential_frames(tmp_path, name, containe
         wanted = [start, min(start + 2, 39)]
         with open_video(path, backend="pyav") as video:
             assert np.array_equal(video.get_frames(wanted).numpy(), reference[wanted]), start
+
+
+def test_a_reader_reused_after_reading_from_the_start_indexes_frames_right(tmp_path, write_mp4, frames_numbered):
+    # The first read (from frame 0) needs no frame index; the second builds it and must scan the
+    # whole file, not just what the first read left unread (which shifted every index).
+    path = write_mp4(tmp_path / "numbered.mp4", frames_numbered(40), gop_size=8)
+    with open_video(path, backend="pyav") as video:
+        assert frame_numbers(video.get_frames([0, 2]), 40) == [0, 2]
+        assert frame_numbers(video.get_frames([1, 3, 30]), 40) == [1, 3, 30]
