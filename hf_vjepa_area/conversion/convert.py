@@ -134,10 +134,16 @@ class ConversionResult:
 # ----------------------------------------------------------------------------------------------
 
 
+_FLAG_NAMES = {"use_rope": ("--rope", "--no-rope")}
+
+
 def _refuse(options: ConvertOptions, names: tuple[str, ...], why: str) -> None:
-    given = [n for n in names if getattr(options, n) not in (None, False)]
+    """Refuse options that were set (not None): False is a setting too (--no-rope), never ignored."""
+    given = [n for n in names if getattr(options, n) is not None]
     if given:
-        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        flags = ", ".join(
+            _FLAG_NAMES[n][0 if getattr(options, n) else 1] if n in _FLAG_NAMES else "--" + n.replace("_", "-") for n in given
+        )
         raise ConversionError(f"{flags}: not applicable {why}")
 
 

@@ -82,6 +82,11 @@ def test_hub_id_from_the_offline_cache(tmp_path, hf_encoder_dir, monkeypatch):
 def test_flags_that_do_not_apply_are_refused(tmp_path, hf_encoder_dir):
     with pytest.raises(ConversionError, match="--checkpoint-key"):
         convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(checkpoint_key="encoder"))
+    # Tri-state options: False is a setting too (--no-rope contradicts a RoPE-only source), never ignored.
+    with pytest.raises(ConversionError, match="--no-rope: not applicable to transformers sources"):
+        convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(use_rope=False))
+    with pytest.raises(ConversionError, match="--rope: not applicable"):
+        convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(use_rope=True))
     with pytest.raises(ConversionError, match="crop_size is 32"):
         convert(str(hf_encoder_dir), tmp_path / "x", ConvertOptions(img_size=64))
 
