@@ -212,7 +212,9 @@ class _PyAVReader(VideoReader):
                     break
                 stop_if_past_first = False
             if index in wanted_set and index not in decoded:
-                decoded[index] = frame.to_ndarray(format="rgb24")
+                # At the stream's declared size: a stream whose resolution changes mid-way (joined
+                # MPEG-TS files, adaptive streams) still gives frames that stack into one clip.
+                decoded[index] = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
             if index is not None and index >= last:
                 break
         return decoded

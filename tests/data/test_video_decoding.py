@@ -172,3 +172,26 @@ def test_a_reader_reused_after_reading_from_the_start_indexes_frames_right(tmp_p
     with open_video(path, backend="pyav") as video:
         assert frame_numbers(video.get_frames([0, 2]), 40) == [0, 2]
         assert frame_numbers(video.get_frames([1, 3, 30]), 40) == [1, 3, 30]
+
+
+def test_a_resolution_change_mid_stream_gives_frames_of_the_declared_size(tmp_path):
+    # Two MPEG-TS files joined byte for byte: 64 px frames, then 48 px ones. np.stack used to fail
+    # on the mixed sizes with a ValueError the data loader does not catch.
+    def write_ts(size: int) -> bytes:
+        path = tmp_path / f"{size}.ts"
+        with av.open(str(path), "w", format="mpegts") as container:
+            stream = container.add_stream("mpeg4", rate=8)
+            stream.height = stream.width = size
+            stream.pix_fmt = "yuv420p"
+            for i in range(10):
+                image = np.full((size, size, 3), 20 * i, np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+            container.mux(stream.encode())
+        return path.read_bytes()
+
+    path = tmp_path / "joined.ts"
+    path.write_bytes(write_ts(64) + write_ts(48))
+    with open_video(path, backend="pyav") as video:
+        assert (video.info.height, video.info.width) == (64, 64)
+        frames = video.get_frames(list(range(0, 20, 3)))
+    assert frames.shape == (7, 64, 64, 3)
