@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
@@ -262,6 +262,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VJEPA2Area)
     own = model.state_dict()
     if "pos_embed" in state_dict and "pos_embed" in own and state_dict["pos_embed"].shape != own["pos_embed"].shape:
         state_dict = dict(state_dict, pos_embed=own["pos_embed"])
+    stem = state_dict.get("patch_embed.proj.weight")
+    if stem is not None and stem.ndim == 5 and stem.shape[1] != own["patch_embed.proj.weight"].shape[1]:
+        # timm adapts only 4-D (Conv2d) stems and would leave a Conv3d one randomly initialised; its rule
+        # (sum for 1 channel, else repeat and rescale) applied over (tubelet, p*p) as the kernel dims.
+        in_chans = own["patch_embed.proj.weight"].shape[1]
+        adapted = adapt_input_conv(in_chans, stem.flatten(3), base_chans=stem.shape[1])
+        state_dict = dict(state_dict, **{"patch_embed.proj.weight": adapted.unflatten(3, stem.shape[3:])})
     return state_dict
 
 

@@ -275,6 +275,20 @@ def test_same_outputs_from_the_same_file(offline_hub):
     assert timm_hub_encoder.pretrained_cfg["hf_hub_id"] == offline_hub.encoder_id
 
 
+@pytest.mark.parametrize("in_chans", [1, 4])
+def test_timm_adapts_the_conv3d_stem_to_other_channel_counts(offline_hub, in_chans):
+    """timm's own adaptation handles Conv2d stems only; ours applies its rule to the tubelet Conv3d."""
+    model = timm.create_model(f"hf-hub:{offline_hub.encoder_id}", pretrained=True, in_chans=in_chans).eval()
+    source = offline_hub.encoder.patch_embed.proj.weight
+    adapted = model.patch_embed.proj.weight
+    assert adapted.shape == (source.shape[0], in_chans, *source.shape[2:])
+    if in_chans == 1:  # grey input: the three colour filters summed
+        torch.testing.assert_close(adapted, source.sum(1, keepdim=True))
+    else:  # channels repeated (r, g, b, r) and rescaled by 3 / in_chans
+        torch.testing.assert_close(adapted, source[:, [0, 1, 2, 0]] * 3 / in_chans)
+    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, offline_hub.encoder.blocks[0].attn.qkv.weight)
+
+
 def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
     encoder = AutoModel.from_pretrained(offline_hub.classifier_id).eval()
     timm_encoder = timm.create_model(f"hf-hub:{offline_hub.classifier_id}", pretrained=True, num_classes=5).eval()
