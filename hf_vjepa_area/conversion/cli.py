@@ -40,7 +40,8 @@ examples:
   vjepa2-area-convert out/vjepa2-vitl out/vjepa2-vitl-transformers --to transformers \\
       --predictor-from facebook/vjepa2-vitl-fpc64-256
 
-exit status: 0 done, 1 verification failed (nothing written at OUTPUT), 2 refused (bad input or options).
+exit status: 0 done, 1 verification failed (nothing written at OUTPUT), 2 refused (bad input or options, or an
+unexpected error, reported in one line; --debug shows its traceback).
 """
 
 
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("--verify-frames", type=int, default=None, help="frames of the verification clip (default 2 tubelets)")
     ver.add_argument("--verify-batch", type=int, default=1, help="batch size of the verification input")
     ver.add_argument("--seed", type=int, default=0, help="seed of the verification input")
+
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
 
     hub = parser.add_argument_group("publishing (token from HF_TOKEN or `hf auth login`, never a flag)")
     hub.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="create the repo if needed and upload OUTPUT")
@@ -236,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except (ConversionError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, RuntimeError, OSError) as err:
+        # Not anticipated by the checks above: most likely an input they do not recognise, possibly a bug.
+        # One line and exit 2 (exit 1 means "verification failed"); --debug shows the traceback.
+        if args.debug:
+            raise
+        detail = " ".join(str(err).split())[:500]
+        print(f"error: {type(err).__name__}: {detail} (unexpected; rerun with --debug for the traceback, and please "
+              "report it if the input is valid)", file=sys.stderr)
         return 2
     return 0
 

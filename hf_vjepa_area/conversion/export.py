@@ -118,7 +118,9 @@ def transformers_config(config, classification: bool, predictor_fields: dict):
     return VJEPA2Config(**fields)
 
 
-def _predictor(spec: str, classification: bool, options: ExportOptions, output: Path | None = None) -> tuple[dict, dict, dict]:
+def _predictor(
+    spec: str, classification: bool, options: ExportOptions, embed_dim: int, output: Path | None = None
+) -> tuple[dict, dict, dict]:
     """(state dict under the target's predictor prefix, pred_* config fields, source record)."""
     source = read_transformers(spec, options.revision, options.local_files_only)
     own = "vjepa2.predictor." if source.classification else "predictor."
@@ -128,6 +130,13 @@ def _predictor(spec: str, classification: bool, options: ExportOptions, output: 
         check_inputs_outside_output(output, {"--predictor-from": source.folder})
     if not state:
         raise ConversionError(f"{spec} holds no predictor weights ({own}*)")
+    width = source.config.get("hidden_size", 1024)
+    if width != embed_dim:
+        raise ConversionError(
+            f"--predictor-from {spec}: its predictor reads hidden_size {width} tokens, but this encoder's embed_dim "
+            f"is {embed_dim}; pass the transformers repo this encoder was converted from (or leave --predictor-from "
+            "out for a freshly initialised predictor)"
+        )
     fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
     return state, fields, {"source": source.repo_id or source.folder.name, "files": source.files}
 
@@ -168,14 +177,20 @@ def export_to_transformers(
     predictor_record = None
     predictor_fields = dict(options.predictor_config or {})
     if options.predictor_from:
-        predictor_state, predictor_fields, predictor_record = _predictor(options.predictor_from, classification, options, output)
+        predictor_state, predictor_fields, predictor_record = _predictor(
+            options.predictor_from, classification, options, config.embed_dim, output
+        )
         mapped.state_dict.update(predictor_state)
     hf_config = transformers_config(config, classification, predictor_fields)
     hf_class = transformers.VJEPA2ForVideoClassification if classification else transformers.VJEPA2Model
     if predictor_record is not None:
         with init_empty_weights():
             hf_model = hf_class(hf_config)
-        hf_model.load_state_dict(mapped.state_dict, strict=True, assign=True)
+        try:
+            hf_model.load_state_dict(mapped.state_dict, strict=True, assign=True)
+        except RuntimeError as err:  # e.g. a predictor of other sizes than its config.json says
+            detail = " ".join(str(err).split())[:500]
+            raise ConversionError(f"the weights do not fit transformers' {hf_class.__name__}: {detail}") from None
     else:
         hf_model = hf_class(hf_config)  # a freshly initialised predictor; everything else is overwritten
         result = hf_model.load_state_dict(mapped.state_dict, strict=False)

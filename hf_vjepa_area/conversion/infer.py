@@ -124,6 +124,11 @@ def _grid_from_tokens(tokens: int, patch: int, tubelet: int | None, img_size, nu
         frames = tokens // per_frame * tubelet
         if num_frames is None or num_frames == frames:
             return size, frames
+    if num_frames is not None and (num_frames < tubelet or num_frames % tubelet):
+        raise ConversionError(
+            f"--num-frames {num_frames}: the checkpoint's video patch embedding groups {tubelet} frames per tubelet, "
+            f"so the clip length must be a positive multiple of {tubelet}"
+        )
     if num_frames is not None and img_size is None:
         per_frame, rem = divmod(tokens, num_frames // tubelet)
         side = math.isqrt(per_frame)

@@ -46,25 +46,91 @@ def file_record(path: str | Path) -> dict:
     return {"name": path.name, "size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+# Pickle opcodes that make the unpickler import or call something (what a weights-only load refuses).
+_GLOBAL_OPCODES = {"GLOBAL", "INST", "STACK_GLOBAL"}
+
+
+def _pickled_globals(path: Path, limit: int = 1 << 30) -> list[str] | None:
+    """The globals a plain (non-zip) pickle file names, read with `pickletools` (nothing is executed).
+
+    None when the file does not start with a pickle stream (not a checkpoint, or corrupted). Torch's
+    legacy format is several pickles in a row followed by raw storage bytes: the scan stops at the
+    first thing that does not parse.
+    """
+    import pickletools
+
+    names: list[str] = []
+    strings: list[str] = []
+    parsed = False
+    with open(path, "rb") as handle:
+        try:
+            while handle.tell() < limit:
+                for op, arg, _ in pickletools.genops(handle):
+                    if op.name in ("GLOBAL", "INST"):
+                        names.append(str(arg).replace(" ", "."))
+                    elif op.name == "STACK_GLOBAL":
+                        names.append(".".join(strings[-2:]))
+                    elif isinstance(arg, str):
+                        strings = [*strings[-1:], arg]
+                parsed = True
+        except Exception:  # noqa: BLE001 - the end of the pickles, or garbage: either way the scan is over
+            pass
+    return names if parsed or names else None
+
+
+def _allowed_globals() -> set[str]:
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a private torch helper; without it every global counts as refused
+        return set()
+
+
+def _unreadable(path: Path, detail: str) -> ConversionError:
+    return ConversionError(
+        f"cannot read {path.name}: not a PyTorch checkpoint, or corrupted ({detail}). Check the file (its size, "
+        "sha256 against the download page) and download it again if needed"
+    )
+
+
 def safe_torch_load(path: str | Path):
-    """`torch.load(weights_only=True)` on CPU (memory-mapped when the file allows), or a clear refusal."""
+    """`torch.load(weights_only=True)` on CPU (memory-mapped when the file allows), or a clear refusal.
+
+    `UnsafeCheckpointError` only when the file names a global the weights-only unpickler refuses (it
+    would run code); any other failure is a damaged or foreign file, reported as such.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"checkpoint not found: {path}")
-    mmap = zipfile.is_zipfile(path)  # the zip format can be memory-mapped: big files stay on disk
+    is_zip = zipfile.is_zipfile(path)  # the zip format can be memory-mapped: big files stay on disk
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()
-        detail = next((line for line in reason if "GLOBAL" in line or "Unsupported" in line), reason[0] if reason else "")
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        refused = next((line for line in lines if "GLOBAL" in line or "global" in line.lower().split(":")[0]), None)
+        if refused is None and not is_zip:
+            found = _pickled_globals(path)
+            if found is None:
+                detail = next((line for line in lines if "Unsupported" in line), lines[0] if lines else "")
+                raise _unreadable(path, detail) from None
+            blocked = [name for name in found if name not in _allowed_globals()]
+            if blocked:
+                refused = f"it names {', '.join(sorted(set(blocked))[:5])}"
+        if refused is None:
+            detail = next((line for line in lines if "Unsupported" in line), lines[-1] if lines else type(err).__name__)
+            raise ConversionError(
+                f"cannot read {path.name} with torch.load(weights_only=True): {detail}. If it is a checkpoint you "
+                "trust, load it yourself and re-save its tensors with torch.save (zip format)"
+            ) from None
         raise UnsafeCheckpointError(
             f"refusing to load {path.name}: it contains pickled objects beyond tensors and plain containers, "
-            f"and loading it would execute code from the file ({detail.strip()}). Only "
+            f"and loading it would execute code from the file ({refused}). Only "
             "torch.load(weights_only=True) is used here. If you trust the file, load it yourself and re-save "
             "only its tensors (e.g. torch.save({'encoder': ckpt['encoder']}, 'clean.pt'))."
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise ConversionError(f"cannot read {path}: {type(err).__name__}: {err}") from None
+    except Exception as err:  # noqa: BLE001 - whatever a damaged or foreign file makes torch.load raise
+        raise _unreadable(path, f"{type(err).__name__}: {err}".strip().splitlines()[0]) from None
 
 
 def _tensor_dict(obj) -> bool:

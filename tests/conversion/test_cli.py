@@ -215,3 +215,39 @@ def test_overwrite_never_deletes_an_input_inside_output(tmp_path, original_pt, p
         assert main([str(original_pt), target, *TINY, "--overwrite"]) == 2
         assert "current directory" in capsys.readouterr().err
     assert (work / "sub").is_dir()
+
+
+def test_predictor_of_another_width_is_refused(tmp_path, hf_encoder_dir, capsys):
+    """--predictor-from a repo of another hidden_size used to escape as a size-mismatch RuntimeError (exit 1)."""
+    from transformers import VJEPA2Model
+
+    from .conftest import tiny_hf_config
+
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    assert main([str(hf_encoder_dir), str(ours)]) == 0
+    VJEPA2Model(tiny_hf_config(hidden_size=64, num_attention_heads=1)).save_pretrained(other)
+    assert main([str(ours), str(tmp_path / "hf"), "--to", "transformers", "--predictor-from", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "reads hidden_size 64 tokens, but this encoder's embed_dim is 128" in err
+    assert not (tmp_path / "hf").exists()
+
+
+def test_unexpected_errors_are_one_line_with_exit_2(tmp_path, original_pt, capsys, monkeypatch):
+    from hf_vjepa_area.conversion import cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something\nunforeseen")
+
+    monkeypatch.setattr(cli, "convert", broken)
+    assert main([str(original_pt), str(tmp_path / "out"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: something unforeseen" in err and "--debug" in err
+    with pytest.raises(RuntimeError):
+        main([str(original_pt), str(tmp_path / "out"), *TINY, "--debug"])
+
+
+def test_garbage_checkpoint_on_the_command_line(tmp_path, capsys):
+    path = tmp_path / "vitl.pt"
+    path.write_text("hello\n")
+    assert main([str(path), str(tmp_path / "out")]) == 2
+    assert "not a PyTorch checkpoint, or corrupted" in capsys.readouterr().err

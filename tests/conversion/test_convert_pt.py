@@ -234,3 +234,12 @@ def test_bfloat16_output(tmp_path, original_pt):
     report = convert(str(original_pt), tmp_path / "bf16", ConvertOptions(dtype="bfloat16", verify=True, tolerance=0.5, **TINY_FLAGS)).report
     assert report["weights_roundtrip"]["dtypes"] == ["bfloat16"]
     assert "bfloat16" in report["verification"]["note"]
+
+
+def test_video_pos_embed_with_a_clip_shorter_than_a_tubelet_is_refused(tiny_encoder):
+    """--num-frames 1 for a video pos_embed divided by num_frames // tubelet_size = 0 (ZeroDivisionError)."""
+    torch.manual_seed(0)
+    state = VJEPA2AreaModel(VJEPA2AreaConfig(**TINY, use_rope=False)).state_dict()
+    for frames in (1, 3):
+        with pytest.raises(ConversionError, match=f"--num-frames {frames}: .* multiple of 2"):
+            infer_encoder_config(state, num_heads=2, num_frames=frames)

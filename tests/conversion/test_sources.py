@@ -41,16 +41,40 @@ def test_malicious_legacy_pickle_is_refused(tmp_path):
     path = tmp_path / "legacy.pt"
     with open(path, "wb") as handle:
         pickle.dump({"encoder": _RunsCode(marker)}, handle)
-    with pytest.raises(UnsafeCheckpointError):
+    with pytest.raises(UnsafeCheckpointError, match="it names posix.system|it names nt.system"):
         safe_torch_load(path)
     assert not marker.exists()
 
 
-def test_garbage_file_is_a_clear_error(tmp_path):
-    path = tmp_path / "broken.pt"
-    path.write_bytes(b"not a checkpoint")
-    with pytest.raises(ConversionError, match="broken.pt"):
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("broken.pt", b"not a checkpoint"),  # the unpickler's "Unsupported operand": used to be "would execute code"
+        ("notes.pt", b"hello\n"),  # used to escape as a bare KeyError
+        ("truncated.pt", None),  # a zip checkpoint cut short
+    ],
+)
+def test_garbage_file_is_a_clear_error(tmp_path, name, content):
+    path = tmp_path / name
+    if content is None:
+        torch.save({"encoder": {"w": torch.zeros(64)}}, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConversionError) as err:
         safe_torch_load(path)
+    assert type(err.value) is ConversionError  # not UnsafeCheckpointError: nothing in it would run code
+    assert f"cannot read {name}: not a PyTorch checkpoint, or corrupted (" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_legacy_pickle_of_plain_tensors_is_not_called_unsafe(tmp_path):
+    """Protocol 4 in torch's legacy format: the weights-only unpickler stops at an opcode, not at a global."""
+    path = tmp_path / "legacy4.pt"
+    torch.save({"w": torch.zeros(2)}, path, _use_new_zipfile_serialization=False, pickle_protocol=4)
+    with pytest.raises(ConversionError, match="cannot read legacy4.pt with torch.load\\(weights_only=True\\)") as err:
+        safe_torch_load(path)
+    assert type(err.value) is ConversionError and "re-save" in str(err.value)
 
 
 def test_default_entry_is_target_encoder(original_pt, tiny_encoder):
