@@ -19,6 +19,7 @@ with an atomic checkpoint; `--resume auto` continues a killed run to the same re
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -249,6 +250,20 @@ def class_names_for(args, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
+def data_signature(dataset: VideoClipDataset) -> dict:
+    """What a feature cache was computed from: the manifest's bytes (paths and labels) and each video's
+    size and mtime, so an edited manifest or a replaced video invalidates the cache."""
+    videos = hashlib.sha256()
+    for path, _ in dataset.entries:
+        try:
+            stat = os.stat(path)
+            videos.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except OSError:  # missing: skipped when encoding; becoming readable later changes the signature
+            videos.update(f"{path}\tmissing\n".encode())
+    return dict(manifest_sha256=hashlib.sha256(Path(dataset.manifest).read_bytes()).hexdigest(),
+                videos_sha256=videos.hexdigest())  # fmt: skip
+
+
 def gather_skipped(local: list) -> dict[int, str]:
     return {int(index): path for index, path in gather_object(list(local))}
 
@@ -316,7 +331,7 @@ def main(argv=None) -> int:
 
         def features(split: str, dataset: VideoClipDataset, views: int) -> dict:
             spec = dict(split=split, manifest=str(Path(dataset.manifest).resolve()), entries=len(dataset),
-                        manifest_bytes=Path(dataset.manifest).stat().st_size, encoder=args.model, fingerprint=fingerprint,
+                        **data_signature(dataset), encoder=args.model, fingerprint=fingerprint,
                         views=views, dtype=str(enc_dtype), **{k: v for k, v in clip_args.items() if k != "backend"})  # fmt: skip
 
             def compute(indices):

@@ -284,3 +284,31 @@ def test_push_to_hub_uploads_the_classifier_folder(tiny_set, tmp_path, monkeypat
     assert {"config.json", "model.safetensors", "README.md", "probe_results.json"} <= set(calls[1][2])
     summary = results(out)
     assert summary["pushed"]["repo_id"] == "me/tiny-probe" and summary["classifier_folder"] == str(out / "classifier")
+
+
+def test_feature_cache_is_recomputed_when_the_manifest_labels_change(tiny_set, tmp_path):
+    """Same path, entry count and byte size, other labels: the cache key holds the manifest's sha256."""
+    from safetensors import safe_open
+
+    def manifest(name: str, source: str, relabel: dict) -> Path:
+        lines = [line.rsplit(maxsplit=1) for line in (tiny_set / source).read_text().splitlines()]
+        path = tmp_path / name
+        path.write_text("".join(f"{tiny_set / p} {relabel.get(label, label)}\n" for p, label in lines))
+        return path
+
+    train, val = manifest("train.csv", "probe_train.csv", {}), manifest("val.csv", "probe_val.csv", {})
+    cache = tmp_path / "cache"
+    script = load_example("k400_probe")
+
+    def run_and_read_val_labels(out: str) -> list[int]:
+        args = tiny_args(tiny_set, tmp_path / out, 4, "--cache-features", "--epochs", "1", "--feature-cache-dir", str(cache))
+        args[args.index("--train-csv") + 1], args[args.index("--val-csv") + 1] = str(train), str(val)
+        assert script.main(args) == 0
+        with safe_open(str(cache / "val.safetensors"), "pt") as f:
+            return f.get_tensor("labels").tolist()
+
+    assert run_and_read_val_labels("first") == [0, 1, 2, 3]
+    size = val.stat().st_size
+    manifest("val.csv", "probe_val.csv", {"0": "1", "1": "0"})
+    assert val.stat().st_size == size
+    assert run_and_read_val_labels("second") == [1, 0, 2, 3]
