@@ -27,6 +27,8 @@ SOURCE is one of:
   * a transformers V-JEPA 2 folder or Hub id (VJEPA2Model or VJEPA2ForVideoClassification), e.g.
     facebook/vjepa2-vitl-fpc64-256. The JEPA predictor is not converted (listed as dropped).
   * with --to transformers: one of our repo folders, exported back to transformers' V-JEPA 2 format.
+A missing SOURCE with a checkpoint suffix (.pt .pth .tar .bin .safetensors .ckpt), or whose first path
+component exists here, is reported as a missing local path, never looked up on the Hub.
 
 Files are read with torch.load(weights_only=True) only: a file that would need arbitrary unpickling is refused.
 """

@@ -266,8 +266,30 @@ class TransformersSource:
         return self.architecture == "VJEPA2ForVideoClassification"
 
 
+# A spec ending in one of these names a file: a Hub repo id never does (it is ORG/NAME).
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")
+
+
+def _meant_locally(spec: str) -> str | None:
+    """Why a missing `spec` is a mistyped local path rather than a Hub id (None: it may be a Hub id)."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+        return f"a {path.suffix} name is a file, not a Hub repo id"
+    first = Path(spec).parts[0] if Path(spec).parts else ""
+    if first and Path(first).exists():
+        return f"{first}/ exists here, so this names a local path (to use a Hub repo of that name, run from another directory)"
+    return None
+
+
 def looks_like_repo_id(spec: str) -> bool:
-    return bool(_REPO_ID.match(spec)) and not Path(spec).exists()
+    return bool(_REPO_ID.match(spec)) and not Path(spec).exists() and _meant_locally(spec) is None
+
+
+def _not_found(spec: str, expected: str) -> ConversionError:
+    reason = _meant_locally(spec)
+    if reason:
+        return ConversionError(f"{spec}: no such local file or folder ({reason})")
+    return ConversionError(f"{spec!r} does not exist (expected {expected})")
 
 
 def resolve_hf_folder(spec: str, revision: str | None = None, local_files_only: bool = False) -> tuple[Path, str | None, str | None]:
@@ -276,7 +298,7 @@ def resolve_hf_folder(spec: str, revision: str | None = None, local_files_only: 
     if path.is_dir():
         return path, None, None
     if not looks_like_repo_id(spec):
-        raise ConversionError(f"{spec!r} is neither a file, a folder, nor a Hub repo id (org/name)")
+        raise _not_found(spec, "a local model folder or a Hub repo id ORG/NAME")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -289,11 +311,13 @@ def resolve_hf_folder(spec: str, revision: str | None = None, local_files_only: 
         )
     except LocalEntryNotFoundError as err:
         raise ConversionError(
-            f"{spec} is not in the local Hugging Face cache and cannot be downloaded here ({err}); download it "
-            "first (`hf download ...`) or pass a local folder"
+            f"{spec} (no local file or folder of that name) is not in the local Hugging Face cache and cannot be "
+            f"downloaded here ({err}); download it first (`hf download ...`) or pass a local folder"
         ) from None
     except (HfHubHTTPError, OSError, ValueError) as err:
-        raise ConversionError(f"cannot fetch {spec}: {type(err).__name__}: {err}") from None
+        raise ConversionError(
+            f"cannot fetch the Hub repo {spec} (no local file or folder of that name): {type(err).__name__}: {err}"
+        ) from None
     folder = Path(folder)
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
     return folder, spec, commit
@@ -368,7 +392,7 @@ def source_kind(spec: str) -> str:
         raise ConversionError(f"{path}/config.json has model_type {model_type!r}: expected 'vjepa2' or 'vjepa2_area'")
     if looks_like_repo_id(spec):
         return "transformers"
-    raise ConversionError(f"{spec!r} does not exist (expected a .pt file, a model folder or a Hub repo id)")
+    raise _not_found(spec, "a .pt file, a model folder or a Hub repo id ORG/NAME")
 
 
 __all__ = [

@@ -75,8 +75,28 @@ def test_hub_id_from_the_offline_cache(tmp_path, hf_encoder_dir, monkeypatch):
     assert report["source"]["repo_id"] == "facebook/vjepa2-tiny-test" and report["source"]["revision"] == "a" * 40
     card = (tmp_path / "out" / "README.md").read_text()
     assert "base_model: facebook/vjepa2-tiny-test" in card
-    with pytest.raises(ConversionError, match="not in the local Hugging Face cache"):
+    with pytest.raises(ConversionError, match=r"\(no local file or folder of that name\) is not in the local Hugging Face cache"):
         convert("facebook/not-there", tmp_path / "none", options)
+
+
+def test_mistyped_local_path_is_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    """`ckpts/vitl.pt` matches ORG/NAME: it used to be fetched from the Hub and reported as a missing repo."""
+    import huggingface_hub
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("looked up on the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_hub)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConversionError, match=r"ckpts/vitl.pt: no such local file or folder \(a .pt name is a file"):
+        convert("ckpts/vitl.pt", tmp_path / "a", ConvertOptions())
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConversionError, match=r"out/vjepa2-vitl: no such local file or folder \(out/ exists here"):
+        convert("out/vjepa2-vitl", tmp_path / "b", ConvertOptions())
+    from hf_vjepa_area.conversion.export import load_ours
+
+    with pytest.raises(ConversionError, match="no such local file or folder"):
+        load_ours("out/vjepa2-vitl")
 
 
 def test_flags_that_do_not_apply_are_refused(tmp_path, hf_encoder_dir):
