@@ -3,7 +3,7 @@
 
     python examples/extract_features.py --model hf-vjepa-area/vjepa2-vitl-st-a2 --manifest k400/val.csv \
         --output val_features.safetensors
-    python examples/extract_features.py --model demo --manifest outputs/demo_data/val.csv --output demo.safetensors
+    python examples/extract_features.py --model demo --manifest outputs/demo_data/4x40/val.csv --output demo.safetensors
 
 Each video gives `--segments` clips x `--views` crops (V-JEPA 2's eval sampling); per view the segments'
 tokens are concatenated, as the attentive probe reads them. `--pool mean` (default) stores the mean token

@@ -105,8 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default 1: pad short videos, as V-JEPA 2)")
     g.add_argument("--num-workers", type=int, help="DataLoader workers per process")
     g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"])
-    g.add_argument("--demo-data-root", default="outputs/demo_data", help="where the demo videos are generated")
-    g.add_argument("--demo-classes", type=int, default=4)
+    g.add_argument("--demo-data-root", help="where the demo videos are generated "
+                   "(default: outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)")
+    g.add_argument("--demo-classes", type=int, default=4, help="demo classes (motion directions), 1-4")
     g.add_argument("--demo-videos-per-class", type=int, default=40)
 
     g = p.add_argument_group("probe training")
@@ -158,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--train-csv needs --model (a Hub id, folder or timm name; 'demo' for the built-in encoder)")
     if args.model is None:
         args.model = "demo"
+    if args.demo_data_root is None:  # one folder per data set: changing its size never meets the old one
+        args.demo_data_root = f"outputs/demo_data/{args.demo_classes}x{args.demo_videos_per_class}"
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
     for key, value in (DEMO_DEFAULTS if args.demo else K400_DEFAULTS).items():
@@ -264,6 +267,30 @@ def data_signature(dataset: VideoClipDataset) -> dict:
                 videos_sha256=videos.hexdigest())  # fmt: skip
 
 
+def make_demo_data(args):
+    """The demo's videos and manifests (reused when already there with the same arguments)."""
+    try:
+        return make_synthetic_video_dataset(args.demo_data_root, num_classes=args.demo_classes,
+                                            videos_per_class=args.demo_videos_per_class, **DEMO_VIDEOS)  # fmt: skip
+    except FileExistsError as error:
+        raise SystemExit(f"error: {error}; pass another --demo-data-root (or leave it out: the default depends on "
+                         "--demo-classes and --demo-videos-per-class)") from None  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"error: demo data: {error} (--demo-classes / --demo-videos-per-class)") from None
+
+
+def read_manifest_or_exit(flag: str, path: str) -> list:
+    """read_manifest, with a one-line error naming the option instead of a traceback."""
+    try:
+        return read_manifest(path)
+    except FileNotFoundError:
+        raise SystemExit(f"error: {flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise SystemExit(f"error: {flag} {path} is a folder; pass the manifest file ('path label' per line)") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise SystemExit(f"error: {flag}: {error}") from None
+
+
 def gather_skipped(local: list) -> dict[int, str]:
     return {int(index): path for index, path in gather_object(list(local))}
 
@@ -284,18 +311,14 @@ def main(argv=None) -> int:
     progress = accelerator.is_main_process and not args.no_progress
     device = accelerator.device
     world = accelerator.num_processes
-    if args.demo:  # the manifests make_synthetic_video_dataset writes (generated below, once the output dir is ok)
-        root = Path(args.demo_data_root)
-        args.train_csv, args.val_csv = str(root / "train.csv"), str(root / "val.csv")
-    checkpoint = prepare_output_dir(args, accelerator)
-
-    # ---- data -------------------------------------------------------------------------------
+    # Inputs first (demo videos, manifests, class list, encoder): a typo must fail before an existing
+    # output dir is replaced or a new one is started.
     if args.demo:
         with accelerator.main_process_first():
-            demo = make_synthetic_video_dataset(args.demo_data_root, num_classes=args.demo_classes,
-                                                videos_per_class=args.demo_videos_per_class, **DEMO_VIDEOS)  # fmt: skip
+            demo = make_demo_data(args)
+        args.train_csv, args.val_csv = str(demo.train_manifest), str(demo.val_manifest)
         class_names = list(demo.class_names)
-    train_entries, val_entries = read_manifest(args.train_csv), read_manifest(args.val_csv)
+    train_entries, val_entries = read_manifest_or_exit("--train-csv", args.train_csv), read_manifest_or_exit("--val-csv", args.val_csv)
     num_classes = max(e.label for e in train_entries + val_entries) + 1
     if not args.demo:
         class_names = class_names_for(args, num_classes)
@@ -307,6 +330,7 @@ def main(argv=None) -> int:
             None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
             full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
         )  # fmt: skip
+    checkpoint = prepare_output_dir(args, accelerator)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim

@@ -59,7 +59,8 @@ def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
         try:
             label = int(label)
         except ValueError:
-            raise ValueError(f"{manifest}:{line_number}: label must be an integer, got {label!r}") from None
+            hint = " (a header row? V-JEPA 2 manifests have none: delete it)" if not entries else ""
+            raise ValueError(f"{manifest}:{line_number}: label must be an integer class index, got {label!r}{hint}") from None
         if label < 0:
             raise ValueError(f"{manifest}:{line_number}: label must be >= 0, got {label}")
         entries.append(ManifestEntry(str(manifest.parent / path), label))

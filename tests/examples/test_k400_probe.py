@@ -109,7 +109,7 @@ def test_demo_runs_with_no_arguments_and_learns(tmp_path):
     for name in ("probe.safetensors", "accuracy.svg", "run_config.json", "features/train.safetensors"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_020"]
-    assert (tmp_path / "outputs" / "demo_data" / "videos").is_dir()
+    assert (tmp_path / "outputs" / "demo_data" / "4x40" / "videos").is_dir()
 
 
 def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_path):
@@ -312,3 +312,34 @@ def test_feature_cache_is_recomputed_when_the_manifest_labels_change(tiny_set, t
     manifest("val.csv", "probe_val.csv", {"0": "1", "1": "0"})
     assert val.stat().st_size == size
     assert run_and_read_val_labels("second") == [1, 0, 2, 3]
+
+
+def test_bad_inputs_fail_before_the_output_dir_is_touched(tiny_set, tmp_path):
+    """--overwrite with a missing manifest or a header row: a one-line error, the old results kept."""
+    script = load_example("k400_probe")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_config.json").write_text("{}")
+    (out / "results.json").write_text('{"old": true}')
+    header = tmp_path / "header.csv"
+    header.write_text("path label\n" + (tiny_set / "probe_val.csv").read_text())
+    for csv, message in ((tmp_path / "absent.csv", "--train-csv .*absent.csv: no such file"), (header, "--train-csv: .*header row")):
+        args = tiny_args(tiny_set, out, 2, "--overwrite")
+        args[args.index("--train-csv") + 1] = str(csv)
+        with pytest.raises(SystemExit, match=f"^error: {message}"):
+            script.main(args)
+        assert (out / "results.json").read_text() == '{"old": true}'
+    fresh = tmp_path / "fresh"
+    with pytest.raises(SystemExit, match="^error: --val-csv"):
+        script.main(tiny_args(tiny_set, fresh, 2, "--val-csv", str(tmp_path / "absent.csv")))
+    assert not fresh.exists()  # no run_config.json-only folder that would refuse the corrected run
+
+
+def test_demo_data_size_can_change_with_the_default_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    script = load_example("k400_probe")
+    common = ["--demo-classes", "2", "--epochs", "1", "--no-progress", "--report-to", "none", "--output-dir", "run"]
+    assert script.main([*common, "--demo-videos-per-class", "2"]) == 0
+    assert script.main([*common, "--demo-videos-per-class", "3", "--overwrite"]) == 0
+    assert results(tmp_path / "run")["data"]["num_train"] + results(tmp_path / "run")["data"]["num_val"] == 6
+    assert sorted(p.name for p in (tmp_path / "outputs" / "demo_data").iterdir()) == ["2x2", "2x3"]
