@@ -219,15 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.push_to_hub and output.exists() and not args.overwrite:
                 reused = existing_conversion(output, args.source, options)
             if reused is not None:
-                print(f"{output} already holds this conversion (same source sha256 and options): pushing it as is")
-                report = reused
+                print(_summary(reused))
+                print(f"reusing {output}: it already holds this conversion (same inputs sha256 and options); "
+                      "pushing it as is")
             else:
                 check_output_path(output, args.overwrite)
                 if source_kind(args.source) == "ours":
                     raise ConversionError(f"{args.source} is already one of our folders: add --to transformers to export it")
                 report = convert(args.source, output, options, overwrite=args.overwrite).report
-            print(_summary(report))
-            print(f"wrote {output}")
+                print(_summary(report))
+                print(f"wrote {output}")
         if args.push_to_hub:
             from .push import push_folder
 

@@ -98,6 +98,9 @@ class ConvertOptions:
         """The options that determine the output folder (compared when a push is resumed)."""
         data = asdict(self)
         data.pop("local_files_only")
+        for name in ("probe", "labels"):  # published in the report: base names only (contents: inputs_sha256)
+            if data[name]:
+                data[name] = Path(data[name]).name
         if data["area_splits"] is not None:
             data["area_splits"] = list(data["area_splits"])
         return data
@@ -402,13 +405,25 @@ def prepare(source: str, options: ConvertOptions) -> Prepared:
     raise ConversionError(f"{source} is already one of our repo folders: use --to transformers to export it")
 
 
-def source_fingerprint(source: str, options: ConvertOptions) -> list[str]:
+def _inputs_sha256(files: list[str], folder: Path | None, labels: str | None) -> dict:
+    """sha256 of everything a conversion reads: the weight files, a transformers source's config.json
+    (every size and label comes from it) and the --labels file."""
+    return {
+        "files": list(files),
+        "config.json": sha256_file(folder / "config.json") if folder is not None else None,
+        "labels": sha256_file(labels) if labels else None,
+    }
+
+
+def source_fingerprint(source: str, options: ConvertOptions) -> dict:
     """sha256 of the files a conversion reads (to tell whether an existing output came from them)."""
     kind = source_kind(source)
     if kind == "pt":
-        return [sha256_file(source)] + ([sha256_file(options.probe)] if options.probe else [])
+        files = [sha256_file(source)] + ([sha256_file(options.probe)] if options.probe else [])
+        return _inputs_sha256(files, None, options.labels)
     folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
-    return [sha256_file(path) for path in weight_files(folder)]  # the files read_transformers records
+    files = [sha256_file(path) for path in weight_files(folder)]  # the files read_transformers records
+    return _inputs_sha256(files, folder, options.labels)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -604,6 +619,7 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
         "options": options.fingerprint(),
         "source_sha256": [f["sha256"] for f in prepared.source["files"]],
     }
+    report["inputs_sha256"] = _inputs_sha256(report["source_sha256"], prepared.local_folder, options.labels)
     metadata = {
         "converter": report["converter"],
         "source_format": prepared.source["kind"],
@@ -665,7 +681,8 @@ def _default_repo_id(variant: str, area: bool, config) -> str | None:
 
 
 def existing_conversion(output: Path, source: str, options: ConvertOptions) -> dict | None:
-    """The report of an existing output made from the same files with the same options, else None."""
+    """The report of an existing output made from the same inputs (weights, config.json, labels: sha256)
+    with the same options, else None."""
     report_path = Path(output) / REPORT_NAME
     if not report_path.is_file():
         return None
@@ -675,7 +692,7 @@ def existing_conversion(output: Path, source: str, options: ConvertOptions) -> d
         return None
     if report.get("options") != json.loads(json.dumps(options.fingerprint())):
         return None
-    if report.get("source_sha256") != source_fingerprint(source, options):
+    if report.get("inputs_sha256") != source_fingerprint(source, options):
         return None
     return report
 

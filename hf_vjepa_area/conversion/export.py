@@ -54,6 +54,9 @@ class ExportOptions:
     def fingerprint(self) -> dict:
         data = asdict(self)
         data.pop("local_files_only")
+        if data["predictor_from"] and Path(data["predictor_from"]).exists():
+            # Published in the report: a local folder by its name (its files' sha256 are in "predictor").
+            data["predictor_from"] = Path(data["predictor_from"]).name
         return data
 
 

@@ -251,3 +251,57 @@ def test_garbage_checkpoint_on_the_command_line(tmp_path, capsys):
     path.write_text("hello\n")
     assert main([str(path), str(tmp_path / "out")]) == 2
     assert "not a PyTorch checkpoint, or corrupted" in capsys.readouterr().err
+
+
+def test_rerun_push_reconverts_when_labels_or_config_json_changed(tmp_path, classifier_encoder_pt, probe_pt,
+                                                                  hf_classifier_dir, recording_api, capsys):
+    """The reuse check stored the --labels path, not its content, and ignored a transformers source's
+    config.json: a rerun after editing either pushed the stale folder."""
+    import shutil
+
+    labels, out = tmp_path / "labels.txt", tmp_path / "out"
+    labels.write_text("\n".join(f"old{i}" for i in range(5)))
+    argv = [str(classifier_encoder_pt), str(out), *TINY, "--probe", str(probe_pt), "--probe-num-heads", "2",
+            "--labels", str(labels), "--push-to-hub", "someone/cls"]
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "wrote" not in printed  # nothing was written: not "wrote"
+    labels.write_text("\n".join(f"new{i}" for i in range(5)))
+    assert main(argv) == 2  # not reused: an existing output that is not this conversion needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "new0"
+
+    source, out = tmp_path / "hf", tmp_path / "out-hf"
+    shutil.copytree(hf_classifier_dir, source)
+    argv = [str(source), str(out), "--push-to-hub", "someone/cls"]
+    assert main(argv) == 0
+    config = json.loads((source / "config.json").read_text())
+    config["id2label"]["0"] = "renamed"
+    (source / "config.json").write_text(json.dumps(config))
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_reports_publish_no_local_paths(tmp_path, classifier_encoder_pt, probe_pt, hf_encoder_dir):
+    """conversion_report.json is uploaded with the model: --probe/--labels/--predictor-from used to be
+    recorded as the local paths they were given as."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(f"c{i}" for i in range(5)))
+    out = tmp_path / "out"
+    assert main([str(classifier_encoder_pt), str(out), *TINY, "--probe", str(probe_pt), "--probe-num-heads", "2",
+                 "--labels", str(labels)]) == 0
+    text = (out / "conversion_report.json").read_text()
+    report = json.loads(text)
+    assert report["options"]["probe"] == probe_pt.name and report["options"]["labels"] == "labels.txt"
+    assert len(report["inputs_sha256"]["labels"]) == 64
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    assert main([str(hf_encoder_dir), str(ours)]) == 0
+    assert main([str(ours), str(back), "--to", "transformers", "--predictor-from", str(hf_encoder_dir)]) == 0
+    exported = json.loads((back / "conversion_report.json").read_text())
+    assert exported["options"]["predictor_from"] == hf_encoder_dir.name
+    for folder in (out, ours, back):
+        text = "".join(path.read_text() for path in folder.glob("*.json")) + "".join(p.read_text() for p in folder.glob("*.md"))
+        for local in (str(tmp_path), str(probe_pt.parent), str(hf_encoder_dir.parent)):
+            assert local not in text, (folder.name, local)
