@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--base-model", default=None, help="model card base_model (default: the facebook/vjepa2-* of the variant)")
     out.add_argument("--predictor-from", default=None,
                      help="--to transformers: copy the JEPA predictor from this transformers folder / Hub id")
+    out.add_argument("--predictor-revision", default=None,
+                     help="revision of a Hub-id --predictor-from (default: its main; --source-revision is the SOURCE's)")
 
     ver = parser.add_argument_group("verification")
     ver.add_argument("--verify", action="store_true",
@@ -208,10 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{', '.join(ignored)}: not applicable with --to transformers (the folder's config and weights "
                     "are exported as they are)"
                 )
+            if args.predictor_revision and not args.predictor_from:
+                raise ConversionError("--predictor-revision: only with --predictor-from")
             result = _export(args, output)
         else:
-            if args.predictor_from:
-                raise ConversionError("--predictor-from: only with --to transformers")
+            if args.predictor_from or args.predictor_revision:
+                flags = [f for f, v in (("--predictor-from", args.predictor_from), ("--predictor-revision", args.predictor_revision)) if v]
+                raise ConversionError(f"{', '.join(flags)}: only with --to transformers")
             if args.probe is None and _given(parser, args, ("probe_index", "probe_num_heads")):
                 raise ConversionError(f"{', '.join(_given(parser, args, ('probe_index', 'probe_num_heads')))}: only with --probe")
             options = _options(args)
@@ -266,6 +271,7 @@ def _export(args, output: Path):
         verify_batch=args.verify_batch,
         seed=args.seed,
         revision=args.revision,
+        predictor_revision=args.predictor_revision,
         local_files_only=args.local_files_only,
     )
     result = export_to_transformers(args.source, output, options, overwrite=args.overwrite)

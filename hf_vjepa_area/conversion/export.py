@@ -48,7 +48,8 @@ class ExportOptions:
     verify_frames: int | None = None
     verify_batch: int = 1
     seed: int = 0
-    revision: str | None = None
+    revision: str | None = None  # of a Hub-id source
+    predictor_revision: str | None = None  # of a Hub-id predictor_from (its own repo: None is its main)
     local_files_only: bool = False
 
     def fingerprint(self) -> dict:
@@ -125,7 +126,7 @@ def _predictor(
     spec: str, classification: bool, options: ExportOptions, embed_dim: int, output: Path | None = None
 ) -> tuple[dict, dict, dict]:
     """(state dict under the target's predictor prefix, pred_* config fields, source record)."""
-    source = read_transformers(spec, options.revision, options.local_files_only)
+    source = read_transformers(spec, options.predictor_revision, options.local_files_only)
     own = "vjepa2.predictor." if source.classification else "predictor."
     target = "vjepa2.predictor." if classification else "predictor."
     state = {target + k[len(own):]: v for k, v in source.state_dict.items() if k.startswith(own)}
@@ -141,7 +142,8 @@ def _predictor(
             "out for a freshly initialised predictor)"
         )
     fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
-    return state, fields, {"source": source.repo_id or source.folder.name, "files": source.files}
+    record = {"source": source.repo_id or source.folder.name, "revision": source.revision, "files": source.files}
+    return state, fields, record
 
 
 def export_to_transformers(

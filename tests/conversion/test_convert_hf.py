@@ -179,3 +179,31 @@ def test_export_refuses_what_transformers_cannot_express(tmp_path):
     with pytest.raises(ConversionError, match="use_rope=False"):
         export_to_transformers(str(tmp_path / "norope"), tmp_path / "hf")
     assert not (tmp_path / "hf").exists()
+
+
+def test_predictor_is_resolved_at_its_own_revision(tmp_path, hf_encoder_dir, monkeypatch, capsys):
+    """--source-revision names a branch of OUR repo; it was also applied to the --predictor-from repo,
+    which has no such branch."""
+    from huggingface_hub import constants
+
+    from hf_vjepa_area.conversion.cli import main
+    from hf_vjepa_area.hub import add_folder_to_hub_cache
+
+    ours = tmp_path / "ours"
+    convert(str(hf_encoder_dir), ours, ConvertOptions())
+    cache = tmp_path / "hub-cache"
+    add_folder_to_hub_cache(ours, "org/ours", cache_dir=cache, commit_hash="a" * 40)
+    add_folder_to_hub_cache(hf_encoder_dir, "facebook/vjepa2-tiny", cache_dir=cache, commit_hash="b" * 40)
+    (cache / "models--org--ours" / "refs" / "v1").write_text("a" * 40)  # our repo has a branch v1
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    argv = ["org/ours", str(tmp_path / "hf"), "--to", "transformers", "--source-revision", "v1",
+            "--predictor-from", "facebook/vjepa2-tiny", "--local-files-only"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((tmp_path / "hf" / "conversion_report.json").read_text())
+    assert report["predictor"]["source"] == "facebook/vjepa2-tiny" and report["predictor"]["revision"] == "b" * 40
+    # --predictor-revision is the predictor's: facebook/vjepa2-tiny has no v1.
+    other = ["org/ours", str(tmp_path / "hf2"), "--to", "transformers", "--source-revision", "v1", "--local-files-only"]
+    assert main([*other, "--predictor-from", "facebook/vjepa2-tiny", "--predictor-revision", "v1"]) == 2
+    assert "facebook/vjepa2-tiny (no local file or folder of that name) is not in the local" in capsys.readouterr().err
+    assert main([*other, "--predictor-revision", "v1"]) == 2
+    assert "--predictor-revision: only with --predictor-from" in capsys.readouterr().err
