@@ -453,6 +453,14 @@ def main(argv=None) -> int:
                                                   progress=progress, desc=f"{name} val")  # fmt: skip
         val = gathered(records)
         skipped["val"].update(gather_skipped(local_skipped))
+        for split, summary in (("train", train), ("val", val)):  # the same on every rank: records are gathered
+            if summary["num_samples"] == 0:
+                examples = sorted(set(skipped[split].values()))[:3]
+                raise SystemExit(
+                    f"error: epoch {epoch + 1}: not one {split} video could be read ({len(skipped[split])} skipped, "
+                    f"e.g. {examples}); see the warnings above, fix the paths in {getattr(args, f'{split}_csv')} "
+                    "or the files, and run again"
+                )
 
         history["train_loss"].append(train["loss"])
         history["train_top1"].append(train["top1"])
@@ -550,7 +558,7 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
         model = probing.build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution)
         card = probing.classifier_model_card(results, args.push_to_hub)
         probing.save_classifier_folder(model, folder, model_card=card, metadata={k: v for k, v in meta.items() if k != "format"},
-                                       extra_files={"probe_results.json": json.dumps(results, indent=1)}, overwrite=True)  # fmt: skip
+                                       extra_files={"probe_results.json": probing.to_json(results)}, overwrite=True)  # fmt: skip
         results["classifier_folder"] = str(folder)
         if args.push_to_hub:
             results["pushed"] = probing.push_classifier(folder, args.push_to_hub, private=args.hub_private)

@@ -816,9 +816,26 @@ def find_checkpoint(root: Path, resume: str) -> Path | None:
     return max(complete, key=lambda p: p.name) if complete else None
 
 
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON: NaN / inf (a diverged head's loss) become null, which every JSON reader accepts;
+    `json.dumps`' default writes bare `NaN`, which is not JSON."""
+    return json.dumps(_finite_or_none(data), indent=1, allow_nan=False) + "\n"
+
+
 def write_json(path: Path, data: dict) -> None:
-    """Results and configs: written atomically, so an interrupted run never leaves half a file."""
-    write_atomically(Path(path), lambda temp: temp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8"))
+    """Results and configs: strict JSON (`to_json`), written atomically, so an interrupted run never leaves half a file."""
+    text = to_json(data)
+    write_atomically(Path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
 def read_checkpoint_state(path: Path) -> dict:

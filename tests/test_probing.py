@@ -572,3 +572,14 @@ def test_classifier_takes_the_probe_clip_size():
     assert model.config.num_frames == 16 and model.config.img_size == [128, 128]
     for key, value in encoder.state_dict().items():
         assert torch.equal(model.encoder.state_dict()[key], value)
+
+
+def test_write_json_is_strict_json_even_with_nan(tmp_path):
+    # A diverged head's NaN loss must not turn results.json into invalid JSON (bare NaN).
+    path = tmp_path / "results.json"
+    probing.write_json(path, {"loss": [0.5, float("nan")], "nested": {"top1": float("inf")}})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}

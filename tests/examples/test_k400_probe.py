@@ -343,3 +343,14 @@ def test_demo_data_size_can_change_with_the_default_root(tmp_path, monkeypatch):
     assert script.main([*common, "--demo-videos-per-class", "3", "--overwrite"]) == 0
     assert results(tmp_path / "run")["data"]["num_train"] + results(tmp_path / "run")["data"]["num_val"] == 6
     assert sorted(p.name for p in (tmp_path / "outputs" / "demo_data").iterdir()) == ["2x2", "2x3"]
+
+
+def test_a_run_whose_val_videos_are_all_unreadable_fails_clearly(tiny_set, tmp_path):
+    """Streaming: every val video skipped used to give a 'successful' run with NaN top-1 and invalid JSON."""
+    val = tmp_path / "val.csv"
+    val.write_text(f"{tiny_set / 'videos' / 'missing.mp4'} 0\n{tiny_set / 'broken.mp4'} 1\n")
+    args = tiny_args(tiny_set, tmp_path / "run", 4, "--epochs", "1", "--frames", "4", "--segments", "1", "--views", "1")
+    args[args.index("--val-csv") + 1] = str(val)
+    with pytest.raises(SystemExit, match="^error: epoch 1: not one val video could be read \\(2 skipped"):
+        load_example("k400_probe").main(args)
+    assert not (tmp_path / "run" / "results.json").exists()
