@@ -8,7 +8,8 @@
 Each video gives `--segments` clips x `--views` crops (V-JEPA 2's eval sampling); per view the segments'
 tokens are concatenated, as the attentive probe reads them. `--pool mean` (default) stores the mean token
 [N, V, D]; `--pool none` stores all tokens [N, V, S*T'*H'*W', D] (large: ViT-L at 16 frames x 8 segments x 3 views is ~200 MB per video).
-Unreadable videos are skipped and listed in the file's metadata.
+Unreadable videos are skipped and listed in the file's metadata. An existing --output is kept unless
+--overwrite; the file is written to a temporary name and renamed, so it is never left half written.
 """
 
 import argparse
@@ -28,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
 from hf_vjepa_area.data import VideoClipDataset
+from hf_vjepa_area.data._files import write_atomically
 
 
 def main(argv=None) -> int:
@@ -43,7 +45,11 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--pool", choices=["mean", "none"], default="mean")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:  # checked before hours of encoding, not after
+        raise SystemExit(f"error: {output} already exists; pass --overwrite to replace it")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
@@ -64,8 +70,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: no readable video in {args.manifest}")
     metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped),
                 **{k: str(v) for k, v in vars(args).items() if k in ("frames", "frame_step", "segments", "views", "resolution")}}  # fmt: skip
-    save_file({"features": torch.cat(features).contiguous(), "labels": torch.cat(labels), "indices": torch.cat(indices)},
-              args.output, metadata=metadata)  # fmt: skip
+    tensors = {"features": torch.cat(features).contiguous(), "labels": torch.cat(labels), "indices": torch.cat(indices)}
+    # Through a temporary file and a rename: a killed run never leaves half a file under --output.
+    write_atomically(output, lambda temp: save_file(tensors, str(temp), metadata=metadata))
     print(f"{args.output}: features {tuple(torch.cat(features).shape)} of {len(dataset) - len(skipped)} videos; "
           f"{len(skipped)} skipped")  # fmt: skip
     return 0

@@ -354,3 +354,16 @@ def test_a_run_whose_val_videos_are_all_unreadable_fails_clearly(tiny_set, tmp_p
     with pytest.raises(SystemExit, match="^error: epoch 1: not one val video could be read \\(2 skipped"):
         load_example("k400_probe").main(args)
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_extract_features_refuses_to_overwrite_without_the_flag(tiny_set, tmp_path):
+    script = load_example("extract_features")
+    output = tmp_path / "features.safetensors"
+    output.write_bytes(b"earlier results")
+    args = ["--model", "demo", "--manifest", str(tiny_set / "probe_val.csv"), "--output", str(output), "--frames", "4",
+            "--resolution", "32", "--num-workers", "0"]  # fmt: skip
+    with pytest.raises(SystemExit, match="already exists; pass --overwrite"):
+        script.main(args)
+    assert output.read_bytes() == b"earlier results"
+    assert script.main([*args, "--overwrite"]) == 0
+    assert output.read_bytes() != b"earlier results" and [p.name for p in tmp_path.iterdir()] == [output.name]
