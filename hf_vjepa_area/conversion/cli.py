@@ -43,7 +43,8 @@ examples:
       --predictor-from facebook/vjepa2-vitl-fpc64-256
 
 exit status: 0 done, 1 verification failed (nothing written at OUTPUT), 2 refused (bad input or options, or an
-unexpected error, reported in one line; --debug shows its traceback).
+unexpected error, reported in one line; --debug shows its traceback), 3 the upload failed (OUTPUT is complete:
+run the same command again to resume).
 """
 
 
@@ -203,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     output = Path(args.output)
     try:
+        if args.push_to_hub is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
+            raise ConversionError(f"--push-to-hub needs ORG/NAME, got {args.push_to_hub!r}")
         if args.to == "transformers":
             ignored = _given(parser, args, CONVERT_ONLY)
             if ignored:
@@ -212,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.predictor_revision and not args.predictor_from:
                 raise ConversionError("--predictor-revision: only with --predictor-from")
-            result = _export(args, output)
+            _export(args, output)
         else:
             if args.predictor_from or args.predictor_revision:
                 flags = [f for f, v in (("--predictor-from", args.predictor_from), ("--predictor-revision", args.predictor_revision)) if v]
@@ -235,13 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(_summary(report))
                 print(f"wrote {output}")
         if args.push_to_hub:
-            from .push import push_folder
-
-            pushed = push_folder(
-                output, args.push_to_hub, private=args.private, revision=args.push_revision,
-                commit_message=args.commit_message,
-            )
-            print(f"pushed to {pushed['url']} (revision {pushed['revision']}, commit {pushed['commit']})")
+            return _push(args, output)
     except VerificationError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -260,8 +257,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _push(args, output: Path) -> int:
+    """Upload the finished OUTPUT; a failed upload (network, permissions) exits 3 and says how to resume."""
+    from .push import push_folder
+
+    try:
+        pushed = push_folder(
+            output, args.push_to_hub, private=args.private, revision=args.push_revision,
+            commit_message=args.commit_message,
+        )
+    except Exception as err:  # noqa: BLE001 - whatever the Hub client raises; shown in one line, --debug re-raises
+        if args.debug:
+            raise
+        detail = " ".join(str(err).split())[:500]
+        print(
+            f"error: upload of {output} to {args.push_to_hub} failed ({type(err).__name__}: {detail}). {output} is "
+            "complete and kept: run the same command again to resume (the folder is reused, and files the Hub "
+            "already has are not sent again)",
+            file=sys.stderr,
+        )
+        return 3
+    print(f"pushed to {pushed['url']} (revision {pushed['revision']}, commit {pushed['commit']})")
+    return 0
+
+
 def _export(args, output: Path):
-    from .export import ExportOptions, export_to_transformers
+    from .export import ExportOptions, existing_export, export_to_transformers
 
     options = ExportOptions(
         predictor_from=args.predictor_from,
@@ -274,14 +295,19 @@ def _export(args, output: Path):
         predictor_revision=args.predictor_revision,
         local_files_only=args.local_files_only,
     )
-    result = export_to_transformers(args.source, output, options, overwrite=args.overwrite)
-    report = result.report
+    reused = None
+    if args.push_to_hub and output.exists() and not args.overwrite:
+        reused = existing_export(output, args.source, options)
+    if reused is not None:
+        print(f"reusing {output}: it already holds this export (same inputs sha256 and options); pushing it as is")
+        return reused
+    report = export_to_transformers(args.source, output, options, overwrite=args.overwrite).report
     print(f"exported {report['architecture']} to {output}")
     for note in report["notes"]:
         print(f"note: {note}")
     for name, entry in report["verification"]["equivalence"]["outputs"].items():
         print(f"verify {name}: max abs diff {entry['max_abs_diff']:.3g} (tolerance {args.tolerance:g})")
-    return result
+    return report
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,7 +26,15 @@ from .convert import (
     publish,
 )
 from .keys import hf_sections, ours_to_theirs
-from .sources import ConversionError, file_record, read_config_json, read_transformers, resolve_hf_folder
+from .sources import (
+    ConversionError,
+    file_record,
+    read_config_json,
+    read_transformers,
+    resolve_hf_folder,
+    sha256_file,
+    weight_files,
+)
 from .verify import CRITERION, DEFAULT_TOLERANCE, compare, fixed_input, full_attention_twin, ours_outputs, transformers_outputs
 
 _PREDICTOR_FIELDS = (
@@ -143,6 +151,7 @@ def _predictor(
         )
     fields = {k: source.config[k] for k in _PREDICTOR_FIELDS if k in source.config}
     record = {"source": source.repo_id or source.folder.name, "revision": source.revision, "files": source.files}
+    record["config_sha256"] = sha256_file(source.folder / "config.json")  # its pred_* sizes come from it
     return state, fields, record
 
 
@@ -220,6 +229,10 @@ def export_to_transformers(
         "notes": notes,
         "options": options.fingerprint(),
         "source_sha256": [f["sha256"] for f in files],
+        "inputs_sha256": _inputs_sha256(
+            [f["sha256"] for f in files], folder, predictor_record and [f["sha256"] for f in predictor_record["files"]],
+            predictor_record and predictor_record["config_sha256"],
+        ),
     }
     if options.verify:
         pixels = fixed_input(config, options.verify_frames, options.verify_batch, options.seed)
@@ -251,4 +264,36 @@ def export_to_transformers(
     return ConversionResult(output, report)
 
 
-__all__ = ["ExportOptions", "export_to_transformers", "transformers_config", "check_exportable", "load_ours"]
+def _inputs_sha256(files: list[str], folder: Path, predictor: list[str] | None, predictor_config: str | None) -> dict:
+    """sha256 of everything an export reads: our weights and config.json, the predictor's weights and config.json."""
+    return {
+        "files": list(files),
+        "config.json": sha256_file(folder / "config.json"),
+        "predictor": predictor,
+        "predictor config.json": predictor_config,
+    }
+
+
+def existing_export(output: str | Path, source: str, options: ExportOptions) -> dict | None:
+    """The report of an existing export made from the same inputs (sha256) with the same options, else None:
+    what lets an interrupted `--push-to-hub` be resumed by running the same command again."""
+    report_path = Path(output) / REPORT_NAME
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if report.get("direction") != "to transformers" or report.get("options") != json.loads(json.dumps(options.fingerprint())):
+        return None
+    folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
+    predictor = predictor_config = None
+    if options.predictor_from:
+        pred_folder, _, _ = resolve_hf_folder(options.predictor_from, options.predictor_revision, options.local_files_only)
+        predictor = [sha256_file(path) for path in weight_files(pred_folder)]
+        predictor_config = sha256_file(pred_folder / "config.json")
+    files = [sha256_file(path) for path in sorted(folder.glob("*.safetensors"))]  # what load_ours records
+    if report.get("inputs_sha256") != _inputs_sha256(files, folder, predictor, predictor_config):
+        return None
+    return report
+
+
+__all__ = ["ExportOptions", "existing_export", "export_to_transformers", "transformers_config", "check_exportable", "load_ours"]

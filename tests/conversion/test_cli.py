@@ -305,3 +305,35 @@ def test_reports_publish_no_local_paths(tmp_path, classifier_encoder_pt, probe_p
         text = "".join(path.read_text() for path in folder.glob("*.json")) + "".join(p.read_text() for p in folder.glob("*.md"))
         for local in (str(tmp_path), str(probe_pt.parent), str(hf_encoder_dir.parent)):
             assert local not in text, (folder.name, local)
+
+
+def test_interrupted_export_push_is_resumed_by_rerunning(tmp_path, hf_encoder_dir, recording_api, capsys, monkeypatch):
+    """--to transformers --push-to-hub had no reuse check: after a failed upload (a traceback), the rerun
+    was refused because OUTPUT existed."""
+    ours, out = tmp_path / "ours", tmp_path / "hf"
+    assert main([str(hf_encoder_dir), str(ours)]) == 0
+    argv = [str(ours), str(out), "--to", "transformers", "--predictor-from", str(hf_encoder_dir), "--push-to-hub", "org/x"]
+
+    def interrupted(self, *args, **kwargs):
+        raise OSError("connection reset (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(RecordingApi, "upload_folder", interrupted)
+        assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "upload of" in err and "OSError: connection reset (simulated)" in err and "run the same command again" in err
+    before = (out / "model.safetensors").stat().st_mtime_ns
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" in printed and "pushed to https://huggingface.co/org/x" in printed
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    assert [name for name, _, _ in recording_api][-2:] == ["create_repo", "upload_folder"]
+    # Another predictor revision is another export: not reused.
+    assert main([*argv, "--predictor-revision", "v2"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_push_target_is_checked_before_converting(tmp_path, original_pt, capsys):
+    assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--push-to-hub", "no-org"]) == 2
+    assert "--push-to-hub needs ORG/NAME, got 'no-org'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
