@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="check the weights (or a transformers source's config.json) against this size, refusing a mismatch; "
                            "'custom' takes sizes from the shapes and heads from --num-heads")
     arch.add_argument("--num-heads", type=int, default=None, help="attention heads for sizes not in the variant table")
-    arch.add_argument("--img-size", type=int, default=None, help="training resolution (default 256, or 384 when the file name says so)")
+    arch.add_argument("--img-size", type=int, default=None, help="training resolution (default 256, or 384 when the file name has a standalone 384, e.g. vitg-384.pt)")
     arch.add_argument("--num-frames", type=int, default=None, help="training clip length (default 64, or the probe's NxMxK name)")
     arch.add_argument("--rope", dest="use_rope", action=argparse.BooleanOptionalAction, default=None,
                       help="force RoPE on/off (default: RoPE unless the checkpoint carries a pos_embed)")

@@ -35,6 +35,7 @@ from .infer import (
     infer_encoder_config,
     match_variant,
     probe_fields,
+    refuse_unsupported_layouts,
 )
 from .keys import (
     ENCODER_RULES,
@@ -217,6 +218,7 @@ def _run_transformers_modules(modules, pixels):
 def prepare_pt(source: str, options: ConvertOptions) -> Prepared:
     """Meta's encoder `.pt` (+ optional probe `.pt`): prefix stripping, shapes -> config."""
     encoder = read_original_encoder(source, options.checkpoint_key)
+    refuse_unsupported_layouts(encoder.state_dict)
     state = dict(encoder.state_dict)
     notes = list(encoder.notes)
     probe = read_original_probe(options.probe, options.probe_index) if options.probe else None

@@ -38,6 +38,21 @@ class EncoderShapes:
         return self.mlp_hidden / self.embed_dim
 
 
+# Keys only V-JEPA 2.1 encoders have (per-block norms, a separate image patch embedding, modality embeddings).
+_V21_MARKERS = (re.compile(r"^norms_block\."), re.compile(r"^patch_embed_img\."), re.compile(r"(^|\.)\w*_mod_embed$"))
+
+
+def refuse_unsupported_layouts(state_dict: dict) -> None:
+    """Name a V-JEPA 2.1 encoder as such, instead of listing its keys as unexpected one by one."""
+    found = sorted(k for k in state_dict if any(marker.search(k) for marker in _V21_MARKERS))
+    if found:
+        raise ConversionError(
+            f"V-JEPA 2.1 checkpoints are not supported (this one has {', '.join(found[:4])}"
+            + (f" and {len(found) - 4} more V-JEPA 2.1 keys" if len(found) > 4 else "")
+            + "): only V-JEPA 2 (and V-JEPA 1-style) encoders convert"
+        )
+
+
 def encoder_shapes(state_dict: dict, prefix: str = "") -> EncoderShapes:
     def get(name):
         key = prefix + name
@@ -231,7 +246,8 @@ def infer_encoder_config(
         raise ConversionError("--no-rope needs the checkpoint's pos_embed, but it has none (RoPE models carry no pos_embed)")
     fields["use_rope"] = use_rope
 
-    hint_size = 384 if re.search(r"384", name_hint) else None
+    # A standalone 384 in the file name (vitg-384.pt), not any digits containing it (vitl_step13840.pt).
+    hint_size = 384 if re.search(r"(?<![0-9])384(?![0-9])", name_hint) else None
     if shapes.tubelet_size is None:
         fields["num_frames"] = 1
     else:
@@ -245,6 +261,8 @@ def infer_encoder_config(
         notes.append(f"img_size {size} and num_frames {frames} from pos_embed's {shapes.pos_tokens} rows")
     else:
         fields["img_size"] = img_size or hint_size or 256
+        if img_size is None and hint_size:
+            notes.append(f"img_size 384 from the file name {name_hint!r} (pass --img-size to override)")
         if shapes.tubelet_size is not None:
             fields["num_frames"] = num_frames or 64
     return InferredConfig(fields, chosen, notes)
@@ -377,6 +395,7 @@ __all__ = [
     "EncoderShapes",
     "InferredConfig",
     "encoder_shapes",
+    "refuse_unsupported_layouts",
     "match_variant",
     "describe_fit",
     "exact_mlp_ratio",

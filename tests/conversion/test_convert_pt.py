@@ -176,6 +176,25 @@ def test_released_sizes_are_inferred_from_shapes():
         infer_encoder_config(_meta_state(1280, 32, 5120), variant="large")
 
 
+def test_384_hint_needs_a_standalone_384_in_the_file_name():
+    """Any "384" substring used to set img_size 384 (vitl_step13840.pt); now only a standalone number does, with a note."""
+    for name, size in (("vitl.pt", 256), ("vitl_step13840.pt", 256), ("vitl-3840.pt", 256), ("vitg-384.pt", 384), ("vitl_384px.pt", 384)):
+        inferred = infer_encoder_config(_meta_state(1024, 24, 4096), name_hint=name)
+        assert inferred.fields["img_size"] == size, name
+        assert any("img_size 384 from the file name" in note for note in inferred.notes) == (size == 384)
+
+
+def test_vjepa_2_1_checkpoint_is_named(tmp_path, tiny_encoder):
+    state = {k: v for k, v in tiny_encoder.state_dict().items() if not k.startswith("norm.")}
+    state.update({f"norms_block.{i}.weight": torch.ones(128) for i in range(2)})
+    state.update({"patch_embed_img.proj.weight": torch.zeros(128, 3, 1, 16, 16), "img_mod_embed": torch.zeros(1, 1, 128)})
+    path = tmp_path / "vjepa2_1.pt"
+    torch.save({"ema_encoder": {"module.backbone." + k: v for k, v in state.items()}}, path)
+    with pytest.raises(ConversionError, match=r"V-JEPA 2.1 checkpoints are not supported \(this one has img_mod_embed, norms_block"):
+        convert(str(path), tmp_path / "out", ConvertOptions(**TINY_FLAGS))
+    assert not (tmp_path / "out").exists()
+
+
 def test_custom_size_needs_num_heads(original_pt):
     with pytest.raises(ConversionError, match="pass --num-heads"):
         convert(str(original_pt), "/nonexistent-never-written", ConvertOptions(img_size=32, num_frames=4))
