@@ -146,6 +146,10 @@ CONVERT_ONLY = (
 )  # fmt: skip
 
 
+# Publishing options: without --push-to-hub nothing is uploaded, so setting them is refused, not ignored.
+PUSH_ONLY = ("private", "push_revision", "commit_message")
+
+
 def _given(parser: argparse.ArgumentParser, args, dests) -> list[str]:
     """The flags among `dests` set to something other than their default."""
     flags = {action.dest: "/".join(action.option_strings) for action in parser._actions}
@@ -204,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     output = Path(args.output)
     try:
+        if args.push_to_hub is None and _given(parser, args, PUSH_ONLY):
+            raise ConversionError(f"{', '.join(_given(parser, args, PUSH_ONLY))}: only with --push-to-hub")
         if args.push_to_hub is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
             raise ConversionError(f"--push-to-hub needs ORG/NAME, got {args.push_to_hub!r}")
         if args.to == "transformers":

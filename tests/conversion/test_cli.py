@@ -333,6 +333,13 @@ def test_interrupted_export_push_is_resumed_by_rerunning(tmp_path, hf_encoder_di
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_publishing_flags_without_push_are_refused(tmp_path, original_pt, capsys):
+    for flag in (["--private"], ["--revision", "v1"], ["--commit-message", "m"]):
+        assert main([str(original_pt), str(tmp_path / "out"), *TINY, *flag]) == 2
+        assert f"{flag[0]}: only with --push-to-hub" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_push_target_is_checked_before_converting(tmp_path, original_pt, capsys):
     assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--push-to-hub", "no-org"]) == 2
     assert "--push-to-hub needs ORG/NAME, got 'no-org'" in capsys.readouterr().err
