@@ -666,6 +666,8 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
                 f"written to {output}; the report is in {failed}"
             )
         publish(folder, output, overwrite)
+        # A report of an earlier failed attempt at this output no longer describes it.
+        (output.parent / f"{output.name}.failed-{REPORT_NAME}").unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ConversionResult(output, report)

@@ -248,6 +248,11 @@ def test_failed_verification_writes_nothing(tmp_path, original_pt, monkeypatch):
     failed = json.loads((tmp_path / "out.failed-conversion_report.json").read_text())
     assert failed["verification"]["passed"] is False
 
+    # A later success at the same output removes the stale report of the failed attempt.
+    monkeypatch.setattr(module, "_transformers_reference", real)
+    convert(str(original_pt), tmp_path / "out", ConvertOptions(verify=True, **TINY_FLAGS))
+    assert not (tmp_path / "out.failed-conversion_report.json").exists()
+
 
 def test_bfloat16_output(tmp_path, original_pt):
     report = convert(str(original_pt), tmp_path / "bf16", ConvertOptions(dtype="bfloat16", verify=True, tolerance=0.5, **TINY_FLAGS)).report
