@@ -797,8 +797,12 @@ def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int 
     if accelerator.is_main_process:
         (temp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         move_into_place(temp, final)  # a re-saved epoch keeps its old folder until the new one is in place
-        for old in sorted(root.glob(f"{CHECKPOINT_PREFIX}*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        # Count complete checkpoints only: a stray `epoch_*` folder without STATE_FILE (a copy, a
+        # hand-made folder) must not push the one just written out of the newest `keep`.
+        complete = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file())
+        for old in complete[:-keep] if keep > 0 else []:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
         for stale in root.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()

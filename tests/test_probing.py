@@ -458,6 +458,10 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     assert found.name == "epoch_003" and probing.read_checkpoint_state(found) == {"epoch": 3}
     with pytest.raises(FileNotFoundError):
         probing.find_checkpoint(root, str(root / "epoch_009"))
+    # Pruning counts complete checkpoints only: the stray epoch_009 sorts last but must not cost epoch_004.
+    probing.save_checkpoint(accelerator, root, 4, {"epoch": 4}, keep=1)
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_004", "epoch_009"]
+    assert probing.find_checkpoint(root, "auto").name == "epoch_004"
 
 
 # ---- outputs ------------------------------------------------------------------------------------------
