@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
 from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
+from hf_vjepa_area.data._files import write_atomically
 
 logger = logging.getLogger("k400_probe")
 
@@ -232,7 +233,7 @@ def prepare_output_dir(args, accelerator) -> Path | None:
         if args.overwrite and nonempty:
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / RUN_FILE).write_text(json.dumps(run_config(args), indent=1) + "\n", encoding="utf-8")
+        probing.write_json(out / RUN_FILE, run_config(args))
     accelerator.wait_for_everyone()
     return checkpoint
 
@@ -549,7 +550,8 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
         probing.save_all_heads(out / "probe_heads.safetensors", probe, {"class_names": json.dumps(list(class_names))})
     curves = {h["name"]: h["val_top1"] for h in results["heads"]}
     best_name = results["best_head"]["name"]
-    (out / "accuracy.svg").write_text(probing.accuracy_svg(curves, best=best_name), encoding="utf-8")
+    svg = probing.accuracy_svg(curves, best=best_name)
+    write_atomically(out / "accuracy.svg", lambda temp: temp.write_text(svg, encoding="utf-8"))
     results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if probing.write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
     probing.write_json(out / "results.json", results)
 

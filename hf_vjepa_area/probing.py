@@ -925,8 +925,10 @@ def write_accuracy_png(curves: dict[str, Sequence[float]], path: Path, best: str
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        write_atomically(Path(path), lambda temp: fig.savefig(temp, format="png", dpi=120))
+    finally:
+        plt.close(fig)
     return True
 
 

@@ -367,3 +367,22 @@ def test_extract_features_refuses_to_overwrite_without_the_flag(tiny_set, tmp_pa
     assert output.read_bytes() == b"earlier results"
     assert script.main([*args, "--overwrite"]) == 0
     assert output.read_bytes() != b"earlier results" and [p.name for p in tmp_path.iterdir()] == [output.name]
+
+
+def test_run_outputs_are_written_atomically(tiny_set, tmp_path, monkeypatch):
+    """run_config.json, accuracy.svg and results.json go through a temporary file and a rename."""
+    from hf_vjepa_area.data import _files
+
+    written = []
+    real = _files.write_atomically
+
+    def recording(path, write):
+        written.append(Path(path).name)
+        real(path, write)
+
+    monkeypatch.setattr(_files, "write_atomically", recording)
+    script = load_example("k400_probe")  # binds the patched function
+    monkeypatch.setattr(script.probing, "write_atomically", recording)
+    assert script.main(tiny_args(tiny_set, tmp_path / "run", 4, "--cache-features", "--epochs", "1", "--report-to", "none")) == 0
+    assert {"run_config.json", "accuracy.svg", "results.json"} <= set(written)
+    assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
