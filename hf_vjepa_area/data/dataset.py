@@ -45,12 +45,14 @@ def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
 
     Relative paths are taken from the manifest's folder. The label is the last field, so paths
     may contain spaces. Blank lines are ignored; anything else malformed raises `ValueError`
-    naming the file and line.
+    naming the file and line. A UTF-8 byte-order mark (Windows editors) and spaces around a line
+    are dropped: kept, they became part of the path and the video was reported missing.
     """
     manifest = Path(manifest)
     entries = []
-    for line_number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for line_number, line in enumerate(manifest.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        line = line.strip()
+        if not line:
             continue
         fields = line.rsplit(maxsplit=1)
         if len(fields) != 2:

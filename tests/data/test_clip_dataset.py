@@ -27,6 +27,12 @@ def test_read_manifest_resolves_paths(tmp_path):
     ]
 
 
+def test_read_manifest_drops_a_byte_order_mark_and_surrounding_spaces(tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_bytes("\ufeffa.mp4 0\r\n  b.mp4 1  \n".encode("utf-8"))
+    assert [(e.path, e.label) for e in read_manifest(manifest)] == [(str(tmp_path / "a.mp4"), 0), (str(tmp_path / "b.mp4"), 1)]
+
+
 @pytest.mark.parametrize(
     "bad_line,message",
     [
