@@ -132,9 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     hub = parser.add_argument_group("publishing (token from HF_TOKEN or `hf auth login`, never a flag)")
     hub.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="create the repo if needed and upload OUTPUT")
-    hub.add_argument("--private", action="store_true", help="create the repo private")
-    hub.add_argument("--revision", dest="push_revision", default=None, help="branch to upload to (created if missing)")
-    hub.add_argument("--commit-message", default=None)
+    hub.add_argument("--private", action="store_true", help="create the repo private (only with --push-to-hub)")
+    hub.add_argument("--revision", dest="push_revision", default=None, help="branch to upload to (created if missing; only with --push-to-hub)")
+    hub.add_argument("--commit-message", default=None, help="message of the upload commit (only with --push-to-hub)")
     return parser
 
 

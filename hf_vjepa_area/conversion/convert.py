@@ -520,8 +520,8 @@ def check_inputs_outside_output(output: Path, inputs: dict[str, str | Path | Non
             continue  # a Hub id: resolved (to the cache) later and checked again then
         if any(_inside(p, o) for p in (path.absolute(), path.resolve()) for o in outs):
             raise ConversionError(
-                f"{flag} {spec} is inside OUTPUT {output} (or is it): writing OUTPUT replaces that folder and "
-                "would delete it; write to another folder, or move the input out of OUTPUT first"
+                f"{flag} {spec} is inside OUTPUT {output} (or is OUTPUT itself): writing OUTPUT replaces that folder "
+                "and would delete it; write to another folder, or move the input out of OUTPUT first"
             )
 
 

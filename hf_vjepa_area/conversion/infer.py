@@ -246,8 +246,9 @@ def infer_encoder_config(
         raise ConversionError("--no-rope needs the checkpoint's pos_embed, but it has none (RoPE models carry no pos_embed)")
     fields["use_rope"] = use_rope
 
-    # A standalone 384 in the file name (vitg-384.pt), not any digits containing it (vitl_step13840.pt).
-    hint_size = 384 if re.search(r"(?<![0-9])384(?![0-9])", name_hint) else None
+    # A standalone 384 in the file name (vitg-384.pt, vitg_384px.pt), not digits or a word containing it
+    # (vitl_step13840.pt, vitl-ep384.pt).
+    hint_size = 384 if re.search(r"(?<![0-9A-Za-z])384(?![0-9])", name_hint) else None
     if shapes.tubelet_size is None:
         fields["num_frames"] = 1
     else:

@@ -178,7 +178,7 @@ def test_released_sizes_are_inferred_from_shapes():
 
 def test_384_hint_needs_a_standalone_384_in_the_file_name():
     """Any "384" substring used to set img_size 384 (vitl_step13840.pt); now only a standalone number does, with a note."""
-    for name, size in (("vitl.pt", 256), ("vitl_step13840.pt", 256), ("vitl-3840.pt", 256), ("vitg-384.pt", 384), ("vitl_384px.pt", 384)):
+    for name, size in (("vitl.pt", 256), ("vitl_step13840.pt", 256), ("vitl-3840.pt", 256), ("vitl-ep384.pt", 256), ("vitg-384.pt", 384), ("vitl_384px.pt", 384)):
         inferred = infer_encoder_config(_meta_state(1024, 24, 4096), name_hint=name)
         assert inferred.fields["img_size"] == size, name
         assert any("img_size 384 from the file name" in note for note in inferred.notes) == (size == 384)
