@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from ..modeling import VARIANTS
-from .convert import ConvertOptions, VerificationError, check_output_path, convert, existing_conversion
+from .convert import (
+    ConvertOptions,
+    VerificationError,
+    check_inputs_outside_output,
+    check_output_path,
+    convert,
+    existing_conversion,
+)
 from .sources import ConversionError, source_kind
 from .verify import DEFAULT_TOLERANCE
 
@@ -237,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"reusing {output}: it already holds this conversion (same inputs sha256 and options); "
                       "pushing it as is")
             else:
+                check_inputs_outside_output(output, {"SOURCE": args.source, "--probe": args.probe, "--labels": args.labels})
                 check_output_path(output, args.overwrite)
                 if source_kind(args.source) == "ours":
                     raise ConversionError(f"{args.source} is already one of our folders: add --to transformers to export it")

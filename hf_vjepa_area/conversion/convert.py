@@ -588,8 +588,8 @@ def convert(source: str, output: str | Path, options: ConvertOptions | None = No
 
     options = options or ConvertOptions()
     output = Path(output).expanduser().absolute()
-    check_output_path(output, overwrite)
     check_inputs_outside_output(output, {"SOURCE": source, "--probe": options.probe, "--labels": options.labels})
+    check_output_path(output, overwrite)
     prepared = prepare(source, options)
     # A Hub id resolves to a folder of the local cache only now (nothing has been written yet).
     check_inputs_outside_output(output, {"SOURCE": prepared.local_folder})

@@ -166,8 +166,8 @@ def export_to_transformers(
 
     options = options or ExportOptions()
     output = Path(output).expanduser().absolute()
-    check_output_path(output, overwrite)
     check_inputs_outside_output(output, {"SOURCE": source, "--predictor-from": options.predictor_from})
+    check_output_path(output, overwrite)
     ours, folder, files = load_ours(source, options.revision, options.local_files_only)
     check_inputs_outside_output(output, {"SOURCE": folder})  # a Hub id's cache folder, known only now
     config = ours.config

@@ -181,9 +181,10 @@ def test_overwrite_never_deletes_an_input_inside_output(tmp_path, original_pt, p
     source = ckdir / "vit-tiny.pt"
     shutil.copy(original_pt, source)
     (ckdir / "notes.txt").write_text("mine")
-    assert main([str(source), str(ckdir), *TINY, "--overwrite"]) == 2
-    err = capsys.readouterr().err
-    assert "SOURCE" in err and "inside OUTPUT" in err and "another folder" in err
+    for overwrite in ([], ["--overwrite"]):  # without --overwrite too: not advice to pass it
+        assert main([str(source), str(ckdir), *TINY, *overwrite]) == 2
+        err = capsys.readouterr().err
+        assert "SOURCE" in err and "inside OUTPUT" in err and "another folder" in err and "pass --overwrite" not in err
     assert sorted(p.name for p in ckdir.iterdir()) == ["notes.txt", "vit-tiny.pt"]
 
     # --probe and --labels inside OUTPUT: refused the same way, before anything is read or written.
