@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
 from hf_vjepa_area.data import VideoClipDataset
-from hf_vjepa_area.data._files import write_atomically
+from hf_vjepa_area._files import write_atomically
 
 
 def main(argv=None) -> int:

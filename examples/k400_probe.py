@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
 from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
-from hf_vjepa_area.data._files import write_atomically
+from hf_vjepa_area._files import write_text_atomically
 
 logger = logging.getLogger("k400_probe")
 
@@ -551,7 +551,7 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
     curves = {h["name"]: h["val_top1"] for h in results["heads"]}
     best_name = results["best_head"]["name"]
     svg = probing.accuracy_svg(curves, best=best_name)
-    write_atomically(out / "accuracy.svg", lambda temp: temp.write_text(svg, encoding="utf-8"))
+    write_text_atomically(out / "accuracy.svg", svg, overwrite=True)
     results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if probing.write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
     probing.write_json(out / "results.json", results)
 

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ._files import write_text_atomically
 from .modeling.configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
 from .modeling.hub_metadata import (
     VARIANT_SHORT_NAMES,
@@ -305,11 +306,7 @@ def add_folder_to_hub_cache(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    ref = repo_dir / "refs" / "main"
-    ref.parent.mkdir(parents=True, exist_ok=True)
-    staged_ref = ref.with_name(f".main.{uuid.uuid4().hex[:8]}.tmp")
-    staged_ref.write_text(commit_hash)
-    os.replace(staged_ref, ref)
+    write_text_atomically(repo_dir / "refs" / "main", commit_hash, overwrite=True)
     return snapshot
 
 

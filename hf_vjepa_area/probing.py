@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data import SkippedSample, collate_skip_none
-from .data._files import write_atomically
+from ._files import write_atomically, write_text_atomically
 from .hub import move_into_place
 from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 
@@ -839,7 +839,7 @@ def to_json(data: Any) -> str:
 def write_json(path: Path, data: dict) -> None:
     """Results and configs: strict JSON (`to_json`), written atomically, so an interrupted run never leaves half a file."""
     text = to_json(data)
-    write_atomically(Path(path), lambda temp: temp.write_text(text, encoding="utf-8"))
+    write_text_atomically(Path(path), text, overwrite=True)
 
 
 def read_checkpoint_state(path: Path) -> dict:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._files import write_text_atomically
+from .._files import write_text_atomically
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ._files import write_atomically, write_text_atomically
+from .._files import write_atomically, write_text_atomically
 
 DIRECTIONS = {
     "right": (0, 1),

@@ -371,7 +371,7 @@ def test_extract_features_refuses_to_overwrite_without_the_flag(tiny_set, tmp_pa
 
 def test_run_outputs_are_written_atomically(tiny_set, tmp_path, monkeypatch):
     """run_config.json, accuracy.svg and results.json go through a temporary file and a rename."""
-    from hf_vjepa_area.data import _files
+    from hf_vjepa_area import _files
 
     written = []
     real = _files.write_atomically

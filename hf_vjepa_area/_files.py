@@ -1,4 +1,7 @@
-"""Atomic file writes shared by the manifest builder, the synthetic data set and the probe outputs."""
+"""Atomic file writes shared by the Hub cache, the manifest builder, the synthetic data set and the probe outputs.
+
+At the package top level (not in `data`), so that modules which need no video decoding can use it.
+"""
 
 from __future__ import annotations
 
