@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConversionError, FileExistsError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (KeyError, RuntimeError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - reported in one line below; --debug re-raises
         # Not anticipated by the checks above: most likely an input they do not recognise, possibly a bug.
         # One line and exit 2 (exit 1 means "verification failed"); --debug shows the traceback.
         if args.debug:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -504,7 +505,7 @@ def check_inputs_outside_output(output: Path, inputs: dict[str, str | Path | Non
     before (or while) it is read. `inputs` maps a flag name to a local path; Hub ids (no such path
     here) and None are skipped. Both the given and the symlink-resolved paths are compared.
     """
-    out = Path(output).expanduser().absolute()
+    out = Path(os.path.abspath(Path(output).expanduser()))  # abspath: `o/../x` is not inside `o`
     outs = {out, out.resolve()}
     cwd = Path.cwd().resolve()
     if any(_inside(cwd, o) for o in outs):
@@ -518,7 +519,7 @@ def check_inputs_outside_output(output: Path, inputs: dict[str, str | Path | Non
         path = Path(spec).expanduser()
         if not path.exists():
             continue  # a Hub id: resolved (to the cache) later and checked again then
-        if any(_inside(p, o) for p in (path.absolute(), path.resolve()) for o in outs):
+        if any(_inside(p, o) for p in (Path(os.path.abspath(path)), path.resolve()) for o in outs):
             raise ConversionError(
                 f"{flag} {spec} is inside OUTPUT {output} (or is OUTPUT itself): writing OUTPUT replaces that folder "
                 "and would delete it; write to another folder, or move the input out of OUTPUT first"

@@ -129,6 +129,8 @@ def safe_torch_load(path: str | Path):
             "torch.load(weights_only=True) is used here. If you trust the file, load it yourself and re-save "
             "only its tensors (e.g. torch.save({'encoder': ckpt['encoder']}, 'clean.pt'))."
         ) from None
+    except MemoryError:
+        raise  # a big legacy (non-zip) file does not fit in memory: not a damaged file
     except Exception as err:  # noqa: BLE001 - whatever a damaged or foreign file makes torch.load raise
         raise _unreadable(path, f"{type(err).__name__}: {err}".strip().splitlines()[0]) from None
 
@@ -275,7 +277,9 @@ def _meant_locally(spec: str) -> str | None:
     path = Path(spec).expanduser()
     if path.suffix.lower() in CHECKPOINT_SUFFIXES:
         return f"a {path.suffix} name is a file, not a Hub repo id"
-    first = Path(spec).parts[0] if Path(spec).parts else ""
+    if path.is_absolute() or spec.startswith("~"):
+        return "an absolute path"
+    first = path.parts[0] if path.parts else ""
     if first and Path(first).exists():
         return f"{first}/ exists here, so this names a local path (to use a Hub repo of that name, run from another directory)"
     return None

@@ -246,6 +246,34 @@ def test_unexpected_errors_are_one_line_with_exit_2(tmp_path, original_pt, capsy
     with pytest.raises(RuntimeError):
         main([str(original_pt), str(tmp_path / "out"), *TINY, "--debug"])
 
+    # Any exception type: exit 1 is kept for "verification failed" (a labels file holding a bare string
+    # used to end in an AttributeError traceback with exit 1).
+    def attribute_error(*args, **kwargs):
+        return "abc".items()
+
+    monkeypatch.setattr(cli, "convert", attribute_error)
+    assert main([str(original_pt), str(tmp_path / "out2"), *TINY]) == 2
+    assert "AttributeError" in capsys.readouterr().err
+
+
+def test_a_path_through_output_and_back_out_is_not_inside_it(tmp_path):
+    from hf_vjepa_area.conversion.convert import check_inputs_outside_output
+    from hf_vjepa_area.conversion.sources import ConversionError
+
+    (tmp_path / "o2").mkdir()
+    (tmp_path / "labels.txt").write_text("c0\n")
+    (tmp_path / "o2" / "labels.txt").write_text("c0\n")
+    check_inputs_outside_output(tmp_path / "o2", {"--labels": f"{tmp_path}/o2/../labels.txt"})  # really beside o2
+    with pytest.raises(ConversionError, match="inside OUTPUT"):
+        check_inputs_outside_output(tmp_path / "o2", {"--labels": f"{tmp_path}/o2/./labels.txt"})
+
+
+def test_missing_absolute_path_is_not_sent_to_the_hub():
+    from hf_vjepa_area.conversion.sources import ConversionError, source_kind
+
+    with pytest.raises(ConversionError, match=r"no such local file or folder \(an absolute path\)"):
+        source_kind("/nonexistent/vjepa2-vitl")
+
 
 def test_garbage_checkpoint_on_the_command_line(tmp_path, capsys):
     path = tmp_path / "vitl.pt"
