@@ -38,7 +38,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
 from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
@@ -205,10 +205,10 @@ def run_config(args) -> dict:
     return config
 
 
-def prepare_output_dir(args, accelerator) -> Path | None:
-    """Refuse to mix runs: a non-empty OUTPUT_DIR needs --resume or --overwrite. Returns the checkpoint to resume."""
+def check_output_dir(args) -> Path | None:
+    """Refuse to mix runs: a non-empty OUTPUT_DIR needs --resume or --overwrite. Only reads, so it runs
+    before anything slow (the encoder) or destructive. Returns the checkpoint to resume."""
     out = Path(args.output_dir)
-    nonempty = out.is_dir() and any(out.iterdir())
     checkpoint = None
     if args.resume:
         checkpoint = probing.find_checkpoint(out / "checkpoints", args.resume)
@@ -219,7 +219,7 @@ def prepare_output_dir(args, accelerator) -> Path | None:
             changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
             if changed:
                 raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
-    elif nonempty:
+    elif out.is_dir() and any(out.iterdir()):
         if not args.overwrite:
             raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
                              "--overwrite to start over")  # fmt: skip
@@ -228,14 +228,19 @@ def prepare_output_dir(args, accelerator) -> Path | None:
     classifier = Path(args.save_classifier) if args.save_classifier else None
     if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
         raise SystemExit(f"error: --save-classifier {classifier} is not empty; pass --overwrite to replace it")
+    return checkpoint
+
+
+def start_output_dir(args, accelerator) -> None:
+    """After every input has been read: clear the old run (--overwrite) and record this one's settings."""
+    out = Path(args.output_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if args.overwrite and nonempty:
+        if args.overwrite and not args.resume and out.is_dir() and any(out.iterdir()):
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         probing.write_json(out / RUN_FILE, run_config(args))
     accelerator.wait_for_everyone()
-    return checkpoint
 
 
 def class_names_for(args, num_classes: int) -> list[str]:
@@ -254,18 +259,24 @@ def class_names_for(args, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def data_signature(dataset: VideoClipDataset) -> dict:
+def data_signature(dataset: VideoClipDataset, accelerator) -> dict:
     """What a feature cache was computed from: the manifest's bytes (paths and labels) and each video's
-    size and mtime, so an edited manifest or a replaced video invalidates the cache."""
-    videos = hashlib.sha256()
-    for path, _ in dataset.entries:
-        try:
-            stat = os.stat(path)
-            videos.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-        except OSError:  # missing: skipped when encoding; becoming readable later changes the signature
-            videos.update(f"{path}\tmissing\n".encode())
-    return dict(manifest_sha256=hashlib.sha256(Path(dataset.manifest).read_bytes()).hexdigest(),
-                videos_sha256=videos.hexdigest())  # fmt: skip
+    size and mtime, so an edited manifest or a replaced video invalidates the cache. Computed on the main
+    process and shared: one pass of stat calls, and every process compares the same key (one that saw
+    another mtime would take the other branch and leave the rest waiting for it)."""
+    signature = [None]
+    if accelerator.is_main_process:
+        videos = hashlib.sha256()
+        for path, _ in dataset.entries:
+            try:
+                stat = os.stat(path)
+                videos.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            except OSError:  # missing: skipped when encoding; becoming readable later changes the signature
+                videos.update(f"{path}\tmissing\n".encode())
+        signature = [dict(manifest_sha256=hashlib.sha256(Path(dataset.manifest).read_bytes()).hexdigest(),
+                          videos_sha256=videos.hexdigest())]  # fmt: skip
+    broadcast_object_list(signature)
+    return signature[0]
 
 
 def make_demo_data(args):
@@ -324,6 +335,7 @@ def main(argv=None) -> int:
     if not args.demo:
         class_names = class_names_for(args, num_classes)
     num_classes = max(num_classes, len(class_names))
+    checkpoint = check_output_dir(args)
 
     # ---- frozen encoder ---------------------------------------------------------------------
     with accelerator.main_process_first():
@@ -331,7 +343,7 @@ def main(argv=None) -> int:
             None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
             full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
         )  # fmt: skip
-    checkpoint = prepare_output_dir(args, accelerator)
+    start_output_dir(args, accelerator)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim
@@ -356,7 +368,7 @@ def main(argv=None) -> int:
 
         def features(split: str, dataset: VideoClipDataset, views: int) -> dict:
             spec = dict(split=split, manifest=str(Path(dataset.manifest).resolve()), entries=len(dataset),
-                        **data_signature(dataset), encoder=args.model, fingerprint=fingerprint,
+                        **data_signature(dataset, accelerator), encoder=args.model, fingerprint=fingerprint,
                         views=views, dtype=str(enc_dtype), **{k: v for k, v in clip_args.items() if k != "backend"})  # fmt: skip
 
             def compute(indices):

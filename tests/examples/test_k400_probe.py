@@ -227,10 +227,13 @@ def load_example(name: str):
     return module
 
 
-def test_output_dir_is_not_reused_by_accident(reference, tmp_path):
+def test_output_dir_is_not_reused_by_accident(reference, tmp_path, monkeypatch):
     script = load_example("k400_probe")
+    # refused before the encoder is loaded (for a real model, a long load for a one-line refusal)
+    monkeypatch.setattr(script.probing, "load_encoder", lambda *a, **k: pytest.fail("encoder loaded first"))
     with pytest.raises(SystemExit, match="--resume"):
         script.main(["--output-dir", str(reference[0])])
+    monkeypatch.undo()
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
