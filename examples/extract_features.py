@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     tensors = {"features": torch.cat(features).contiguous(), "labels": torch.cat(labels), "indices": torch.cat(indices)}
     # Through a temporary file and a rename: a killed run never leaves half a file under --output.
     write_atomically(output, lambda temp: save_file(tensors, str(temp), metadata=metadata))
-    print(f"{args.output}: features {tuple(torch.cat(features).shape)} of {len(dataset) - len(skipped)} videos; "
+    print(f"{args.output}: features {tuple(tensors['features'].shape)} of {len(dataset) - len(skipped)} videos; "
           f"{len(skipped)} skipped")  # fmt: skip
     return 0
 
