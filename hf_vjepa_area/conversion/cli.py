@@ -16,6 +16,7 @@ from .convert import (
     convert,
     existing_conversion,
 )
+from .push import check_repo_id
 from .sources import ConversionError, source_kind
 from .verify import DEFAULT_TOLERANCE
 
@@ -217,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.push_to_hub is None and _given(parser, args, PUSH_ONLY):
             raise ConversionError(f"{', '.join(_given(parser, args, PUSH_ONLY))}: only with --push-to-hub")
-        if args.push_to_hub is not None and not re.fullmatch(r"[\w.-]+/[\w.-]+", args.push_to_hub):
-            raise ConversionError(f"--push-to-hub needs ORG/NAME, got {args.push_to_hub!r}")
+        if args.push_to_hub is not None:
+            check_repo_id(args.push_to_hub)
         if args.to == "transformers":
             ignored = _given(parser, args, CONVERT_ONLY)
             if ignored:

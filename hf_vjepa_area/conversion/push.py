@@ -25,6 +25,18 @@ def planned_files(folder: str | Path) -> list[dict]:
     return files
 
 
+def check_repo_id(repo_id: str) -> None:
+    """ORG/NAME as the Hub accepts it (huggingface_hub's own rules), checked before any work is done."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if repo_id.count("/") != 1:
+            raise HFValidationError("it must name an organisation or user and a repo")
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"--push-to-hub needs ORG/NAME, got {repo_id!r}: {error}") from None
+
+
 def push_folder(
     folder: str | Path,
     repo_id: str,
@@ -42,8 +54,7 @@ def push_folder(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a converted model folder (no config.json)")
-    if repo_id.count("/") != 1:
-        raise ValueError(f"--push-to-hub needs ORG/NAME, got {repo_id!r}")
+    check_repo_id(repo_id)
     if api is None:
         from huggingface_hub import HfApi
 
@@ -70,4 +81,4 @@ def push_folder(
     }
 
 
-__all__ = ["push_folder", "planned_files", "IGNORE_PATTERNS"]
+__all__ = ["check_repo_id", "push_folder", "planned_files", "IGNORE_PATTERNS"]

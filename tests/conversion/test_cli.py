@@ -369,7 +369,9 @@ def test_publishing_flags_without_push_are_refused(tmp_path, original_pt, capsys
     assert not (tmp_path / "out").exists()
 
 
-def test_push_target_is_checked_before_converting(tmp_path, original_pt, capsys):
-    assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--push-to-hub", "no-org"]) == 2
-    assert "--push-to-hub needs ORG/NAME, got 'no-org'" in capsys.readouterr().err
+@pytest.mark.parametrize("repo_id", ["no-org", "org/-name", "org/na me", "a/b/c"])
+def test_push_target_is_checked_before_converting(tmp_path, original_pt, capsys, repo_id):
+    """By the Hub's own rules (huggingface_hub.validate_repo_id), the same check as push_folder's."""
+    assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--push-to-hub", repo_id]) == 2
+    assert f"--push-to-hub needs ORG/NAME, got {repo_id!r}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
