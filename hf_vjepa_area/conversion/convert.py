@@ -685,21 +685,26 @@ def _default_repo_id(variant: str, area: bool, config) -> str | None:
         return None
 
 
-def existing_conversion(output: Path, source: str, options: ConvertOptions) -> dict | None:
-    """The report of an existing output made from the same inputs (weights, config.json, labels: sha256)
-    with the same options, else None."""
-    report_path = Path(output) / REPORT_NAME
-    if not report_path.is_file():
-        return None
+def matching_report(output: str | Path, options, inputs_sha256: Callable[[], dict],
+                    direction: str | None = None) -> dict | None:
+    """The report in OUTPUT when it was made with the same options (and direction) from the same inputs
+    (sha256), else None: what lets a rerun reuse the folder, e.g. to resume an interrupted push.
+    `inputs_sha256` is called only once the options match (hashing big weight files is the slow part)."""
     try:
-        report = json.loads(report_path.read_text())
-    except json.JSONDecodeError:
+        report = json.loads((Path(output) / REPORT_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if direction is not None and report.get("direction") != direction:
         return None
     if report.get("options") != json.loads(json.dumps(options.fingerprint())):
         return None
-    if report.get("inputs_sha256") != source_fingerprint(source, options):
-        return None
-    return report
+    return report if report.get("inputs_sha256") == inputs_sha256() else None
+
+
+def existing_conversion(output: Path, source: str, options: ConvertOptions) -> dict | None:
+    """The report of an existing output made from the same inputs (weights, config.json, labels: sha256)
+    with the same options, else None."""
+    return matching_report(output, options, lambda: source_fingerprint(source, options))
 
 
 __all__ = [
@@ -715,5 +720,6 @@ __all__ = [
     "check_inputs_outside_output",
     "publish",
     "existing_conversion",
+    "matching_report",
     "source_fingerprint",
 ]

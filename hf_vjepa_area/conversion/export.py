@@ -23,6 +23,7 @@ from .convert import (
     _now,
     check_inputs_outside_output,
     check_output_path,
+    matching_report,
     publish,
 )
 from .keys import hf_sections, ours_to_theirs
@@ -78,8 +79,13 @@ def load_ours(spec: str, revision: str | None = None, local_files_only: bool = F
     architecture = (config.get("architectures") or ["VJEPA2AreaModel"])[0]
     cls = VJEPA2AreaForVideoClassification if architecture == "VJEPA2AreaForVideoClassification" else VJEPA2AreaModel
     model = cls.from_pretrained(str(folder), dtype="auto").eval()
-    files = [file_record(p) for p in sorted(folder.glob("*.safetensors"))]
+    files = [file_record(p) for p in our_weight_files(folder)]
     return model, folder, files
+
+
+def our_weight_files(folder: Path) -> list[Path]:
+    """The weight files of one of our repo folders, in a fixed order (recorded, and compared on reuse)."""
+    return sorted(folder.glob("*.safetensors"))
 
 
 def check_exportable(config, classification: bool) -> None:
@@ -229,7 +235,7 @@ def export_to_transformers(
         "notes": notes,
         "options": options.fingerprint(),
         "source_sha256": [f["sha256"] for f in files],
-        "inputs_sha256": _inputs_sha256(
+        "inputs_sha256": export_inputs_sha256(
             [f["sha256"] for f in files], folder, predictor_record and [f["sha256"] for f in predictor_record["files"]],
             predictor_record and predictor_record["config_sha256"],
         ),
@@ -264,7 +270,7 @@ def export_to_transformers(
     return ConversionResult(output, report)
 
 
-def _inputs_sha256(files: list[str], folder: Path, predictor: list[str] | None, predictor_config: str | None) -> dict:
+def export_inputs_sha256(files: list[str], folder: Path, predictor: list[str] | None, predictor_config: str | None) -> dict:
     """sha256 of everything an export reads: our weights and config.json, the predictor's weights and config.json."""
     return {
         "files": list(files),
@@ -277,23 +283,18 @@ def _inputs_sha256(files: list[str], folder: Path, predictor: list[str] | None, 
 def existing_export(output: str | Path, source: str, options: ExportOptions) -> dict | None:
     """The report of an existing export made from the same inputs (sha256) with the same options, else None:
     what lets an interrupted `--push-to-hub` be resumed by running the same command again."""
-    report_path = Path(output) / REPORT_NAME
-    try:
-        report = json.loads(report_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if report.get("direction") != "to transformers" or report.get("options") != json.loads(json.dumps(options.fingerprint())):
-        return None
-    folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
-    predictor = predictor_config = None
-    if options.predictor_from:
-        pred_folder, _, _ = resolve_hf_folder(options.predictor_from, options.predictor_revision, options.local_files_only)
-        predictor = [sha256_file(path) for path in weight_files(pred_folder)]
-        predictor_config = sha256_file(pred_folder / "config.json")
-    files = [sha256_file(path) for path in sorted(folder.glob("*.safetensors"))]  # what load_ours records
-    if report.get("inputs_sha256") != _inputs_sha256(files, folder, predictor, predictor_config):
-        return None
-    return report
+
+    def inputs() -> dict:
+        folder, _, _ = resolve_hf_folder(source, options.revision, options.local_files_only)
+        predictor = predictor_config = None
+        if options.predictor_from:
+            pred_folder, _, _ = resolve_hf_folder(options.predictor_from, options.predictor_revision, options.local_files_only)
+            predictor = [sha256_file(path) for path in weight_files(pred_folder)]
+            predictor_config = sha256_file(pred_folder / "config.json")
+        files = [sha256_file(path) for path in our_weight_files(folder)]
+        return export_inputs_sha256(files, folder, predictor, predictor_config)
+
+    return matching_report(output, options, inputs, direction="to transformers")
 
 
 __all__ = ["ExportOptions", "existing_export", "export_to_transformers", "transformers_config", "check_exportable", "load_ours"]
