@@ -220,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConversionError(f"{', '.join(_given(parser, args, PUSH_ONLY))}: only with --push-to-hub")
         if args.push_to_hub is not None:
             check_repo_id(args.push_to_hub)
+        for flag, revision, spec in (("--source-revision", args.revision, args.source),
+                                     ("--predictor-revision", args.predictor_revision, args.predictor_from)):
+            if revision and spec and Path(spec).expanduser().exists():
+                raise ConversionError(f"{flag}: {spec} is a local path, which has no revisions; it applies to Hub ids only")
         if args.to == "transformers":
             ignored = _given(parser, args, CONVERT_ONLY)
             if ignored:

@@ -357,9 +357,9 @@ def test_interrupted_export_push_is_resumed_by_rerunning(tmp_path, hf_encoder_di
     assert "reusing" in printed and "pushed to https://huggingface.co/org/x" in printed
     assert (out / "model.safetensors").stat().st_mtime_ns == before
     assert [name for name, _, _ in recording_api][-2:] == ["create_repo", "upload_folder"]
-    # Another predictor revision is another export: not reused.
+    # A revision of a local predictor folder means nothing: refused, never silently reused or ignored.
     assert main([*argv, "--predictor-revision", "v2"]) == 2
-    assert "--overwrite" in capsys.readouterr().err
+    assert "is a local path, which has no revisions" in capsys.readouterr().err
 
 
 def test_publishing_flags_without_push_are_refused(tmp_path, original_pt, capsys):
@@ -375,3 +375,13 @@ def test_push_target_is_checked_before_converting(tmp_path, original_pt, capsys,
     assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--push-to-hub", repo_id]) == 2
     assert f"--push-to-hub needs ORG/NAME, got {repo_id!r}" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_revisions_of_local_paths_are_refused(tmp_path, original_pt, capsys):
+    """--source-revision / --predictor-revision used to be ignored silently for local files and folders."""
+    assert main([str(original_pt), str(tmp_path / "out"), *TINY, "--source-revision", "v1"]) == 2
+    assert "--source-revision: " in capsys.readouterr().err
+    assert main([str(tmp_path), str(tmp_path / "hf"), "--to", "transformers", "--predictor-from", str(original_pt.parent),
+                 "--predictor-revision", "v1"]) == 2
+    assert "--predictor-revision: " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "hf").exists()
