@@ -105,7 +105,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--resolution", type=int, help="crop size (K400: 256)")
     g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default 1: pad short videos, as V-JEPA 2)")
     g.add_argument("--num-workers", type=int, help="DataLoader workers per process")
-    g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"])
+    g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"],
+                   help="auto: torchcodec for mp4/mov/mkv/webm when it decodes here (faster), else PyAV "
+                        "(exact on every container; torchcodec returns other frames for B-frames in AVI/MPEG-TS)")
     g.add_argument("--demo-data-root", help="where the demo videos are generated "
                    "(default: outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)")
     g.add_argument("--demo-classes", type=int, default=4, help="demo classes (motion directions), 1-4")
