@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-from timm.models import adapt_input_conv, build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
@@ -263,13 +263,27 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VJEPA2Area)
     if "pos_embed" in state_dict and "pos_embed" in own and state_dict["pos_embed"].shape != own["pos_embed"].shape:
         state_dict = dict(state_dict, pos_embed=own["pos_embed"])
     stem = state_dict.get("patch_embed.proj.weight")
-    if stem is not None and stem.ndim == 5 and stem.shape[1] != own["patch_embed.proj.weight"].shape[1]:
-        # timm adapts only 4-D (Conv2d) stems and would leave a Conv3d one randomly initialised; its rule
-        # (sum for 1 channel, else repeat and rescale) applied over (tubelet, p*p) as the kernel dims.
-        in_chans = own["patch_embed.proj.weight"].shape[1]
-        adapted = adapt_input_conv(in_chans, stem.flatten(3), base_chans=stem.shape[1])
-        state_dict = dict(state_dict, **{"patch_embed.proj.weight": adapted.unflatten(3, stem.shape[3:])})
+    in_chans = own["patch_embed.proj.weight"].shape[1]
+    if stem is not None and stem.shape[1] != in_chans:
+        state_dict = dict(state_dict, **{"patch_embed.proj.weight": adapt_stem(stem, in_chans)})
     return state_dict
+
+
+def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Pretrained patch-embed weights for another channel count, by timm's rule: a grey input sums the
+    colour filters; otherwise the source channels repeat and scale by source / in_chans.
+
+    Done here for the 5-D tubelet Conv3d, which timm's own `adapt_input_conv` does not take (some timm
+    versions drop it to random init, older ones fail); `_create` keeps timm from trying.
+    """
+    source = weight.shape[1]
+    adapted = weight.float()
+    if in_chans == 1:
+        adapted = adapted.sum(1, keepdim=True)
+    else:
+        repeats = [1, -(-in_chans // source)] + [1] * (weight.ndim - 2)
+        adapted = adapted.repeat(*repeats)[:, :in_chans] * (source / in_chans)
+    return adapted.to(weight.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,6 +351,8 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
 
 def _create(name: str, pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
     depth = kwargs.get("depth", VJEPA2AreaConfig.depth)
+    if kwargs.get("in_chans", 3) != 3:  # the stem is adapted by checkpoint_filter_fn, not by timm
+        kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "first_conv": None}
     try:
         return build_model_with_cfg(
             VJEPA2Area,
