@@ -230,11 +230,12 @@ class _PyAVReader(VideoReader):
         "ok": it landed at or before `wanted[0]` (frames still missing then are missing from the file).
         "late": it landed after `wanted[0]` (open GOPs: leading B-frames need the previous GOP), so the
         caller retries from earlier. "untrusted": the first frame out is no keyframe (no index to seek
-        by, e.g. MPEG-TS: the seek lands mid-GOP and the decoder returns damaged frames), or the pts do
-        not step through the index one frame at a time or are unknown (AVI stores no presentation time, so with B-frames FFmpeg's guesses say
-        nothing about a frame's index), or no frame came out at all: the caller decodes from the start.
+        by, e.g. MPEG-TS: the seek lands mid-GOP and the decoder returns damaged frames), or the pts
+        do not step through the index one frame at a time or are unknown (AVI stores no presentation
+        time, so with B-frames FFmpeg's guesses say nothing about a frame's index), or no frame came
+        out at all: the caller decodes from the start.
         """
-        decoded, previous = {}, None
+        wanted_set, decoded, previous = set(wanted), {}, None
         for count, frame in enumerate(frames):
             index = index_of_pts.get(frame.pts)
             if (count == 0 and not frame.key_frame) or index is None or (previous is not None and index != previous + 1):
@@ -242,7 +243,8 @@ class _PyAVReader(VideoReader):
             if count == 0 and index > wanted[0]:
                 return {}, "late"
             previous = index
-            decoded.update(self._collect([(index, frame)], wanted))
+            if index in wanted_set:
+                decoded[index] = self._rgb(frame)
             if index >= wanted[-1]:
                 break
         return decoded, "ok" if previous is not None else "untrusted"  # no frame at all after the seek
@@ -252,12 +254,15 @@ class _PyAVReader(VideoReader):
         wanted_set, last, decoded = set(wanted), wanted[-1], {}
         for index, frame in frames:
             if index in wanted_set and index not in decoded:
-                # At the stream's declared size: a stream whose resolution changes mid-way (joined
-                # MPEG-TS files, adaptive streams) still gives frames that stack into one clip.
-                decoded[index] = frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
+                decoded[index] = self._rgb(frame)
             if index >= last:
                 break
         return decoded
+
+    def _rgb(self, frame) -> np.ndarray:
+        # At the stream's declared size: a stream whose resolution changes mid-way (joined MPEG-TS
+        # files, adaptive streams) still gives frames that stack into one clip.
+        return frame.to_ndarray(format="rgb24", width=self.info.width, height=self.info.height)
 
     def close(self) -> None:
         container = getattr(self, "_container", None)
