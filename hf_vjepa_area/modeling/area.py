@@ -19,7 +19,7 @@ Kernels (all exact; they differ in speed and where they run):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -104,13 +104,11 @@ class AreaPlan:
             return self
         key = ("device", str(device))
         if key not in self._cache:
-            self._cache[key] = AreaPlan(
-                kernel=self.kernel,
-                num_areas=self.num_areas,
+            self._cache[key] = replace(
+                self,
                 order=self.order.to(device, non_blocking=non_blocking),
                 area_ids=self.area_ids.to(device, non_blocking=non_blocking),
-                max_area_len=self.max_area_len,
-                equal_areas=self.equal_areas,
+                _cache={},
             )
         return self._cache[key]
 
