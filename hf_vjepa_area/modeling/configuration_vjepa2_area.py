@@ -87,6 +87,10 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         when no tokens are masked and the grid divides) or "varlen" (packed variable-length attention,
         CUDA, fp16/bf16).
     probe_* fields size the attentive probe of `VJEPA2AreaForVideoClassification`.
+    predictor_* fields size V-JEPA 2's predictor (self-supervised training only; the encoder ignores
+    them). Released L/H/g predictors: width 384, depth 12, 12 heads, MLP ratio 4, 10 mask tokens, full
+    attention. `predictor_area_splits` / `predictor_area_layers` mean what the encoder's area fields
+    mean, over the predictor's blocks.
     """
 
     model_type = "vjepa2_area"
@@ -122,6 +126,13 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     probe_depth: int = 4
     probe_num_heads: int = 16
     probe_layer_norm_eps: float = 1e-5
+    predictor_embed_dim: int = 384
+    predictor_depth: int = 12
+    predictor_num_heads: int = 12
+    predictor_mlp_ratio: float = 4.0
+    predictor_num_mask_tokens: int = 10
+    predictor_area_splits: list[int] | tuple[int, int, int] | None = None
+    predictor_area_layers: list[int] | str | range | None = None
 
     def __post_init__(self, **kwargs):
         for key in TIMM_CONFIG_KEYS:  # timm's keys in config.json are derived on save, never read back
@@ -141,6 +152,11 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             self.area_layers = parse_area_layers(self.area_layers, self.depth)
         else:
             self.area_layers = []
+        if self.predictor_area_splits is not None:
+            self.predictor_area_splits = [int(s) for s in self.predictor_area_splits]
+            self.predictor_area_layers = parse_area_layers(self.predictor_area_layers, self.predictor_depth)
+        else:
+            self.predictor_area_layers = []
         super().__post_init__(**kwargs)
 
     def timm_config(self) -> dict:
@@ -213,30 +229,41 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             raise ValueError(f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
         if self.area_kernel not in AREA_KERNELS:
             raise ValueError(f"area_kernel must be one of {AREA_KERNELS}, got {self.area_kernel!r}")
-        if self.area_splits is not None:
-            splits = self.area_splits
-            if (
-                not isinstance(splits, (list, tuple))
-                or len(splits) != 3
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in splits)
-            ):
-                raise ValueError(
-                    "area_splits must be None or three positive ints (time, height, width), e.g. (2, 2, 1); "
-                    f"got {splits!r}"
-                )
-            grid = self.grid_size
-            for axis, split, size in zip(("time", "height", "width"), splits, grid):
-                if split > size:
-                    raise ValueError(
-                        f"area_splits {axis} split {split} exceeds the token grid's {axis} size {size} at the "
-                        f"configured input (grid t,h,w = {grid}); use a split <= {size}"
-                    )
-        elif self.area_layers:
-            raise ValueError("area_layers is set but area_splits is None: set area_splits, e.g. (2, 2, 1)")
+        self._validate_area_splits("area_splits", "area_layers")
+        self._validate_area_splits("predictor_area_splits", "predictor_area_layers")
         if not isinstance(self.area_residual_scale, (int, float)):
             raise ValueError(f"area_residual_scale must be a number, got {self.area_residual_scale!r}")
-        for name in ("probe_depth", "probe_num_heads"):
+        for name in ("probe_depth", "probe_num_heads", "predictor_embed_dim", "predictor_depth",
+                     "predictor_num_heads", "predictor_num_mask_tokens"):
             positive_int(name)
+        if self.predictor_embed_dim % self.predictor_num_heads:
+            raise ValueError(
+                f"predictor_embed_dim ({self.predictor_embed_dim}) must be divisible by predictor_num_heads "
+                f"({self.predictor_num_heads})"
+            )
+
+    def _validate_area_splits(self, splits_name: str, layers_name: str) -> None:
+        splits = getattr(self, splits_name)
+        if splits is None:
+            if getattr(self, layers_name):
+                raise ValueError(f"{layers_name} is set but {splits_name} is None: set {splits_name}, e.g. (2, 2, 1)")
+            return
+        if (
+            not isinstance(splits, (list, tuple))
+            or len(splits) != 3
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in splits)
+        ):
+            raise ValueError(
+                f"{splits_name} must be None or three positive ints (time, height, width), e.g. (2, 2, 1); "
+                f"got {splits!r}"
+            )
+        grid = self.grid_size
+        for axis, split, size in zip(("time", "height", "width"), splits, grid):
+            if split > size:
+                raise ValueError(
+                    f"{splits_name} {axis} split {split} exceeds the token grid's {axis} size {size} at the "
+                    f"configured input (grid t,h,w = {grid}); use a split <= {size}"
+                )
 
 
 # `save_pretrained` copies this file beside config.json and records it in `auto_map` (remote code).
