@@ -475,7 +475,11 @@ class VJEPA2AreaEncoderMixin:
             )
             positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
             tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
-        rope = build_rope_tables(positions, config.head_dim, config.rope_interleave) if config.use_rope else None
+        rope = (
+            build_rope_tables(positions, config.head_dim, config.rope_interleave, dtype=tokens.dtype)
+            if config.use_rope
+            else None
+        )
 
         inverse = None
         if plan is not None:  # the permutation's inverse, by scatter rather than a second sort

@@ -15,7 +15,8 @@ import torch
 
 
 class RopeTables(NamedTuple):
-    """cos and signed sin, [B or 1, K, 1, head_dim] float32, broadcast over heads (token-major layout).
+    """cos and signed sin, [B or 1, K, 1, head_dim] float32 (float64 for a float64 model), broadcast over
+    heads (token-major layout).
 
     `sin` carries the rotation's signs (-sin on even channels, +sin on odd ones), so applying it is a
     pair swap and one fused multiply-add: `x * cos + swap_pairs(x) * sin`.
@@ -40,12 +41,18 @@ def token_positions(token_ids: torch.Tensor, grid: tuple[int, int, int]) -> torc
     return torch.stack((t, h, w), dim=-1)
 
 
-def build_rope_tables(positions: torch.Tensor, head_dim: int, interleave: bool = False) -> RopeTables:
-    """Tables for integer positions [..., K, 3]; leftover channels get cos=1, sin=0 (identity)."""
+def build_rope_tables(
+    positions: torch.Tensor, head_dim: int, interleave: bool = False, dtype: torch.dtype = torch.float32
+) -> RopeTables:
+    """Tables for integer positions [..., K, 3]; leftover channels get cos=1, sin=0 (identity).
+
+    Never below float32, whatever the autocast dtype; float64 when the model runs in float64.
+    """
+    dtype = torch.promote_types(dtype, torch.float32)
     axis_dim = rope_axis_dim(head_dim)
     half = axis_dim // 2
-    omega = 1.0 / 10000 ** (torch.arange(half, dtype=torch.float32, device=positions.device) / half)
-    freqs = positions.to(torch.float32).unsqueeze(-1) * omega  # [..., K, 3, half]
+    omega = 1.0 / 10000 ** (torch.arange(half, dtype=dtype, device=positions.device) / half)
+    freqs = positions.to(dtype).unsqueeze(-1) * omega  # [..., K, 3, half]
     if interleave:
         freqs = freqs.repeat_interleave(2, dim=-1)
     else:
@@ -67,9 +74,9 @@ def swap_pairs(x: torch.Tensor) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
-    """Rotate x [B, K, heads, head_dim] in float32 (autocast-safe) and return it in x's dtype."""
-    x32 = x.float()
-    return torch.addcmul(x32 * tables.cos, swap_pairs(x32), tables.sin).to(x.dtype)
+    """Rotate x [B, K, heads, head_dim] in at least float32 (autocast-safe) and return it in x's dtype."""
+    wide = x.to(torch.promote_types(x.dtype, tables.cos.dtype))
+    return torch.addcmul(wide * tables.cos, swap_pairs(wide), tables.sin).to(x.dtype)
 
 
 __all__ = ["RopeTables", "token_positions", "build_rope_tables", "apply_rope", "rope_axis_dim"]

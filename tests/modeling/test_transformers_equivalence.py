@@ -1,10 +1,14 @@
-"""Our encoder against transformers' own VJEPA2Model (an independent implementation of V-JEPA 2)."""
+"""Our encoder against transformers' own VJEPA2Model (an independent implementation of V-JEPA 2).
+
+Exactness is checked in float64 (machine-independent; see tests/numerics.py), what users run in float32.
+"""
 
 import pytest
 import torch
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel
+from tests.numerics import assert_matches
 
 DEPTH = 3
 
@@ -50,27 +54,31 @@ def models():
     return theirs, ours
 
 
+DTYPES = pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+
+
+@DTYPES
 @pytest.mark.parametrize(
     "shape",
     [(2, 4, 3, 32, 32), (2, 8, 3, 32, 32), (1, 1, 3, 32, 32)],
     ids=["video-config-size", "video-8-frames", "image"],
 )
-def test_matches_transformers_vjepa2(models, shape):
-    theirs, ours = models
-    video = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+def test_matches_transformers_vjepa2(models, shape, dtype):
+    theirs, ours = (model.to(dtype) for model in models)
+    video = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
     with torch.no_grad():
         expected = theirs(video, skip_predictor=True).last_hidden_state
         got = ours(video).last_hidden_state
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max().item() <= 1e-5
+    assert got.dtype == expected.dtype == dtype
+    assert_matches(got, expected)
 
 
-def test_image_as_4d_pixels_matches_transformers_single_frame(models):
+@DTYPES
+def test_image_as_4d_pixels_matches_transformers_single_frame(models, dtype):
     """timm-style [B, C, H, W] images (our own path to one tubelet) vs transformers given a 1-frame video."""
-    theirs, ours = models
-    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    theirs, ours = (model.to(dtype) for model in models)
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2), dtype=dtype)
     with torch.no_grad():
         got = ours.encode(image).last_hidden_state
         expected = theirs(image.unsqueeze(1), skip_predictor=True).last_hidden_state
-    assert got.shape == expected.shape
-    assert (got - expected).abs().max().item() <= 1e-5
+    assert_matches(got, expected)
