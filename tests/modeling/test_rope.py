@@ -4,6 +4,7 @@ import torch
 
 from hf_vjepa_area.modeling.rope import apply_rope, build_rope_tables, rope_axis_dim, token_positions
 from tests.modeling.reference import rope as reference_rope
+from tests.numerics import assert_matches
 
 
 def test_token_positions_are_raster_tdw():
@@ -18,12 +19,14 @@ def test_matches_per_slice_reference_with_unrotated_tail():
     assert rope_axis_dim(head_dim) == 20
     ids = torch.randperm(60)[:25]
     pos = token_positions(ids, (3, 4, 5))
-    x = torch.randn(1, 25, 2, head_dim)
-    for interleave in (False, True):
-        ours = apply_rope(x, build_rope_tables(pos.unsqueeze(0), head_dim, interleave))
-        ref = reference_rope(x[0].transpose(0, 1), pos[:, 0], pos[:, 1], pos[:, 2], interleave).transpose(0, 1)
-        torch.testing.assert_close(ours[0], ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(ours[..., 60:], x[..., 60:], atol=0, rtol=0)
+    for dtype in (torch.float64, torch.float32):
+        x = torch.randn(1, 25, 2, head_dim, dtype=dtype)
+        for interleave in (False, True):
+            ours = apply_rope(x, build_rope_tables(pos.unsqueeze(0), head_dim, interleave, dtype=dtype))
+            ref = reference_rope(x[0].transpose(0, 1), pos[:, 0], pos[:, 1], pos[:, 2], interleave).transpose(0, 1)
+            assert ours.dtype == dtype
+            assert_matches(ours[0], ref)
+            assert torch.equal(ours[..., 60:], x[..., 60:])
 
 
 def test_interleave_flag_changes_the_rotation():
@@ -66,7 +69,8 @@ def test_released_tiled_rope_is_not_translation_invariant():
 
 def test_tables_are_fp32_and_rotation_keeps_dtype_under_bf16():
     pos = token_positions(torch.arange(8), (2, 2, 2)).unsqueeze(0)
-    tables = build_rope_tables(pos, 64)
+    tables = build_rope_tables(pos, 64, dtype=torch.bfloat16)
     assert tables.cos.dtype == torch.float32
     x = torch.randn(1, 8, 2, 64, dtype=torch.bfloat16)
     assert apply_rope(x, tables).dtype == torch.bfloat16
+    assert build_rope_tables(pos, 64, dtype=torch.float64).cos.dtype == torch.float64
