@@ -13,10 +13,9 @@ import functools
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .configuration_vjepa2_area import VJEPA2AreaConfig
-from .modeling_vjepa2_area import Block, arrange_tokens, init_weights, normalize_masks
+from .modeling_vjepa2_area import Block, arrange_tokens, init_weights, normalize_masks, set_blocks_checkpointing
 
 # Files of a converted folder beside config.json / model.safetensors (the encoder).
 PREDICTOR_WEIGHTS_NAME = "predictor.safetensors"
@@ -76,10 +75,7 @@ class VJEPA2AreaPredictor(nn.Module):
             nn.init.zeros_(token)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of keeping its activations."""
-        for block in self.predictor_blocks:
-            block.gradient_checkpointing = enable
-            block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+        set_blocks_checkpointing(self.predictor_blocks, enable)
 
     def forward(
         self,
