@@ -23,7 +23,7 @@ from hf_vjepa_area.ssl import (
     param_groups,
     target_tokens,
 )
-from tests.modeling.reference import reference_encoder, reference_predictor
+from tests.modeling.reference import randomize, reference_encoder, reference_predictor
 
 GRID = (2, 4, 4)  # 4 frames, 64 px, tubelet 2, patch 16
 
@@ -32,13 +32,6 @@ def tiny_config(**kwargs) -> VJEPA2AreaConfig:
     fields = dict(embed_dim=32, depth=2, num_heads=2, img_size=64, num_frames=4, predictor_embed_dim=24,
                   predictor_depth=2, predictor_num_heads=2, predictor_num_mask_tokens=3)
     return VJEPA2AreaConfig(**{**fields, **kwargs})
-
-
-def randomize(module: torch.nn.Module, seed: int) -> None:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
 def tiny_models(seed: int = 0, **config):

@@ -22,30 +22,20 @@ PREDICTOR_WEIGHTS_NAME = "predictor.safetensors"
 CONTEXT_ENCODER_WEIGHTS_NAME = "context_encoder.safetensors"
 
 
+# The predictor's blocks are the encoder's `Block`s, built from a config with the encoder's grid, RoPE and
+# area settings and the predictor's sizes and area fields.
+_ENCODER_FIELDS = ("img_size", "patch_size", "num_frames", "tubelet_size", "rope_interleave", "layer_norm_eps",
+                   "drop_path_rate", "init_std", "area_residual_scale", "area_kernel")
+_PREDICTOR_FIELDS = {name: f"predictor_{name}" for name in ("embed_dim", "depth", "num_heads", "mlp_ratio",
+                                                            "area_splits", "area_layers")}
+
+
 def predictor_block_config(config: VJEPA2AreaConfig) -> VJEPA2AreaConfig:
-    """The config the predictor's blocks and token plan read: the encoder's with the predictor's sizes and
-    area fields. The released predictor is a GELU MLP with qkv bias whatever the encoder uses."""
-    return VJEPA2AreaConfig(
-        img_size=config.img_size,
-        patch_size=config.patch_size,
-        num_frames=config.num_frames,
-        tubelet_size=config.tubelet_size,
-        embed_dim=config.predictor_embed_dim,
-        depth=config.predictor_depth,
-        num_heads=config.predictor_num_heads,
-        mlp_ratio=config.predictor_mlp_ratio,
-        qkv_bias=True,
-        use_rope=True,
-        rope_interleave=config.rope_interleave,
-        use_silu=False,
-        layer_norm_eps=config.layer_norm_eps,
-        drop_path_rate=config.drop_path_rate,
-        init_std=config.init_std,
-        area_splits=config.predictor_area_splits,
-        area_layers=config.predictor_area_layers,
-        area_residual_scale=config.area_residual_scale,
-        area_kernel=config.area_kernel,
-    )
+    """The config the predictor's blocks and token plan read. The released predictor is a GELU MLP with
+    qkv bias whatever the encoder uses."""
+    fields = {name: getattr(config, name) for name in _ENCODER_FIELDS}
+    fields.update({name: getattr(config, source) for name, source in _PREDICTOR_FIELDS.items()})
+    return VJEPA2AreaConfig(**fields, qkv_bias=True, use_rope=True, use_silu=False)
 
 
 class VJEPA2AreaPredictor(nn.Module):

@@ -114,6 +114,14 @@ def reference_predictor(predictor, config, context, context_ids, target_ids, gri
     return torch.stack(outputs)
 
 
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.1) -> None:
+    """Every parameter random (mask tokens, biases and norms included), so no zero or one hides an error."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
+
+
 def random_masks(batch: int, num_tokens: int, keep: int, generator: torch.Generator, sort: bool = True):
     ids = torch.stack([torch.randperm(num_tokens, generator=generator)[:keep] for _ in range(batch)])
     return ids.sort(dim=-1).values if sort else ids

@@ -15,7 +15,7 @@ from hf_vjepa_area.conversion.predictor_keys import (
     original_predictor_to_transformers,
     transformers_predictor_to_original,
 )
-from tests.modeling.reference import reference_predictor
+from tests.modeling.reference import randomize, reference_predictor
 
 ENCODER_DIM, WIDTH, HEADS, DEPTH = 48, 64, 2, 3  # head_dim 32 as released: 10 channels per axis, 2 unrotated
 
@@ -24,14 +24,6 @@ def our_config(**kwargs) -> VJEPA2AreaConfig:
     fields = dict(embed_dim=ENCODER_DIM, depth=1, num_heads=3, img_size=64, num_frames=8,
                   predictor_embed_dim=WIDTH, predictor_depth=DEPTH, predictor_num_heads=HEADS)
     return VJEPA2AreaConfig(**{**fields, **kwargs})
-
-
-def randomize(module: torch.nn.Module, seed: int) -> None:
-    """Every parameter random (mask tokens and biases included), so no zero hides a mapping error."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for param in module.parameters():
-            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
 
 
 def disjoint_masks(batch: int, num_tokens: int, num_context: int, num_target: int, seed: int, sort_targets=True):
