@@ -203,6 +203,8 @@ def load_ssl_models(folder_or_model: str | os.PathLike | VJEPA2AreaModel, *, ini
                 raise FileNotFoundError(f"{folder / name} not found: expected a converted folder (config.json, {ENCODER_WEIGHTS_NAME})")
         config_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         encoder_state = load_file(folder / ENCODER_WEIGHTS_NAME)
+    # A classifier's file holds its probe as `head.*` beside the encoder: not part of SSL training.
+    encoder_state = {key: value for key, value in encoder_state.items() if not key.startswith("head.")}
 
     predictor_state = None
     if init_predictor == "checkpoint":

@@ -9,9 +9,15 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 
-from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel, VJEPA2AreaPredictor
+from hf_vjepa_area import (
+    VJEPA2AreaConfig,
+    VJEPA2AreaForVideoClassification,
+    VJEPA2AreaModel,
+    VJEPA2AreaPredictor,
+    save_repo_folder,
+)
 from hf_vjepa_area.data.masks import MultiBlockMaskCollator
 from hf_vjepa_area.ssl import (
     JEPA,
@@ -235,18 +241,18 @@ def test_param_groups():
 
 
 def write_folder(path, *, num_mask_tokens=10, predictor=True, context_encoder=False, **config):
-    """A converted folder as conversion writes it: config.json, model.safetensors (+ predictor, context)."""
+    """A converted folder as the library writes it (`save_repo_folder`), with the SSL files beside it."""
     encoder, _, _ = tiny_models(**config)
-    encoder.save_pretrained(path)
     files = {"encoder": encoder.state_dict()}
+    extra = {}
     if predictor:
-        files["predictor"] = VJEPA2AreaPredictor(tiny_config(predictor_num_mask_tokens=num_mask_tokens, **config)).state_dict()
-        randomize_state = {k: torch.randn_like(v) for k, v in files["predictor"].items()}
-        files["predictor"] = randomize_state
-        save_file(randomize_state, path / "predictor.safetensors")
+        shapes = VJEPA2AreaPredictor(tiny_config(predictor_num_mask_tokens=num_mask_tokens, **config)).state_dict()
+        files["predictor"] = {k: torch.randn_like(v) for k, v in shapes.items()}
+        extra["predictor.safetensors"] = safetensors_bytes(files["predictor"])
     if context_encoder:
         files["context"] = {k: v + 1.0 for k, v in encoder.state_dict().items()}
-        save_file(files["context"], path / "context_encoder.safetensors")
+        extra["context_encoder.safetensors"] = safetensors_bytes(files["context"])
+    save_repo_folder(encoder, path, extra_files=extra)
     return files
 
 
@@ -287,6 +293,14 @@ def test_load_without_predictor(tmp_path):
     encoder, target, predictor = load_ssl_models(tmp_path, init_predictor="random")
     assert states_equal(target, files["encoder"])
     assert len(predictor.mask_tokens) == 3 and not predictor.mask_tokens[0].any()
+
+
+def test_load_from_a_classifier_folder(tmp_path):
+    classifier = VJEPA2AreaForVideoClassification(tiny_config(num_labels=3))
+    randomize(classifier, seed=9)
+    save_repo_folder(classifier, tmp_path)
+    encoder, target, _ = load_ssl_models(tmp_path, init_predictor="random")
+    assert states_equal(target, classifier.encoder.state_dict()) and states_equal(encoder, classifier.encoder.state_dict())
 
 
 def test_load_from_a_model_instance():

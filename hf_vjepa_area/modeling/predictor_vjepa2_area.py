@@ -89,7 +89,13 @@ class VJEPA2AreaPredictor(nn.Module):
                 f"got {list(context_ids.shape)}"
             )
         num_tokens = grid[0] * grid[1] * grid[2]
-        ids = torch.cat([normalize_masks(m, batch, num_tokens) for m in (context_ids, target_ids)], dim=1)
+        checked = []
+        for name, token_ids in (("context_ids", context_ids), ("target_ids", target_ids)):
+            try:
+                checked.append(normalize_masks(token_ids, batch, num_tokens))
+            except ValueError as error:
+                raise ValueError(f"{name}: {error} (grid {tuple(grid)})") from None
+        ids = torch.cat(checked, dim=1)
 
         x = self.predictor_embed(context)
         targets = self.mask_tokens[mask_index].to(x.dtype).expand(batch, target_ids.shape[1], -1)
