@@ -8,6 +8,7 @@ and one `model.safetensors` serves transformers and timm alike.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -181,6 +183,14 @@ class Block(GradientCheckpointingLayer):
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), rope, plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def set_blocks_checkpointing(blocks, enable: bool = True) -> None:
+    """Recompute each block in the backward pass instead of keeping its activations (any transformers
+    version: the flags `GradientCheckpointingLayer` reads, with torch's non-reentrant checkpoint)."""
+    for block in blocks:
+        block.gradient_checkpointing = enable
+        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
 
 
 class PatchEmbed(nn.Module):
@@ -367,6 +377,42 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
     return torch.cat(mask_list, dim=0)
 
 
+def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int, int], config: VJEPA2AreaConfig,
+                   area_kernel: str | None = None, masked: bool = True):
+    """Everything the blocks share, computed once from the tokens' ids on the (t, h, w) grid.
+
+    Returns `(tokens, rope, plan, restore)`: the tokens sorted area-major when `config` has area layers, the
+    RoPE tables (None without RoPE), the area plan (None for full attention) and a function that puts
+    tokens back in the input's order. `ids` is [B or 1, K]; the encoder and the predictor both use this.
+    """
+    positions = token_positions(ids, grid)
+    plan = None
+    splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
+    if math.prod(splits) > 1:
+        plan = AreaPlan.build(positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masked)
+        positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
+        tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
+    rope = (
+        build_rope_tables(positions, config.head_dim, config.rope_interleave, dtype=tokens.dtype)
+        if config.use_rope
+        else None
+    )
+
+    inverse = None
+    if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
+        inverse = torch.empty_like(plan.order).scatter_(
+            -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
+        )
+
+    def restore(t: torch.Tensor) -> torch.Tensor:  # back to the input's token order
+        if inverse is None:
+            return t
+        index = inverse.to(t.device)  # a no-op unless device_map put the last blocks elsewhere
+        return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+
+    return tokens, rope, plan, restore
+
+
 class VJEPA2AreaEncoderMixin:
     """Builds and runs the encoder on the module it is mixed into.
 
@@ -465,34 +511,7 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens.gather(
                 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             )
-        positions = token_positions(ids, grid)
-
-        plan = None
-        splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
-        if math.prod(splits) > 1:
-            plan = AreaPlan.build(
-                positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masks is not None
-            )
-            positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
-            tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
-        rope = (
-            build_rope_tables(positions, config.head_dim, config.rope_interleave, dtype=tokens.dtype)
-            if config.use_rope
-            else None
-        )
-
-        inverse = None
-        if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
-            inverse = torch.empty_like(plan.order).scatter_(
-                -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
-            )
-
-        def restore(t: torch.Tensor) -> torch.Tensor:  # back to the caller's token order
-            if inverse is None:
-                return t
-            index = inverse.to(t.device)  # a no-op unless device_map put the last blocks elsewhere
-            return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
-
+        tokens, rope, plan, restore = arrange_tokens(tokens, ids, grid, config, area_kernel, masked=masks is not None)
         return tokens, rope, plan, restore, grid
 
     def encode(
@@ -682,4 +701,6 @@ __all__ = [
     "EncoderOutput",
     "VJEPA2AreaModelOutput",
     "init_weights",
+    "arrange_tokens",
+    "set_blocks_checkpointing",
 ]

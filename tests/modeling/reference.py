@@ -7,6 +7,8 @@ weights with the model under test, none of its position, RoPE, partition or kern
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
@@ -46,6 +48,35 @@ def area_of(t: int, h: int, w: int, grid, splits) -> int:
     return (index[0] * splits[1] + index[1]) * splits[2] + index[2]
 
 
+def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config) -> torch.Tensor:
+    """One sample's tokens x [N, D] with token ids [N] (any order) through `blocks`: RoPE from the ids'
+    grid positions, plain softmax attention over all tokens or, in `config.area_layers`, per area."""
+    dim = x.shape[-1]
+    heads = dim // config.head_dim
+    t = ids // (grid[1] * grid[2])
+    h = (ids % (grid[1] * grid[2])) // grid[2]
+    w = ids % grid[2]
+    if config.area_splits:
+        areas = torch.tensor([area_of(int(a), int(c), int(e), grid, config.area_splits) for a, c, e in zip(t, h, w)])
+    for i, block in enumerate(blocks):
+        y = block.norm1(x)
+        q, k, v = block.attn.qkv(y).reshape(len(x), 3, heads, -1).permute(1, 2, 0, 3)
+        q = rope(q, t, h, w, config.rope_interleave)
+        k = rope(k, t, h, w, config.rope_interleave)
+        out = torch.zeros_like(q)
+        groups = [torch.arange(len(x))]
+        if i in config.area_layers:
+            groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
+        for g in groups:
+            scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+            out[:, g] = scores.softmax(-1) @ v[:, g]
+        if i in config.area_layers:
+            out = out * config.area_residual_scale
+        x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
+        x = x + block.mlp(block.norm2(x))
+    return x
+
+
 def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     """video [B, C, T, H, W] (or an image model's [B, C, H, W]); ids [B, K] visible token ids (or None).
     Returns [B, K, D] in ids' order."""
@@ -57,33 +88,38 @@ def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = Non
     batch, num_tokens, dim = tokens.shape
     if ids is None:
         ids = torch.arange(num_tokens).expand(batch, -1)
-    heads = config.num_heads
     outputs = []
     for b in range(batch):
-        x = tokens[b, ids[b]]
-        t = ids[b] // (grid[1] * grid[2])
-        h = (ids[b] % (grid[1] * grid[2])) // grid[2]
-        w = ids[b] % grid[2]
-        if config.area_splits:
-            areas = torch.tensor([area_of(int(a), int(c), int(e), grid, config.area_splits) for a, c, e in zip(t, h, w)])
-        for i, block in enumerate(model.blocks):
-            y = block.norm1(x)
-            q, k, v = block.attn.qkv(y).reshape(len(x), 3, heads, -1).permute(1, 2, 0, 3)
-            q = rope(q, t, h, w, config.rope_interleave)
-            k = rope(k, t, h, w, config.rope_interleave)
-            out = torch.zeros_like(q)
-            groups = [torch.arange(len(x))]
-            if i in config.area_layers:
-                groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
-            for g in groups:
-                scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
-                out[:, g] = scores.softmax(-1) @ v[:, g]
-            if i in config.area_layers:
-                out = out * config.area_residual_scale
-            x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
-            x = x + block.mlp(block.norm2(x))
+        x = reference_blocks(model.blocks, tokens[b, ids[b]], ids[b], grid, config)
         outputs.append(model.norm(x))
     return torch.stack(outputs)
+
+
+def reference_predictor(predictor, config, context, context_ids, target_ids, grid, mask_index):
+    """Per sample, unsorted: embed, append the mask token, dense (per-area) blocks, norm, keep the targets."""
+    block_fields = SimpleNamespace(
+        head_dim=config.predictor_embed_dim // config.predictor_num_heads,
+        area_splits=config.predictor_area_splits,
+        area_layers=config.predictor_area_layers,
+        area_residual_scale=config.area_residual_scale,
+        rope_interleave=config.rope_interleave,
+    )
+    outputs = []
+    for b in range(context.shape[0]):
+        token = predictor.mask_tokens[mask_index].reshape(1, -1)
+        x = torch.cat([predictor.predictor_embed(context[b]), token.expand(len(target_ids[b]), -1)])
+        ids = torch.cat([context_ids[b], target_ids[b]])
+        x = reference_blocks(predictor.predictor_blocks, x, ids, grid, block_fields)
+        outputs.append(predictor.predictor_proj(predictor.predictor_norm(x)[len(context_ids[b]):]))
+    return torch.stack(outputs)
+
+
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.1) -> None:
+    """Every parameter random (mask tokens, biases and norms included), so no zero or one hides an error."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def random_masks(batch: int, num_tokens: int, keep: int, generator: torch.Generator, sort: bool = True):
