@@ -16,6 +16,7 @@ from hf_vjepa_area.conversion.predictor_keys import (
     transformers_predictor_to_original,
 )
 from tests.modeling.reference import randomize, reference_predictor
+from tests.numerics import assert_matches
 
 ENCODER_DIM, WIDTH, HEADS, DEPTH = 48, 64, 2, 3  # head_dim 32 as released: 10 channels per axis, 2 unrotated
 
@@ -42,12 +43,6 @@ def disjoint_masks(batch: int, num_tokens: int, num_context: int, num_target: in
     return torch.stack(context), torch.stack(target)
 
 
-def assert_close_scaled(got: torch.Tensor, ref: torch.Tensor, tol: float = 1e-5) -> None:
-    bound = tol * max(1.0, ref.abs().max().item())
-    diff = (got - ref).abs().max().item()
-    assert diff <= bound, f"max |diff| {diff:.3g} > {bound:.3g}"
-
-
 @pytest.fixture(scope="module")
 def transformers_pair():
     """transformers' VJEPA2Model (square 4x4 grid, 4 tubelets) and our predictor with its weights."""
@@ -59,7 +54,7 @@ def transformers_pair():
     randomize(hf_model.predictor, seed=0)
     ours = VJEPA2AreaPredictor(our_config()).eval()
     ours.load_state_dict(transformers_predictor_to_original(hf_model.state_dict()), strict=True)
-    return hf_model.predictor, ours
+    return hf_model.predictor.double(), ours.double()  # exactness in float64: tests/numerics.py
 
 
 @pytest.mark.parametrize(
@@ -71,13 +66,13 @@ def test_matches_transformers_predictor(transformers_pair, batch, num_context, n
     grid = (4, 4, 4)
     num_tokens = math.prod(grid)
     context_ids, target_ids = disjoint_masks(batch, num_tokens, num_context, num_target, seed=batch, sort_targets=sort_targets)
-    encoder_out = torch.randn(batch, num_tokens, ENCODER_DIM, generator=torch.Generator().manual_seed(7))
+    encoder_out = torch.randn(batch, num_tokens, ENCODER_DIM, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     with torch.no_grad():
         ref = theirs(encoder_out, [context_ids], [target_ids]).last_hidden_state
         context = encoder_out.gather(1, context_ids.unsqueeze(-1).expand(-1, -1, ENCODER_DIM))
         got = ours(context, context_ids, target_ids, grid, mask_index=1)
     assert got.shape == (batch, num_target, ENCODER_DIM)
-    assert_close_scaled(got, ref)
+    assert_matches(got, ref)
     # The mask token matters: with another index the prediction changes.
     with torch.no_grad():
         other = ours(context, context_ids, target_ids, grid, mask_index=0)
@@ -97,15 +92,16 @@ def test_matches_dense_reference(img_size, num_frames, area):
     config = our_config(img_size=img_size, num_frames=num_frames, **(area or {}))
     predictor = VJEPA2AreaPredictor(config).eval()
     randomize(predictor, seed=1)
+    predictor.double()
     grid = config.grid_size
     num_tokens = math.prod(grid)
     batch = 3
     context_ids, target_ids = disjoint_masks(batch, num_tokens, num_tokens // 4, num_tokens // 2, seed=2, sort_targets=False)
-    context = torch.randn(batch, context_ids.shape[1], ENCODER_DIM, generator=torch.Generator().manual_seed(3))
+    context = torch.randn(batch, context_ids.shape[1], ENCODER_DIM, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
         got = predictor(context, context_ids, target_ids, grid, mask_index=2)
         ref = reference_predictor(predictor, config, context, context_ids, target_ids, grid, mask_index=2)
-    assert_close_scaled(got, ref)
+    assert_matches(got, ref)
 
 
 def test_area_attention_changes_the_prediction():
