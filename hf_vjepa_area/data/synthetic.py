@@ -6,8 +6,8 @@ colour, speed and start point are random, so a single frame says nothing about t
 only motion does. The files are real H.264 (or MPEG-4 part 2) mp4s, so the whole pipeline
 (decode, sample, preprocess) runs as it would on Kinetics.
 
-Deterministic: video (c, i) draws from its own RNG seeded by (seed, c, i) and is encoded by one
-thread, so the decoded frames depend on the seed alone. Idempotent: files are
+Deterministic: video (c, i) draws from its own RNG seeded by (seed, c, i) and is encoded at a
+constant quantiser by one thread, so its bytes depend on the seed alone. Idempotent: files are
 written atomically and a complete file is reused, guarded by a spec file that records the
 arguments, so a rerun with other arguments cannot mix two data sets.
 """
@@ -91,9 +91,11 @@ def write_video(path: Path, video: np.ndarray, fps: int, encoder: str) -> None:
             stream = container.add_stream(encoder, rate=fps)
             stream.height, stream.width = video.shape[1:3]
             stream.pix_fmt = "yuv420p"
-            stream.codec_context.thread_count = 1  # one encoder thread: the output does not depend on the machine or its load
+            stream.codec_context.thread_count = 1
             if encoder == "libx264":
-                stream.options = {"crf": "18", "preset": "veryfast"}
+                # Constant quantiser, one thread: x264's float rate control (crf, adaptive quantisation,
+                # mb-tree) gave other bytes and pixels depending on what the process had run before.
+                stream.options = {"qp": "18", "preset": "veryfast", "threads": "1"}
             for image in video:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
             container.mux(stream.encode())
