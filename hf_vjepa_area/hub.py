@@ -30,14 +30,12 @@ import torch
 from torch import nn
 
 from ._files import write_text_atomically
-from .modeling.configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
-from .modeling.hub_metadata import (
-    VARIANT_SHORT_NAMES,
+from .modeling.configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig, variant_of
+from .modeling.timm_metadata import (
     timm_architecture,
     timm_config_fields,
     timm_model_args,
     timm_pretrained_cfg,
-    variant_of,
 )
 from .modeling.modeling_vjepa2_area import AUTO_MAP, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 
@@ -91,7 +89,8 @@ def repo_id_for(variant: str, area: bool, img_size: int = 256) -> str:
     >>> repo_id_for("vitg", area=False, img_size=384)   # doctest: +SKIP
     'hf-vjepa-area/vjepa2-vitg-384'
     """
-    short = VARIANT_SHORT_NAMES[normalize_variant(variant)]
+    variant = normalize_variant(variant)
+    short = "vitgigantic" if variant == "gigantic" else f"vit{variant[0]}"
     return f"{HUB_ORG}/vjepa2-{short}{'-st-a2' if area else ''}{_size_suffix(img_size)}"
 
 
@@ -110,7 +109,7 @@ def _kind(model: nn.Module) -> str | None:
 
 
 def repo_timm_fields(model: nn.Module) -> dict[str, Any]:
-    """config.json's timm keys for a transformers model (see `hub_metadata.timm_config_fields`)."""
+    """config.json's timm keys for a transformers model (see `timm_metadata.timm_config_fields`)."""
     return timm_config_fields(model.config, classifier=_kind(model) == "classifier")
 
 
@@ -313,7 +312,6 @@ def add_folder_to_hub_cache(
 __all__ = [
     "HUB_ORG",
     "WEIGHTS_NAME",
-    "VARIANT_SHORT_NAMES",
     "normalize_variant",
     "repo_id_for",
     "variant_of",

@@ -84,7 +84,7 @@ def test_folder_layout_encoder(tiny_hub):
         "configuration_vjepa2_area.py",
         "area.py",
         "rope.py",
-        "hub_metadata.py",
+        "timm_metadata.py",
         "video_preprocessor_config.json",
         "README.md",
     } <= names

@@ -140,7 +140,7 @@ def test_save_pretrained_round_trip_writes_remote_code(tmp_path, cls):
     model.save_pretrained(tmp_path)
     names = set(os.listdir(tmp_path))
     assert {"config.json", "model.safetensors", "modeling_vjepa2_area.py", "configuration_vjepa2_area.py",
-            "area.py", "rope.py", "hub_metadata.py"} <= names
+            "area.py", "rope.py", "timm_metadata.py"} <= names
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForVideoClassification"}
     loaded = cls.from_pretrained(tmp_path).eval()
