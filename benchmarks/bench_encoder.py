@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
-from hf_vjepa_area.conversion.keys import hf_sections, ours_to_theirs
+from hf_vjepa_area.conversion.keys import ENCODER_KEYS, to_transformers
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
 from hf_vjepa_area.modeling.rope import token_positions
 
@@ -219,11 +219,8 @@ def transformers_config(config: VJEPA2AreaConfig) -> VJEPA2Config:
 
 
 def ours_to_transformers(state: dict) -> dict:
-    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys, by the conversion package's mapping."""
-    remapped = ours_to_theirs(state, hf_sections(classification=False))
-    if remapped.unexpected:
-        raise KeyError(f"no transformers counterpart for {remapped.unexpected}")
-    return remapped.state_dict
+    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys, by the conversion package's key table."""
+    return to_transformers(state, ENCODER_KEYS, "encoder.")
 
 
 def build_model(name: str, args, case: Case, state: dict, device: torch.device) -> torch.nn.Module:
