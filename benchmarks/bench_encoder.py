@@ -208,14 +208,12 @@ def our_config(args, case: Case, area: bool) -> VJEPA2AreaConfig:
 
 
 def transformers_config(config: VJEPA2AreaConfig) -> VJEPA2Config:
-    """transformers derives RoPE's grid from crop_size / frames_per_clip, so one config per input size."""
-    return VJEPA2Config(
-        crop_size=config.img_size[0], frames_per_clip=config.num_frames, tubelet_size=config.tubelet_size,
-        patch_size=config.patch_size, hidden_size=config.embed_dim, num_attention_heads=config.num_heads,
-        num_hidden_layers=config.depth, mlp_ratio=config.mlp_ratio, layer_norm_eps=config.layer_norm_eps,
-        qkv_bias=config.qkv_bias, pred_hidden_size=64, pred_num_attention_heads=2, pred_num_hidden_layers=1,
-        attn_implementation="sdpa",
-    )
+    """transformers derives RoPE's grid from crop_size / frames_per_clip, so one config per input size. The
+    predictor (never run here) is kept to one small layer."""
+    hf_config = config.to_transformers_config()
+    hf_config.pred_hidden_size, hf_config.pred_num_attention_heads, hf_config.pred_num_hidden_layers = 64, 2, 1
+    hf_config._attn_implementation = "sdpa"
+    return hf_config
 
 
 def ours_to_transformers(state: dict) -> dict:
