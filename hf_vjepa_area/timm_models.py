@@ -5,8 +5,10 @@
     model = timm.create_model("vjepa2_vitl", pretrained=True, num_classes=174)  # + attentive probe head
     tokens = model.forward_features(video)                                   # video [B, C, T, H, W]
 
-Entry points read like a table: a V-JEPA 2 size, full attention or `_area` (area_splits (2, 2, 1) over
-the first 75% of blocks), released weights on the Hub for ViT-L/H/g at 256 px and ViT-g at 384 px.
+Entry points come from the released-models table: a V-JEPA 2 size, full attention or `_area`
+(area_splits (2, 2, 1) over the first 75% of blocks). The released ViT-L/H/g at 256 px and ViT-g at 384 px
+load Meta's weights as they are: transformers' `facebook/vjepa2-*` safetensors by default, or Meta's `.pt`
+with `pretrained_cfg_overlay=dict(file="vitl.pt")`, both through `checkpoint_filter_fn`.
 `vjepa2_vit{t,s,b}[_area]` are random-init sizes for experiments. Every entry point takes the
 encoder's config fields as keyword overrides (`num_frames`, `img_size`, `area_splits`, `area_layers`,
 `embed_dim`, `depth`, ...), plus timm's `num_classes`, `global_pool`, `drop_rate`, `drop_path_rate`.

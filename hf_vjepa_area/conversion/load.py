@@ -132,6 +132,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
                 **fields) -> Source:  # fmt: skip
     """Read a released source into original key names; `fields` set config fields (area options, labels)."""
     path = Path(source).expanduser()
+    if revision and path.exists():
+        raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
         parts = original_parts(safe_torch_load(path), checkpoint_key)
         files = [file_record(path)]

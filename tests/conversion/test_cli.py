@@ -131,3 +131,8 @@ def test_python_dash_m_entry_point(monkeypatch, capsys):
 def test_console_script_is_declared():
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert 'vjepa2-area-convert = "hf_vjepa_area.conversion.cli:main"' in pyproject
+
+
+def test_a_revision_of_a_local_path_is_refused(tmp_path, tiny_release, capsys):
+    assert main([str(tiny_release.folder), str(tmp_path / "out"), "--revision", "v1"]) == 2
+    assert "--revision: " in capsys.readouterr().err and not (tmp_path / "out").exists()
