@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options of `load_released` / `convert` (refused with --to transformers, which exports a folder as is).
+READ_OPTIONS = ("checkpoint_key", "variant", "img_size", "revision", "area_splits", "area_layers")
+CONVERSION_ONLY = (*READ_OPTIONS, "context_encoder", "probe", "labels")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -82,20 +87,19 @@ def main(argv: list[str] | None = None) -> int:
             from ..hub import check_repo_id
 
             check_repo_id(args.push_to_hub)
-        conversion_only = ("checkpoint_key", "context_encoder", "probe", "labels", "variant", "img_size", "revision", "area_splits", "area_layers")
-        given = [f"--{name.replace('_', '-')}" for name in conversion_only if getattr(args, name)]
+        given = [f"--{name.replace('_', '-')}" for name in CONVERSION_ONLY if getattr(args, name)]
         if args.to == "transformers":
             if given:
-                raise ConversionError(f"{', '.join(given)}: not applicable with --to transformers (the folder is exported as it is)")
+                raise ConversionError(f"{', '.join(given)}: not applicable with --to transformers (the folder is exported as is)")
             report = export_to_transformers(args.source, args.output, overwrite=args.overwrite, tolerance=args.tolerance)
             print(f"exported {report['architecture']} to {args.output} (predictor: {report['predictor']})")
             outputs = report["verification"]["outputs"]
         else:
-            labels = Path(args.labels).read_text(encoding="utf-8").split("\n") if args.labels else None
-            fields = {k: getattr(args, k) for k in ("checkpoint_key", "variant", "img_size", "revision", "area_splits", "area_layers") if getattr(args, k)}
+            labels = [n.strip() for n in Path(args.labels).read_text(encoding="utf-8").splitlines() if n.strip()] if args.labels else None
+            options = {name: getattr(args, name) for name in READ_OPTIONS if getattr(args, name)}
             report = convert(args.source, args.output, overwrite=args.overwrite, verify=args.verify, tolerance=args.tolerance,
-                             context_encoder=args.context_encoder, probe=args.probe, repo_id=args.push_to_hub,
-                             labels=[n.strip() for n in labels if n.strip()] if labels else None, **fields)  # fmt: skip
+                             context_encoder=args.context_encoder, probe=args.probe, labels=labels, repo_id=args.push_to_hub,
+                             **options)  # fmt: skip
             print(f"wrote {args.output}: {report['architecture']}, variant {report['variant']}, predictor {report['predictor']}")
             outputs = report.get("verification", {}).get("outputs", {})
         for name, entry in outputs.items():

@@ -41,12 +41,25 @@ def check_output(output: Path, overwrite: bool, inputs: list) -> None:
     """Refuse a non-empty OUTPUT without `overwrite`, and an OUTPUT that holds an input or the working
     directory (replacing it would delete them)."""
     out = Path(os.path.abspath(output))
-    inside = [str(p) for p in [*inputs, Path.cwd()] if p and Path(p).exists() and out in (Path(os.path.abspath(p)), *Path(os.path.abspath(p)).parents)]
-    if inside:
-        raise ConversionError(f"OUTPUT {output} holds {inside[0]} (an input or the working directory), which replacing it "
-                              "would delete: write to another folder")  # fmt: skip
+    for path in [*inputs, Path.cwd()]:
+        if path and Path(path).exists() and out in (held := Path(os.path.abspath(path)), *held.parents):
+            raise ConversionError(f"OUTPUT {output} holds {path} (an input or the working directory), which replacing "
+                                  "it would delete: write to another folder")  # fmt: skip
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise ConversionError(f"{output} already exists and is not empty: pass --overwrite to replace it")
+
+
+def _write_into_place(output: Path, overwrite: bool, write) -> None:
+    """`write(folder)` into a staging folder beside `output`, then rename it into place; nothing is left
+    at `output` (or beside it) when `write` raises, e.g. on a failed verification."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    try:
+        write(staging / output.name)
+        check_output(output, overwrite, [])
+        move_into_place(staging / output.name, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def compare(reference: dict, candidate: dict, tolerance: float | None) -> dict:
@@ -75,34 +88,41 @@ def verification_input(config: VJEPA2AreaConfig, seed: int = 0):
     return pixels, grid, order[:half].sort().values[None], order[half:][None]
 
 
+def _holding(build, state: dict) -> torch.nn.Module:
+    """A module built without initialising its weights, holding exactly `state` (as fp32)."""
+    with init_empty_weights():
+        module = build()
+    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
+    return module.eval()
+
+
 @torch.no_grad()
 def transformers_outputs(source: Source, config: VJEPA2AreaConfig, pixels, context_ids, target_ids) -> dict:
     """transformers' V-JEPA 2 modules holding the source's tensors (through the key table): `VJEPA2Encoder`,
-    `VJEPA2Predictor`, and a probe's `VJEPA2AttentivePooler` + Linear with the probe's own heads and eps."""
+    `VJEPA2Predictor` (mask_tokens[1]), and a probe's `VJEPA2AttentivePooler` + Linear with the probe's own
+    heads and eps (transformers' classifier would use the encoder's)."""
     from transformers.models.vjepa2 import modeling_vjepa2 as hf
 
     hf_config = config.to_transformers_config()
     hf_config._attn_implementation = "sdpa"
-    with init_empty_weights():
-        encoder = hf.VJEPA2Encoder(hf_config)
-    encoder.load_state_dict(to_transformers({k: v.float() for k, v in source.encoder.items() if not k.startswith("head.")}, ENCODER_KEYS),
-                            strict=True, assign=True)  # fmt: skip
-    tokens = encoder.eval()(pixels).last_hidden_state
+    encoder_state = {k: v for k, v in source.encoder.items() if not k.startswith("head.")}
+    head_state = {k: v for k, v in source.encoder.items() if k.startswith("head.")}
+    tokens = _holding(lambda: hf.VJEPA2Encoder(hf_config), to_transformers(encoder_state, ENCODER_KEYS))(pixels).last_hidden_state
     outputs = {"last_hidden_state": tokens}
-    if source.model_class is VJEPA2AreaForVideoClassification:
+    if head_state:
         probe_config = type(hf_config)(hidden_size=config.embed_dim, num_attention_heads=config.probe_num_heads,
                                        layer_norm_eps=config.probe_layer_norm_eps, num_pooler_layers=config.probe_depth - 1)  # fmt: skip
         probe_config._attn_implementation = "sdpa"
-        with init_empty_weights():
-            head = torch.nn.ModuleDict({"pooler": hf.VJEPA2AttentivePooler(probe_config), "classifier": torch.nn.Linear(config.embed_dim, config.num_labels)})
-        head.load_state_dict(to_transformers({k: v.float() for k, v in source.encoder.items() if k.startswith("head.")}, HEAD_KEYS),
-                             strict=True, assign=True)  # fmt: skip
-        outputs["logits"] = head["classifier"](head["pooler"].eval()(tokens))
+
+        def head():
+            return torch.nn.ModuleDict({"pooler": hf.VJEPA2AttentivePooler(probe_config),
+                                        "classifier": torch.nn.Linear(config.embed_dim, config.num_labels)})  # fmt: skip
+
+        probe = _holding(head, to_transformers(head_state, HEAD_KEYS))
+        outputs["logits"] = probe["classifier"](probe["pooler"](tokens))
     if source.predictor:
-        with init_empty_weights():
-            predictor = hf.VJEPA2Predictor(hf_config)
-        predictor.load_state_dict(to_transformers({k: v.float() for k, v in source.predictor.items()}, PREDICTOR_KEYS), strict=True, assign=True)
-        outputs["predictor"] = predictor.eval()(tokens, [context_ids], [target_ids]).last_hidden_state
+        predictor = _holding(lambda: hf.VJEPA2Predictor(hf_config), to_transformers(source.predictor, PREDICTOR_KEYS))
+        outputs["predictor"] = predictor(tokens, [context_ids], [target_ids]).last_hidden_state
     return outputs
 
 
@@ -112,18 +132,24 @@ def full_attention(config: VJEPA2AreaConfig) -> VJEPA2AreaConfig:
     return config
 
 
-@torch.no_grad()
-def our_outputs(folder: Path, pixels, grid, context_ids, target_ids) -> dict:
-    """The written folder loaded back (as a full-attention model: the conversion must be exact whatever the
-    area options), its encoder, classifier and predictor run on the same input."""
+def _load_ours(folder: Path):
+    """Our model of a folder with area attention off: same weights, the source's attention pattern."""
     config = full_attention(VJEPA2AreaConfig.from_pretrained(folder))
     classifier = config.architectures == ["VJEPA2AreaForVideoClassification"]
-    model = (VJEPA2AreaForVideoClassification if classifier else VJEPA2AreaModel).from_pretrained(folder, config=config).float().eval()
-    encoder = model.encoder if classifier else model
+    model_class = VJEPA2AreaForVideoClassification if classifier else VJEPA2AreaModel
+    return model_class.from_pretrained(folder, config=config).float().eval()
+
+
+@torch.no_grad()
+def our_outputs(folder: Path, pixels, grid, context_ids, target_ids) -> dict:
+    """The written folder loaded back (full attention: the conversion must be exact whatever the area
+    options), its encoder, classifier and predictor run on the same input."""
+    model = _load_ours(folder)
+    encoder = getattr(model, "encoder", model)
     tokens = encoder(pixels).last_hidden_state
-    outputs = {"last_hidden_state": tokens, **({"logits": model(pixels).logits} if classifier else {})}
+    outputs = {"last_hidden_state": tokens, **({"logits": model(pixels).logits} if encoder is not model else {})}
     if (folder / PREDICTOR_WEIGHTS_NAME).is_file():
-        predictor = VJEPA2AreaPredictor(config)
+        predictor = VJEPA2AreaPredictor(model.config)
         predictor.load_state_dict(load_file(folder / PREDICTOR_WEIGHTS_NAME), strict=True)
         context = tokens.gather(1, context_ids[..., None].expand(-1, -1, tokens.shape[-1]))
         outputs["predictor"] = predictor.float().eval()(context, context_ids, target_ids, grid, mask_index=PREDICTOR_MASK_INDEX)
@@ -171,11 +197,6 @@ Full figures: `conversion_report.json`.
 """
 
 
-def _stage(output: Path) -> Path:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
-
-
 def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, verify: bool = False,
             tolerance: float = DEFAULT_TOLERANCE, context_encoder: bool = False, labels: list[str] | None = None,
             repo_id: str | None = None, probe: str | Path | None = None, **read_options) -> dict:  # fmt: skip
@@ -188,8 +209,9 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
     read = read_source(source, probe=probe, **read_options)
     config = read.config
     if labels is not None:
-        if read.model_class is VJEPA2AreaModel or len(labels) != config.num_labels:
-            raise ConversionError(f"--labels: {len(labels)} names for a model with {config.num_labels if probe else 0} classes")
+        classes = config.num_labels if read.model_class is VJEPA2AreaForVideoClassification else 0
+        if len(labels) != classes:
+            raise ConversionError(f"--labels: {len(labels)} names for a model with {classes} classes")
         config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     if context_encoder and not read.context_encoder:
         raise ConversionError("--context-encoder: the source has no context encoder (only Meta's .pt has an `encoder` entry)")
@@ -208,34 +230,33 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
         "base_model": RELEASED_MODELS[released].transformers_repo if released else None,
     }
     repo_id = repo_id or (repo_id_for(released, bool(config.area_splits)) if released else None)
-    staging = _stage(output)
-    try:
-        folder = save_repo_folder(model, staging / output.name)
-        if read.predictor:
-            save_file({k: v.contiguous() for k, v in read.predictor.items()}, folder / PREDICTOR_WEIGHTS_NAME, metadata={"format": "pt"})
-        if context_encoder:
-            save_file({k: v.contiguous() for k, v in read.context_encoder.items()}, folder / CONTEXT_ENCODER_WEIGHTS_NAME, metadata={"format": "pt"})
-        del model
+
+    def write(folder: Path) -> None:
+        save_repo_folder(model, folder)
+        extra = {PREDICTOR_WEIGHTS_NAME: read.predictor, CONTEXT_ENCODER_WEIGHTS_NAME: read.context_encoder if context_encoder else {}}
+        for name, state in extra.items():
+            if state:
+                save_file({k: v.contiguous() for k, v in state.items()}, folder / name, metadata={"format": "pt"})
         if verify:
             pixels, grid, context_ids, target_ids = verification_input(config)
             reference = transformers_outputs(read, config, pixels, context_ids, target_ids)
+            modules = ["VJEPA2Encoder", *(["VJEPA2Predictor with mask_tokens[1]"] if read.predictor else []),
+                       *(["VJEPA2AttentivePooler + Linear"] if "logits" in reference else [])]  # fmt: skip
             report["verification"] = {
-                "reference": "transformers' V-JEPA 2 implementation (VJEPA2Encoder" + (", VJEPA2Predictor with mask_tokens[1]" if read.predictor else "")
-                + (", VJEPA2AttentivePooler + Linear" if "logits" in reference else "") + ") holding the source's tensors",
+                "reference": f"transformers' V-JEPA 2 implementation ({', '.join(modules)}) holding the source's tensors",
                 "candidate": "the written folder loaded back with from_pretrained, full attention (same weights)",
                 "input": {"pixels": list(pixels.shape), "seed": 0, "dtype": "float32", "predictor_context_tokens": context_ids.shape[1]},
-                "tolerance": tolerance, "criterion": CRITERION,
+                "tolerance": tolerance,
+                "criterion": CRITERION,
                 **compare(reference, our_outputs(folder, pixels, grid, context_ids, target_ids), tolerance),
-            }  # fmt: skip
+            }
         (folder / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
         (folder / "README.md").write_text(model_card(report, repo_id))
         if verify and not report["verification"]["passed"]:
             worst = {name: f"{e['max_abs_diff']:.3g} (allowed {e['allowed']:.3g})" for name, e in report["verification"]["outputs"].items()}
             raise VerificationError(f"verification failed, nothing written to {output}: max abs diff {worst}")
-        check_output(output, overwrite, [])
-        move_into_place(folder, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    _write_into_place(output, overwrite, write)
     return report
 
 
@@ -248,46 +269,45 @@ def export_to_transformers(source: str | Path, output: str | Path, *, overwrite:
 
     folder, output = Path(source), Path(output).expanduser().absolute()
     check_output(output, overwrite, [folder])
-    config = full_attention(VJEPA2AreaConfig.from_pretrained(folder))
-    classifier = config.architectures == ["VJEPA2AreaForVideoClassification"]
-    ours = (VJEPA2AreaForVideoClassification if classifier else VJEPA2AreaModel).from_pretrained(folder, config=config).float().eval()
+    ours = _load_ours(folder)
+    classifier = isinstance(ours, VJEPA2AreaForVideoClassification)
     try:
-        hf_config = config.to_transformers_config(classifier=classifier)
+        hf_config = ours.config.to_transformers_config(classifier=classifier)
     except ValueError as err:
         raise ConversionError(f"cannot export {folder.name}: {err}") from None
     root = "vjepa2." if classifier else ""
-    state = {k: v for k, v in ours.state_dict().items() if not k.startswith("head.")}
-    state = to_transformers({k.removeprefix("encoder.") if classifier else k: v for k, v in state.items()}, ENCODER_KEYS, root + "encoder.")
-    if classifier:
-        state.update(to_transformers({k: v for k, v in ours.state_dict().items() if k.startswith("head.")}, HEAD_KEYS))
+    original = {k.removeprefix("encoder.") if classifier else k: v for k, v in ours.state_dict().items()}
+    state = to_transformers({k: v for k, v in original.items() if not k.startswith("head.")}, ENCODER_KEYS, root + "encoder.")
+    state.update(to_transformers({k: v for k, v in original.items() if k.startswith("head.")}, HEAD_KEYS))
     has_predictor = (folder / PREDICTOR_WEIGHTS_NAME).is_file()
     if has_predictor:
         state.update(to_transformers(load_file(folder / PREDICTOR_WEIGHTS_NAME), PREDICTOR_KEYS, root + "predictor."))
-    hf_model = getattr(transformers, "VJEPA2ForVideoClassification" if classifier else "VJEPA2Model")(hf_config)
+    hf_model = getattr(transformers, "VJEPA2ForVideoClassification" if classifier else "VJEPA2Model")(hf_config).eval()
     result = hf_model.load_state_dict(state, strict=False)
-    if result.unexpected_keys or [k for k in result.missing_keys if has_predictor or "predictor." not in k]:
-        raise ConversionError(f"the weights do not fit transformers' model: missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")
-    pixels = verification_input(config)[0]
+    missing = [k for k in result.missing_keys if has_predictor or "predictor." not in k]
+    if missing or result.unexpected_keys:
+        raise ConversionError(f"the weights do not fit transformers' model: missing {missing[:5]}, unexpected {result.unexpected_keys[:5]}")
+    pixels = verification_input(ours.config)[0]
     with torch.no_grad():
-        reference = {"last_hidden_state": (ours.encoder if classifier else ours)(pixels).last_hidden_state}
-        base = hf_model.vjepa2 if classifier else hf_model
-        candidate = {"last_hidden_state": base.eval()(pixels, skip_predictor=True).last_hidden_state}
+        reference = {"last_hidden_state": getattr(ours, "encoder", ours)(pixels).last_hidden_state}
+        candidate = {"last_hidden_state": getattr(hf_model, "vjepa2", hf_model)(pixels, skip_predictor=True).last_hidden_state}
         if classifier:
-            reference["logits"], candidate["logits"] = ours(pixels).logits, hf_model.eval()(pixels).logits
-    report = {"source": {"format": "hf_vjepa_area", "files": [file_record(folder / "model.safetensors")]},
-              "architecture": type(hf_model).__name__, "predictor": "predictor.safetensors" if has_predictor else "freshly initialised",
-              "verification": {"reference": "hf_vjepa_area's full-attention model of the folder",
-                               "candidate": f"transformers' own {type(hf_model).__name__}", "tolerance": tolerance,
-                               "criterion": CRITERION, **compare(reference, candidate, tolerance)}}  # fmt: skip
+            reference["logits"], candidate["logits"] = ours(pixels).logits, hf_model(pixels).logits
+    report = {
+        "source": {"format": "hf_vjepa_area", "files": [file_record(folder / "model.safetensors")]},
+        "architecture": type(hf_model).__name__,
+        "predictor": PREDICTOR_WEIGHTS_NAME if has_predictor else "freshly initialised",
+        "verification": {"reference": "hf_vjepa_area's full-attention model of the folder",
+                         "candidate": f"transformers' own {type(hf_model).__name__}", "tolerance": tolerance,
+                         "criterion": CRITERION, **compare(reference, candidate, tolerance)},
+    }  # fmt: skip
     if not report["verification"]["passed"]:
         raise VerificationError(f"export verification failed: {json.dumps(report['verification']['outputs'])}")
-    staging = _stage(output)
-    try:
-        hf_model.save_pretrained(staging / output.name)
-        transformers.VJEPA2VideoProcessor(crop_size=config.img_size[0]).save_pretrained(staging / output.name)
-        (staging / output.name / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
-        check_output(output, overwrite, [])
-        move_into_place(staging / output.name, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def write(target: Path) -> None:
+        hf_model.save_pretrained(target)
+        transformers.VJEPA2VideoProcessor(crop_size=ours.config.img_size[0]).save_pretrained(target)
+        (target / REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
+
+    _write_into_place(output, overwrite, write)
     return report

@@ -22,6 +22,7 @@ from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
 from .keys import ConversionError, original_parts, original_probe, safe_torch_load
 
 PREDICTOR_HEADS = 12  # not stored in the weights; every released predictor has 12
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
 
 
 @dataclass
@@ -70,7 +71,8 @@ def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_si
         raise ConversionError(f"not a V-JEPA 2 video encoder (patch_embed.proj / blocks.0.mlp.fc1 missing); keys: {sorted(encoder)[:5]}")
     dim, depth, hidden = patch.shape[0], _depth(encoder, "blocks"), encoder["blocks.0.mlp.fc1.weight"].shape[0]
     sizes = dict(embed_dim=dim, depth=depth, mlp_ratio=_exact_ratio(dim, hidden))
-    fits = next((n for n, v in VARIANTS.items() if (v["embed_dim"], v["depth"], int(dim * v["mlp_ratio"])) == (dim, depth, hidden)), None)
+    fits = next((name for name, v in VARIANTS.items()
+                 if (v["embed_dim"], v["depth"], int(dim * v["mlp_ratio"])) == (dim, depth, hidden)), None)  # fmt: skip
     if variant and fits and variant != fits or variant not in (None, *VARIANTS):
         raise ConversionError(f"--variant {variant}: the weights (width {dim}, {depth} blocks, MLP {hidden}) are {fits or 'no variant'}")
     if fits is None and variant is None:
@@ -103,7 +105,7 @@ def _folder(source: str, revision: str | None) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
-    if path.suffix or path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
+    if path.suffix in CHECKPOINT_SUFFIXES or path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
         raise ConversionError(f"{source}: no such local file or folder")
     from huggingface_hub import snapshot_download
 
@@ -111,14 +113,18 @@ def _folder(source: str, revision: str | None) -> Path:
         return Path(snapshot_download(source, revision=revision, allow_patterns=["*.json", "*.safetensors"]))
     except Exception as err:  # noqa: BLE001 - offline, missing, gated: one line either way
         detail = " ".join(str(err).split())[:300]
-        raise ConversionError(f"{source}: not a local file or folder, and not readable from the Hub ({type(err).__name__}: {detail})") from None
+        raise ConversionError(
+            f"{source}: not a local file or folder, and not readable from the Hub ({type(err).__name__}: {detail})"
+        ) from None
 
 
 def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
-    files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()}) if index.is_file() else [folder / "model.safetensors"]
+    files = [folder / "model.safetensors"]
+    if index.is_file():  # sharded
+        files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
     if not files[0].is_file():
         raise ConversionError(f"{folder.name} has no model.safetensors")
     state = {}
