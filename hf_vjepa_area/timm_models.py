@@ -304,14 +304,14 @@ def _cfg(variant: str, img_size: int, num_frames: int, hf_hub_id: str | None = N
     return cfg
 
 
-# The released weights load as they are: transformers' safetensors from the `facebook/vjepa2-*` repos by
-# default, or Meta's `.pt` with `pretrained_cfg_overlay=dict(file="vitl.pt")`, both through checkpoint_filter_fn.
-_RANDOM_INIT = {timm_name(v): v for v in ("tiny", "small", "base")}
-default_cfgs = generate_default_cfgs({
-    **{f"{name}{suffix}": _cfg(r.variant, r.img_size, r.num_frames, r.transformers_repo)
-       for name, r in RELEASED_MODELS.items() for suffix in ("", "_area")},
-    **{f"{name}{suffix}": _cfg(variant, 256, 16) for name, variant in _RANDOM_INIT.items() for suffix in ("", "_area")},
-})  # fmt: skip
+# name -> (variant, img_size, num_frames, Hub repo of its weights): the released models, whose weights load
+# as they are (transformers' `facebook/vjepa2-*` safetensors by default, or Meta's `.pt` with
+# `pretrained_cfg_overlay=dict(file="vitl.pt")`, both through checkpoint_filter_fn), then random-init sizes.
+_MODELS = {
+    **{name: (r.variant, r.img_size, r.num_frames, r.transformers_repo) for name, r in RELEASED_MODELS.items()},
+    **{timm_name(variant): (variant, 256, 16, None) for variant in ("tiny", "small", "base")},
+}
+default_cfgs = generate_default_cfgs({name + suffix: _cfg(*spec) for name, spec in _MODELS.items() for suffix in ("", "_area")})
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -354,7 +354,7 @@ def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int):
             args["area_splits"] = DEFAULT_AREA_SPLITS
         return _create(name, pretrained, **{**args, **kwargs})
 
-    weights = f"released fpc64 weights at {img_size} px" if name.removesuffix("_area") in RELEASED_MODELS else "random init"
+    weights = f"released fpc64 weights at {img_size} px" if _MODELS[name.removesuffix("_area")][3] else "random init"
     attention = "ST-A² area attention: area_splits (2, 2, 1) over the first 75% of blocks" if area else "full attention"
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
@@ -364,10 +364,8 @@ def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int):
         return register_model(entry)
 
 
-# One entry point per released model and random-init size, full attention and `_area`: vjepa2_vitl,
-# vjepa2_vitl_area, ..., vjepa2_vitg_384_area, vjepa2_vitt ... vjepa2_vitb_area.
-for _name, _spec in {**{n: (r.variant, r.img_size, r.num_frames) for n, r in RELEASED_MODELS.items()},
-                     **{n: (v, 256, 16) for n, v in _RANDOM_INIT.items()}}.items():  # fmt: skip
-    for _area in (False, True):
-        _full_name = _name + ("_area" if _area else "")
-        globals()[_full_name] = _entry(_full_name, *_spec[:1], _area, *_spec[1:])
+# One entry point per model, full attention and `_area`: vjepa2_vitl, vjepa2_vitl_area, ..., vjepa2_vitb_area.
+for _name, (_variant, _img_size, _num_frames, _) in _MODELS.items():
+    for _suffix in ("", "_area"):
+        globals()[_name + _suffix] = _entry(_name + _suffix, _variant, bool(_suffix), _img_size, _num_frames)
+del _name, _variant, _img_size, _num_frames, _suffix
