@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
-from hf_vjepa_area.conversion.keys import hf_sections, ours_to_theirs
+from hf_vjepa_area.conversion.keys import ENCODER_KEYS, to_transformers
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
 from hf_vjepa_area.modeling.rope import token_positions
 
@@ -208,22 +208,17 @@ def our_config(args, case: Case, area: bool) -> VJEPA2AreaConfig:
 
 
 def transformers_config(config: VJEPA2AreaConfig) -> VJEPA2Config:
-    """transformers derives RoPE's grid from crop_size / frames_per_clip, so one config per input size."""
-    return VJEPA2Config(
-        crop_size=config.img_size[0], frames_per_clip=config.num_frames, tubelet_size=config.tubelet_size,
-        patch_size=config.patch_size, hidden_size=config.embed_dim, num_attention_heads=config.num_heads,
-        num_hidden_layers=config.depth, mlp_ratio=config.mlp_ratio, layer_norm_eps=config.layer_norm_eps,
-        qkv_bias=config.qkv_bias, pred_hidden_size=64, pred_num_attention_heads=2, pred_num_hidden_layers=1,
-        attn_implementation="sdpa",
-    )
+    """transformers derives RoPE's grid from crop_size / frames_per_clip, so one config per input size. The
+    predictor (never run here) is kept to one small layer."""
+    hf_config = config.to_transformers_config()
+    hf_config.pred_hidden_size, hf_config.pred_num_attention_heads, hf_config.pred_num_hidden_layers = 64, 2, 1
+    hf_config._attn_implementation = "sdpa"
+    return hf_config
 
 
 def ours_to_transformers(state: dict) -> dict:
-    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys, by the conversion package's mapping."""
-    remapped = ours_to_theirs(state, hf_sections(classification=False))
-    if remapped.unexpected:
-        raise KeyError(f"no transformers counterpart for {remapped.unexpected}")
-    return remapped.state_dict
+    """Our (original V-JEPA 2) encoder keys -> VJEPA2Model keys, by the conversion package's key table."""
+    return to_transformers(state, ENCODER_KEYS, "encoder.")
 
 
 def build_model(name: str, args, case: Case, state: dict, device: torch.device) -> torch.nn.Module:

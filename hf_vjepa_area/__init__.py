@@ -16,6 +16,7 @@ from .modeling import (
 )
 from .registration import register_transformers
 from . import timm_models  # noqa: E402  (registers the timm entry points)
+from .conversion import load_released
 from .hub import repo_id_for, save_repo_folder
 from .timm_models import VJEPA2Area
 
@@ -33,6 +34,7 @@ __all__ = [
     "AttentivePooler",
     "VJEPA2AreaPredictor",
     "VJEPA2Area",
+    "load_released",
     "repo_id_for",
     "save_repo_folder",
     "register_transformers",

@@ -1047,9 +1047,9 @@ def save_classifier_folder(model: VJEPA2AreaForVideoClassification, folder: Path
 
 
 def push_classifier(folder: Path, repo_id: str, *, private: bool = False, commit_message: str | None = None, api=None) -> dict:
-    """Upload a saved classifier folder (`hf_vjepa_area.conversion.push.push_folder`: create_repo +
+    """Upload a saved classifier folder (`hf_vjepa_area.hub.push_folder`: create_repo +
     upload_folder; the token comes from `HF_TOKEN` or `hf auth login`, never the command line)."""
-    from .conversion.push import push_folder
+    from .hub import push_folder
 
     return push_folder(folder, repo_id, private=private, api=api,
                        commit_message=commit_message or "Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip

@@ -5,8 +5,10 @@
     model = timm.create_model("vjepa2_vitl", pretrained=True, num_classes=174)  # + attentive probe head
     tokens = model.forward_features(video)                                   # video [B, C, T, H, W]
 
-Entry points read like a table: a V-JEPA 2 size, full attention or `_area` (area_splits (2, 2, 1) over
-the first 75% of blocks), released weights on the Hub for ViT-L/H/g at 256 px and ViT-g at 384 px.
+Entry points come from the released-models table: a V-JEPA 2 size, full attention or `_area`
+(area_splits (2, 2, 1) over the first 75% of blocks). The released ViT-L/H/g at 256 px and ViT-g at 384 px
+load Meta's weights as they are: transformers' `facebook/vjepa2-*` safetensors by default, or Meta's `.pt`
+with `pretrained_cfg_overlay=dict(file="vitl.pt")`, both through `checkpoint_filter_fn`.
 `vjepa2_vit{t,s,b}[_area]` are random-init sizes for experiments. Every entry point takes the
 encoder's config fields as keyword overrides (`num_frames`, `img_size`, `area_splits`, `area_layers`,
 `embed_dim`, `depth`, ...), plus timm's `num_classes`, `global_pool`, `drop_rate`, `drop_path_rate`.
@@ -31,9 +33,10 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-from .hub import repo_id_for, timm_pretrained_cfg
-from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, VARIANTS, VJEPA2AreaConfig
+from .conversion.keys import original_parts
+from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
 from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
+from .modeling.timm_metadata import timm_name, timm_pretrained_cfg
 
 __all__ = ["VJEPA2Area", "checkpoint_filter_fn"]
 
@@ -251,14 +254,15 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
         return take_indices
 
 
-def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: VJEPA2Area) -> dict[str, torch.Tensor]:
-    """Accept our repo files and transformers' `save_pretrained` of the classifier (`encoder.` prefix).
+def checkpoint_filter_fn(state_dict: dict, model: VJEPA2Area) -> dict[str, torch.Tensor]:
+    """Any V-JEPA 2 checkpoint in our key names: transformers' `facebook/vjepa2-*` safetensors (query/key/value
+    fused into qkv), Meta's `.pt` (`target_encoder`, prefixes stripped, predictor and the rest ignored), our
+    repo files, and transformers' `save_pretrained` of our classifier (`encoder.` prefix).
 
     A sincos `pos_embed` (models without RoPE) is a function of the configured grid, so the model's own
-    table replaces a checkpoint's table of another size.
+    table replaces a checkpoint's table of another size; another channel count adapts the stem.
     """
-    if any(key.startswith("encoder.") for key in state_dict) and not any(key.startswith("blocks.") for key in state_dict):
-        state_dict = {key.removeprefix("encoder."): value for key, value in state_dict.items()}
+    state_dict = original_parts(state_dict)["encoder"]
     own = model.state_dict()
     if "pos_embed" in state_dict and "pos_embed" in own and state_dict["pos_embed"].shape != own["pos_embed"].shape:
         state_dict = dict(state_dict, pos_embed=own["pos_embed"])
@@ -290,20 +294,6 @@ def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 # Pretrained configs and entry points
 # ----------------------------------------------------------------------------------------------
 
-# Released V-JEPA 2 encoders: 64-frame pretraining (fpc64), tubelet 2, patch 16, RoPE.
-_RELEASED = {
-    "vjepa2_vitl": ("large", 256),
-    "vjepa2_vith": ("huge", 256),
-    "vjepa2_vitg": ("giant", 256),
-    "vjepa2_vitg_384": ("giant", 384),
-}
-_RANDOM_INIT = {"vjepa2_vitt": "tiny", "vjepa2_vits": "small", "vjepa2_vitb": "base"}
-_SOURCES = {
-    "vjepa2_vitl": ("vitl.pt", "facebook/vjepa2-vitl-fpc64-256"),
-    "vjepa2_vith": ("vith.pt", "facebook/vjepa2-vith-fpc64-256"),
-    "vjepa2_vitg": ("vitg.pt", "facebook/vjepa2-vitg-fpc64-256"),
-    "vjepa2_vitg_384": ("vitg-384.pt", "facebook/vjepa2-vitg-fpc64-384"),
-}
 
 
 def _cfg(variant: str, img_size: int, num_frames: int, hf_hub_id: str | None = None) -> dict[str, Any]:
@@ -314,31 +304,14 @@ def _cfg(variant: str, img_size: int, num_frames: int, hf_hub_id: str | None = N
     return cfg
 
 
-default_cfgs = generate_default_cfgs(
-    {
-        **{
-            f"{name}{suffix}": _cfg(variant, size, 64, repo_id_for(variant, area=bool(suffix), img_size=size))
-            for name, (variant, size) in _RELEASED.items()
-            for suffix in ("", "_area")
-        },
-        **{f"{name}{suffix}": _cfg(variant, 256, 16) for name, variant in _RANDOM_INIT.items() for suffix in ("", "_area")},
-    }
-)
-
-
-def _missing_weights_message(name: str, kwargs: dict, error: Exception) -> str:
-    cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-    tried = f"Hub repo {cfg.hf_hub_id!r}" if cfg.hf_hub_id else f"{cfg.file or cfg.url!r}"
-    source_pt, source_hf = _SOURCES.get(name.removesuffix("_area"), ("<released .pt>", "<facebook/vjepa2-* id>"))
-    repo = cfg.hf_hub_id or "<org>/<name>"
-    area = " --area-splits 2,2,1" if name.endswith("_area") else ""
-    return (
-        f"pretrained weights for {name!r} not found: tried {tried} ({type(error).__name__}: {error}). "
-        f"Produce them with the conversion tool from Meta's {source_pt} (or {source_hf}):\n"
-        f"    vjepa2-area-convert {source_pt} ./{repo.split('/')[-1]}{area} --verify --push-to-hub {repo}\n"
-        f"or, without pushing, load the folder with timm.create_model('local-dir:./{repo.split('/')[-1]}', "
-        f"pretrained=True) or put it in the Hub cache (hf_vjepa_area.hub.add_folder_to_hub_cache)."
-    )
+# name -> (variant, img_size, num_frames, Hub repo of its weights): the released models, whose weights load
+# as they are (transformers' `facebook/vjepa2-*` safetensors by default, or Meta's `.pt` with
+# `pretrained_cfg_overlay=dict(file="vitl.pt")`, both through checkpoint_filter_fn), then random-init sizes.
+_MODELS = {
+    **{name: (r.variant, r.img_size, r.num_frames, r.transformers_repo) for name, r in RELEASED_MODELS.items()},
+    **{timm_name(variant): (variant, 256, 16, None) for variant in ("tiny", "small", "base")},
+}
+default_cfgs = generate_default_cfgs({name + suffix: _cfg(*spec) for name, spec in _MODELS.items() for suffix in ("", "_area")})
 
 
 def _hub_errors() -> tuple[type[BaseException], ...]:
@@ -365,46 +338,34 @@ def _create(name: str, pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
     except _hub_errors() as error:
         if not pretrained:
             raise
-        raise RuntimeError(_missing_weights_message(name, kwargs, error)) from error
+        cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
+        released = RELEASED_MODELS.get(name.removesuffix("_area"))
+        raise RuntimeError(
+            f"pretrained weights for {name!r} not found: tried {cfg.hf_hub_id or cfg.file!r} ({type(error).__name__}: "
+            f"{error}). Download them once with `hf download {cfg.hf_hub_id}`, or pass Meta's file: "
+            f"pretrained_cfg_overlay=dict(file={(released.pt_file if released else 'vitl.pt')!r})"
+        ) from error
 
 
-def _model_args(variant: str, area: bool, img_size: int, num_frames: int, kwargs: dict) -> dict:
-    args = dict(VARIANTS[variant], img_size=img_size, num_frames=num_frames)
-    if area:
-        args["area_splits"] = DEFAULT_AREA_SPLITS
-    args.update(kwargs)
-    return args
-
-
-def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int, doc: str):
+def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int):
     def entry(pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
-        return _create(name, pretrained, **_model_args(variant, area, img_size, num_frames, kwargs))
+        args = dict(VARIANTS[variant], img_size=img_size, num_frames=num_frames)
+        if area:
+            args["area_splits"] = DEFAULT_AREA_SPLITS
+        return _create(name, pretrained, **{**args, **kwargs})
 
+    weights = f"released fpc64 weights at {img_size} px" if _MODELS[name.removesuffix("_area")][3] else "random init"
+    attention = "ST-A² area attention: area_splits (2, 2, 1) over the first 75% of blocks" if area else "full attention"
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
-    entry.__doc__ = doc
+    entry.__doc__ = f"V-JEPA 2 {variant} encoder, {weights}, {num_frames} frames; {attention}."
     with warnings.catch_warnings():  # re-registering our own names (module reload) is not a conflict
         warnings.filterwarnings("ignore", message=f"Overwriting {name} in registry", category=UserWarning)
         return register_model(entry)
 
 
-_FULL = "full attention"
-_AREA = "ST-A² area attention: area_splits (2, 2, 1) over the first 75% of blocks"
-_RELEASED_DOC = "V-JEPA 2 {}/16 at {} px, fpc64 weights; {}."
-_RANDOM_DOC = "V-JEPA 2 {}/16 encoder, random init, 16 frames; {}."
-
-# name, variant, area attention, img_size, num_frames (the released weights were pretrained on 64 frames)
-vjepa2_vitl = _entry("vjepa2_vitl", "large", False, 256, 64, _RELEASED_DOC.format("ViT-L", 256, _FULL))
-vjepa2_vith = _entry("vjepa2_vith", "huge", False, 256, 64, _RELEASED_DOC.format("ViT-H", 256, _FULL))
-vjepa2_vitg = _entry("vjepa2_vitg", "giant", False, 256, 64, _RELEASED_DOC.format("ViT-g", 256, _FULL))
-vjepa2_vitg_384 = _entry("vjepa2_vitg_384", "giant", False, 384, 64, _RELEASED_DOC.format("ViT-g", 384, _FULL))
-vjepa2_vitl_area = _entry("vjepa2_vitl_area", "large", True, 256, 64, _RELEASED_DOC.format("ViT-L", 256, _AREA))
-vjepa2_vith_area = _entry("vjepa2_vith_area", "huge", True, 256, 64, _RELEASED_DOC.format("ViT-H", 256, _AREA))
-vjepa2_vitg_area = _entry("vjepa2_vitg_area", "giant", True, 256, 64, _RELEASED_DOC.format("ViT-g", 256, _AREA))
-vjepa2_vitg_384_area = _entry("vjepa2_vitg_384_area", "giant", True, 384, 64, _RELEASED_DOC.format("ViT-g", 384, _AREA))
-vjepa2_vitt = _entry("vjepa2_vitt", "tiny", False, 256, 16, _RANDOM_DOC.format("ViT-T", _FULL))
-vjepa2_vits = _entry("vjepa2_vits", "small", False, 256, 16, _RANDOM_DOC.format("ViT-S", _FULL))
-vjepa2_vitb = _entry("vjepa2_vitb", "base", False, 256, 16, _RANDOM_DOC.format("ViT-B", _FULL))
-vjepa2_vitt_area = _entry("vjepa2_vitt_area", "tiny", True, 256, 16, _RANDOM_DOC.format("ViT-T", _AREA))
-vjepa2_vits_area = _entry("vjepa2_vits_area", "small", True, 256, 16, _RANDOM_DOC.format("ViT-S", _AREA))
-vjepa2_vitb_area = _entry("vjepa2_vitb_area", "base", True, 256, 16, _RANDOM_DOC.format("ViT-B", _AREA))
+# One entry point per model, full attention and `_area`: vjepa2_vitl, vjepa2_vitl_area, ..., vjepa2_vitb_area.
+for _name, (_variant, _img_size, _num_frames, _) in _MODELS.items():
+    for _suffix in ("", "_area"):
+        globals()[_name + _suffix] = _entry(_name + _suffix, _variant, bool(_suffix), _img_size, _num_frames)
+del _name, _variant, _img_size, _num_frames, _suffix

@@ -70,3 +70,85 @@ def offline_hub(tiny_hub, monkeypatch) -> TinyHub:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tiny_hub.cache))
     return tiny_hub
+
+
+# A tiny stand-in for Meta's release: transformers' own VJEPA2Model (with its predictor) and the same
+# weights in Meta's `.pt` layout. Width 192 with 3 heads of 64 leaves 4 channels unrotated, as released.
+RELEASED_TINY = dict(crop_size=32, frames_per_clip=4, hidden_size=192, num_attention_heads=3, num_hidden_layers=2,
+                     pred_hidden_size=96, pred_num_attention_heads=12, pred_num_hidden_layers=2, pred_num_mask_tokens=3)
+RELEASED_REPO = "facebook/vjepa2-tiny-test"
+
+
+@dataclass
+class TinyRelease:
+    cache: pathlib.Path
+    repo_id: str  # transformers' VJEPA2Model, saved with its own save_pretrained
+    folder: pathlib.Path
+    pt: pathlib.Path  # Meta's layout: target_encoder (= the repo's encoder), encoder, predictor, training state
+    model: torch.nn.Module
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial values everywhere (LayerNorms and mask tokens included), so no mapping error hides."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.randn(tensor.shape, generator=generator) * 0.05)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory) -> TinyRelease:
+    from transformers import VJEPA2Config, VJEPA2Model
+
+    from hf_vjepa_area.hub import add_folder_to_hub_cache
+
+    root = tmp_path_factory.mktemp("release")
+    model = randomize(VJEPA2Model(VJEPA2Config(**RELEASED_TINY)), 3)
+    folder = root / "vjepa2-tiny"
+    model.save_pretrained(folder)
+    add_folder_to_hub_cache(folder, RELEASED_REPO, root / "cache", commit_hash="c" * 40)
+    # Meta's names, written out by hand (not through our key table): fused qkv rows, one tensor per mask token.
+    state = model.state_dict()
+
+    def original(prefix: str, blocks: str, layers: int) -> dict:
+        out = {}
+        for i in range(layers):
+            t = f"{prefix}.layer.{i}."
+            for p in ("weight", "bias"):
+                out[f"{blocks}.{i}.attn.qkv.{p}"] = torch.cat([state[f"{t}attention.{n}.{p}"] for n in ("query", "key", "value")])
+                for o, n in (("norm1", "norm1"), ("attn.proj", "attention.proj"), ("norm2", "norm2"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+                    out[f"{blocks}.{i}.{o}.{p}"] = state[f"{t}{n}.{p}"]
+        return out
+
+    encoder = original("encoder", "blocks", 2)
+    for p in ("weight", "bias"):
+        encoder[f"patch_embed.proj.{p}"] = state[f"encoder.embeddings.patch_embeddings.proj.{p}"]
+        encoder[f"norm.{p}"] = state[f"encoder.layernorm.{p}"]
+    predictor = original("predictor", "predictor_blocks", 2)
+    for p in ("weight", "bias"):
+        predictor[f"predictor_embed.{p}"] = state[f"predictor.embeddings.predictor_embeddings.{p}"]
+        predictor[f"predictor_norm.{p}"] = state[f"predictor.layernorm.{p}"]
+        predictor[f"predictor_proj.{p}"] = state[f"predictor.proj.{p}"]
+    for i, token in enumerate(state["predictor.embeddings.mask_tokens"]):
+        predictor[f"mask_tokens.{i}"] = token
+    pt = root / "vit-tiny.pt"
+    torch.save({
+        "target_encoder": {"module.backbone." + k: v.clone() for k, v in encoder.items()},
+        "encoder": {"module.backbone." + k: v + 0.25 for k, v in encoder.items()},
+        "predictor": {"module.backbone." + k: v.clone() for k, v in predictor.items()},
+        "opt": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 10, "loss": 0.5,
+    }, pt)  # fmt: skip
+    return TinyRelease(root / "cache", RELEASED_REPO, folder, pt, model)
+
+
+@pytest.fixture
+def offline_release(tiny_release, monkeypatch) -> TinyRelease:
+    """`tiny_release`'s cache as the Hub cache, offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tiny_release.cache))
+    return tiny_release

@@ -17,13 +17,9 @@ from transformers import AutoModel, AutoModelForVideoClassification, AutoVideoPr
 
 import hf_vjepa_area
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, hub
-from hf_vjepa_area.hub import (
-    add_folder_to_hub_cache,
-    repo_id_for,
-    save_repo_folder,
-    timm_architecture,
-    timm_model_args,
-)
+from hf_vjepa_area.hub import add_folder_to_hub_cache, push_folder, repo_id_for, save_repo_folder
+from hf_vjepa_area.modeling.configuration_vjepa2_area import RELEASED_MODELS
+from hf_vjepa_area.modeling.timm_metadata import timm_architecture, timm_model_args
 
 from .conftest import TINY, tiny_video
 
@@ -32,38 +28,49 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 # ---- repo ids ------------------------------------------------------------------------------
 
 
-def test_repo_ids_follow_the_naming_scheme():
+def test_repo_ids_follow_the_released_models_table():
     org = hub.HUB_ORG
-    assert repo_id_for("large", area=True) == f"{org}/vjepa2-vitl-st-a2"
-    assert repo_id_for("vitl", area=False) == f"{org}/vjepa2-vitl"
-    assert repo_id_for("ViT-H", area=True) == f"{org}/vjepa2-vith-st-a2"
-    assert repo_id_for("giant", area=False, img_size=384) == f"{org}/vjepa2-vitg-384"
-    assert repo_id_for("g", area=True, img_size=(384, 384)) == f"{org}/vjepa2-vitg-st-a2-384"
-    assert repo_id_for("base", area=False, img_size=[256, 256]) == f"{org}/vjepa2-vitb"
-    with pytest.raises(ValueError, match="unknown variant"):
-        repo_id_for("vitx", area=False)
+    assert repo_id_for("vjepa2_vitl", area=True) == f"{org}/vjepa2-vitl-st-a2"
+    assert repo_id_for("vjepa2_vitg_384") == f"{org}/vjepa2-vitg-384"
+    with pytest.raises(ValueError, match="unknown released model"):
+        repo_id_for("vjepa2_vitx")
 
 
 def test_organisation_is_set_in_one_place(monkeypatch):
     monkeypatch.setattr(hub, "HUB_ORG", "someone-else")
-    assert repo_id_for("large", area=True) == "someone-else/vjepa2-vitl-st-a2"
+    assert repo_id_for("vjepa2_vitl", area=True) == "someone-else/vjepa2-vitl-st-a2"
     monkeypatch.setenv("HF_VJEPA_AREA_ORG", "from-env")
     try:
         importlib.reload(hub)
-        assert hub.HUB_ORG == "from-env" and hub.repo_id_for("huge", area=False) == "from-env/vjepa2-vith"
+        assert hub.HUB_ORG == "from-env" and hub.repo_id_for("vjepa2_vith") == "from-env/vjepa2-vith"
     finally:
         monkeypatch.delenv("HF_VJEPA_AREA_ORG")
         importlib.reload(hub)
 
 
-def test_timm_registry_points_at_the_repo_ids():
-    for name, repo in [
-        ("vjepa2_vitl", repo_id_for("large", False)),
-        ("vjepa2_vitl_area", repo_id_for("large", True)),
-        ("vjepa2_vitg_384_area", repo_id_for("giant", True, 384)),
-    ]:
-        cfg = timm.models.get_pretrained_cfg(name)
-        assert cfg.hf_hub_id == repo and cfg.hf_hub_filename == "model.safetensors"
+def test_timm_registry_points_at_the_released_weights():
+    for name, released in RELEASED_MODELS.items():
+        for suffix in ("", "_area"):
+            cfg = timm.models.get_pretrained_cfg(name + suffix)
+            assert cfg.hf_hub_id == released.transformers_repo and cfg.hf_hub_filename == "model.safetensors"
+
+
+def test_push_folder_creates_the_repo_then_uploads(tiny_hub):
+    calls = []
+
+    class Recorder:
+        def create_repo(self, *args, **kwargs):
+            calls.append(("create_repo", args, kwargs))
+            return "https://huggingface.co/org/name"
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", (), kwargs))
+
+    info = push_folder(tiny_hub.encoder_dir, "org/name", private=True, api=Recorder())
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"] and calls[0][2]["private"] is True
+    assert calls[1][2]["folder_path"] == str(tiny_hub.encoder_dir) and info["repo_id"] == "org/name"
+    with pytest.raises(ValueError, match="ORG/NAME"):
+        push_folder(tiny_hub.encoder_dir, "no-org", api=Recorder())
 
 
 # ---- the folder ----------------------------------------------------------------------------
@@ -84,7 +91,7 @@ def test_folder_layout_encoder(tiny_hub):
         "configuration_vjepa2_area.py",
         "area.py",
         "rope.py",
-        "hub_metadata.py",
+        "timm_metadata.py",
         "video_preprocessor_config.json",
         "README.md",
     } <= names
@@ -246,11 +253,10 @@ def test_same_outputs_from_the_same_file(offline_hub):
         timm_hub_encoder = timm.create_model(f"hf-hub:{offline_hub.encoder_id}", pretrained=True).eval()
         timm_hub_classifier = timm.create_model(f"hf-hub:{offline_hub.classifier_id}", pretrained=True).eval()
         timm_local = timm.create_model(f"local-dir:{offline_hub.classifier_dir}", pretrained=True).eval()
-        # A registered name with `pretrained=True` reads its own repo id from the Hub cache (here the
-        # tiny file stands in for ViT-L's, so the tiny size is passed as model args).
-        add_folder_to_hub_cache(offline_hub.encoder_dir, repo_id_for("large", area=True), offline_hub.cache)
+        # A registered name reads our repo format too (the tiny size passed as model args).
         timm_named = timm.create_model(
-            "vjepa2_vitl_area", pretrained=True, **timm_model_args(offline_hub.encoder.config)
+            "vjepa2_vitl_area", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id=offline_hub.encoder_id),
+            **timm_model_args(offline_hub.encoder.config),
         ).eval()
 
         outputs = {

@@ -140,7 +140,7 @@ def test_save_pretrained_round_trip_writes_remote_code(tmp_path, cls):
     model.save_pretrained(tmp_path)
     names = set(os.listdir(tmp_path))
     assert {"config.json", "model.safetensors", "modeling_vjepa2_area.py", "configuration_vjepa2_area.py",
-            "area.py", "rope.py", "hub_metadata.py"} <= names
+            "area.py", "rope.py", "timm_metadata.py"} <= names
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForVideoClassification"}
     loaded = cls.from_pretrained(tmp_path).eval()
@@ -303,3 +303,22 @@ def test_trust_remote_code_without_the_package(tiny_hub, tmp_path):
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("OK"), result.stdout[-2000:] + result.stderr[-4000:]
+
+
+# ---- the one mapping to and from transformers' VJEPA2Config ---------------------------------
+
+
+def test_config_maps_to_and_from_transformers_vjepa2config():
+    from hf_vjepa_area.modeling.configuration_vjepa2_area import variant_of
+
+    config = _config(predictor_embed_dim=48, predictor_num_heads=4, predictor_depth=3, predictor_num_mask_tokens=2)
+    theirs = config.to_transformers_config()
+    assert (theirs.crop_size, theirs.frames_per_clip, theirs.hidden_size, theirs.num_attention_heads) == (32, 4, 24, 2)
+    assert (theirs.pred_hidden_size, theirs.pred_num_attention_heads, theirs.pred_num_hidden_layers, theirs.pred_num_mask_tokens) == (48, 4, 3, 2)
+    back = VJEPA2AreaConfig.from_transformers_config(theirs, area_splits=(2, 2, 1), probe_depth=2, probe_num_heads=2)
+    assert back.to_dict() == config.to_dict()
+    assert VJEPA2AreaConfig.from_transformers_config(theirs, classifier=True).probe_num_heads == 2  # the encoder's
+    for bad, message in ((dict(use_rope=False), "use_rope=False"), (dict(img_size=[32, 64]), "non-square")):
+        with pytest.raises(ValueError, match=message):
+            _config(**bad).to_transformers_config()
+    assert variant_of(VJEPA2AreaConfig.from_variant("giant")) == "giant" and variant_of(config) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+from typing import NamedTuple
 
 from transformers import PreTrainedConfig
 
@@ -20,9 +21,39 @@ VARIANTS: dict[str, dict] = {
     "gigantic": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
 }
 
+
+
+class ReleasedModel(NamedTuple):
+    """One of Meta's released V-JEPA 2 encoders (RoPE, patch 16, tubelet 2, pretrained on 64-frame clips)."""
+
+    variant: str
+    img_size: int
+    num_frames: int
+    pt_file: str  # https://dl.fbaipublicfiles.com/vjepa2/<pt_file>
+    transformers_repo: str  # the same weights as transformers' VJEPA2Model, with the predictor
+
+
+# The released encoders, by timm name (`vjepa2_vitl`; `vjepa2_vitl_area` is the same weights with area
+# attention). Our converted repo ids are derived from the name: `hub.repo_id_for`.
+RELEASED_MODELS: dict[str, ReleasedModel] = {
+    "vjepa2_vitl": ReleasedModel("large", 256, 64, "vitl.pt", "facebook/vjepa2-vitl-fpc64-256"),
+    "vjepa2_vith": ReleasedModel("huge", 256, 64, "vith.pt", "facebook/vjepa2-vith-fpc64-256"),
+    "vjepa2_vitg": ReleasedModel("giant", 256, 64, "vitg.pt", "facebook/vjepa2-vitg-fpc64-256"),
+    "vjepa2_vitg_384": ReleasedModel("giant", 384, 64, "vitg-384.pt", "facebook/vjepa2-vitg-fpc64-384"),
+}
+
+
+def variant_of(config) -> str | None:
+    """The named size of a config (width, depth, heads and MLP ratio all equal), or None for a custom size."""
+    for name, fields in VARIANTS.items():
+        if all(math.isclose(getattr(config, key), value) for key, value in fields.items()):
+            return name
+    return None
+
+
 AREA_KERNELS = ("auto", "mask", "dense", "varlen")
 
-# config.json keys that belong to timm (see hub_metadata.py): derived when saving, ignored when loading.
+# config.json keys that belong to timm (see timm_metadata.py): derived when saving, ignored when loading.
 TIMM_CONFIG_KEYS = ("architecture", "num_classes", "num_features", "pretrained_cfg", "model_args")
 
 # The prototype's partition: 2 temporal x 2 height splits, width unsplit.
@@ -163,7 +194,7 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         """The keys timm reads from config.json (`architecture`, `num_classes`, `num_features`,
         `pretrained_cfg`, `model_args`), derived from this config. A classifier is recognised by
         `architectures`, which `save_pretrained` sets."""
-        from .hub_metadata import timm_config_fields
+        from .timm_metadata import timm_config_fields
 
         classifier = "VJEPA2AreaForVideoClassification" in (self.architectures or [])
         return timm_config_fields(self, classifier=classifier)
@@ -181,6 +212,43 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         return cls(**{**VARIANTS[variant], **kwargs})
+
+    def to_transformers_config(self, classifier: bool = False):
+        """transformers' `VJEPA2Config` of the same model (what its `VJEPA2Model` needs to hold our weights).
+
+        Refuses, naming each, what transformers' V-JEPA 2 cannot express. A classifier's pooler there uses
+        the encoder's heads and LayerNorm eps, so ours must match them.
+        """
+        from transformers import VJEPA2Config
+
+        problems = [text for bad, text in (
+            (not self.use_rope, "use_rope=False (transformers' V-JEPA 2 has RoPE only)"),
+            (self.rope_interleave, "rope_interleave=True (transformers uses the released tiled sin/cos)"),
+            (self.use_silu, "use_silu=True (transformers' MLP is GELU)"),
+            (self.num_frames == 1, "an image model (num_frames=1)"),
+            (self.img_size[0] != self.img_size[1], f"non-square img_size {self.img_size}"),
+            (classifier and self.probe_num_heads != self.num_heads, "a probe whose heads differ from the encoder's"),
+        ) if bad]  # fmt: skip
+        if problems:
+            raise ValueError("transformers' V-JEPA 2 cannot express " + "; ".join(problems))
+        fields = {theirs: getattr(self, ours) for theirs, ours in _TRANSFORMERS_FIELDS.items()}
+        fields["crop_size"] = self.img_size[0]
+        if classifier:
+            fields.update(num_pooler_layers=self.probe_depth - 1, id2label=dict(self.id2label))
+        return VJEPA2Config(**fields)
+
+    @classmethod
+    def from_transformers_config(cls, config, classifier: bool = False, **overrides) -> "VJEPA2AreaConfig":
+        """Our config for transformers' `VJEPA2Config` (a `VJEPA2Model` or, with `classifier`, its
+        `VJEPA2ForVideoClassification`); `overrides` set any other field (area options, ...)."""
+        if config.hidden_act != "gelu":
+            raise ValueError(f"hidden_act {config.hidden_act!r}: the V-JEPA 2 encoders use exact GELU")
+        fields = {ours: getattr(config, theirs) for theirs, ours in _TRANSFORMERS_FIELDS.items()}
+        fields["img_size"] = config.crop_size
+        if classifier:  # transformers' pooler: the encoder's heads and eps; num_pooler_layers + cross-attention
+            fields.update(probe_depth=config.num_pooler_layers + 1, probe_num_heads=config.num_attention_heads,
+                          probe_layer_norm_eps=config.layer_norm_eps, id2label=dict(config.id2label))  # fmt: skip
+        return cls(**{**fields, **overrides})
 
     @property
     def head_dim(self) -> int:
@@ -266,7 +334,27 @@ class VJEPA2AreaConfig(PreTrainedConfig):
                 )
 
 
+# transformers' `VJEPA2Config` field -> ours (crop_size <-> img_size is the one field of another shape).
+_TRANSFORMERS_FIELDS = {
+    "frames_per_clip": "num_frames", "patch_size": "patch_size", "tubelet_size": "tubelet_size",
+    "in_chans": "in_chans", "hidden_size": "embed_dim", "num_hidden_layers": "depth",
+    "num_attention_heads": "num_heads", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias",
+    "layer_norm_eps": "layer_norm_eps", "drop_path_rate": "drop_path_rate", "initializer_range": "init_std",
+    "pred_hidden_size": "predictor_embed_dim", "pred_num_hidden_layers": "predictor_depth",
+    "pred_num_attention_heads": "predictor_num_heads", "pred_mlp_ratio": "predictor_mlp_ratio",
+    "pred_num_mask_tokens": "predictor_num_mask_tokens",
+}  # fmt: skip
+
 # `save_pretrained` copies this file beside config.json and records it in `auto_map` (remote code).
 VJEPA2AreaConfig.register_for_auto_class()
 
-__all__ = ["VJEPA2AreaConfig", "VARIANTS", "AREA_KERNELS", "DEFAULT_AREA_SPLITS", "parse_area_layers"]
+__all__ = [
+    "VJEPA2AreaConfig",
+    "VARIANTS",
+    "RELEASED_MODELS",
+    "ReleasedModel",
+    "variant_of",
+    "AREA_KERNELS",
+    "DEFAULT_AREA_SPLITS",
+    "parse_area_layers",
+]

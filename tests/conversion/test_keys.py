@@ -1,90 +1,92 @@
-"""Key tables: both directions from one table, exact round trips, fused row order, prefix stripping."""
+"""The key table (both directions, exact), Meta's `.pt` unpacking, and safe loading."""
+
+import os
+import pickle
 
 import pytest
 import torch
 
 from hf_vjepa_area.conversion.keys import (
-    hf_dropped_prefixes,
-    hf_sections,
-    original_probe_to_ours,
-    ours_to_theirs,
+    ConversionError,
+    UnsafeCheckpointError,
+    original_parts,
+    safe_torch_load,
     strip_original_prefixes,
-    theirs_to_ours,
+    to_transformers,
+    ENCODER_KEYS,
+    HEAD_KEYS,
+    PREDICTOR_KEYS,
 )
 
 
-def test_encoder_round_trip_is_exact(tiny_encoder):
-    ours = tiny_encoder.state_dict()
-    theirs = ours_to_theirs(ours, hf_sections(False))
-    assert not theirs.unexpected
-    assert "encoder.layer.1.attention.query.weight" in theirs.state_dict
-    assert "encoder.embeddings.patch_embeddings.proj.weight" in theirs.state_dict
-    assert "encoder.layernorm.bias" in theirs.state_dict
-    back = theirs_to_ours(theirs.state_dict, hf_sections(False))
-    assert not (back.unexpected or back.missing)
-    assert back.state_dict.keys() == ours.keys()
-    assert all(torch.equal(back.state_dict[k], ours[k]) for k in ours)
+def test_transformers_state_dicts_round_trip_exactly(tiny_release, hf_classifier_dir):
+    from safetensors.torch import load_file
+
+    for state in (tiny_release.model.state_dict(), load_file(hf_classifier_dir / "model.safetensors")):
+        root = "vjepa2." if "classifier.weight" in state else ""
+        parts = original_parts(state)
+        assert "blocks.1.attn.qkv.weight" in parts["encoder"] and "mask_tokens.2" in parts["predictor"]
+        back = to_transformers({k: v for k, v in parts["encoder"].items() if not k.startswith("head.")}, ENCODER_KEYS, root + "encoder.")
+        back.update(to_transformers(parts["predictor"], PREDICTOR_KEYS, root + "predictor."))
+        back.update(to_transformers({k: v for k, v in parts["encoder"].items() if k.startswith("head.")}, HEAD_KEYS))
+        assert back.keys() == state.keys() and all(torch.equal(back[k], state[k]) for k in state)
 
 
-def test_classifier_round_trip_is_exact(tiny_classifier):
-    ours = tiny_classifier.state_dict()
-    theirs = ours_to_theirs(ours, hf_sections(True))
-    assert not theirs.unexpected
-    for key in (
-        "vjepa2.encoder.layer.0.attention.value.bias",
-        "pooler.query_tokens",
-        "pooler.cross_attention_layer.cross_attn.v_proj.weight",
-        "pooler.self_attention_layers.0.self_attn.out_proj.weight",
-        "classifier.weight",
-    ):
-        assert key in theirs.state_dict, key
-    back = theirs_to_ours(theirs.state_dict, hf_sections(True))
-    assert back.state_dict.keys() == ours.keys()
-    assert all(torch.equal(back.state_dict[k], ours[k]) for k in ours)
-
-
-def test_fused_rows_are_query_key_value_in_order():
-    dim = 4
-    q, k, v = (torch.full((dim, dim), float(i)) for i in range(3))
-    theirs = {
-        "encoder.layer.0.attention.query.weight": q,
-        "encoder.layer.0.attention.key.weight": k,
-        "encoder.layer.0.attention.value.weight": v,
-    }
-    fused = theirs_to_ours(theirs, hf_sections(False)).state_dict["blocks.0.attn.qkv.weight"]
-    assert torch.equal(fused, torch.cat([q, k, v]))
-    kv = theirs_to_ours(
-        {
-            "pooler.cross_attention_layer.cross_attn.k_proj.bias": torch.zeros(dim),
-            "pooler.cross_attention_layer.cross_attn.v_proj.bias": torch.ones(dim),
-        },
-        hf_sections(True),
-    ).state_dict["head.pooler.cross_attention_block.xattn.kv.bias"]
-    assert torch.equal(kv, torch.cat([torch.zeros(dim), torch.ones(dim)]))
-
-
-def test_incomplete_fused_group_and_unknown_keys_are_reported():
-    theirs = {
-        "encoder.layer.0.attention.query.weight": torch.zeros(2, 2),
-        "encoder.layer.0.attention.key.weight": torch.zeros(2, 2),
-        "encoder.something_else": torch.zeros(1),
-        "predictor.layer.0.norm1.weight": torch.zeros(2),
-    }
-    out = theirs_to_ours(theirs, hf_sections(False), hf_dropped_prefixes(False))
-    assert out.missing == ["encoder.layer.0.attention.value.weight"]
-    assert out.unexpected == ["encoder.something_else"]
-    assert out.dropped == ["predictor.layer.0.norm1.weight"]
-    assert "blocks.0.attn.qkv.weight" not in out.state_dict
+def test_fused_rows_are_query_key_value_in_order(tiny_release):
+    state = tiny_release.model.state_dict()
+    qkv = original_parts(state)["encoder"]["blocks.0.attn.qkv.bias"]
+    expected = torch.cat([state[f"encoder.layer.0.attention.{n}.bias"] for n in ("query", "key", "value")])
+    assert torch.equal(qkv, expected)
+    assert original_parts(state)["predictor"]["mask_tokens.1"].shape == (1, 1, 96)
 
 
 @pytest.mark.parametrize("prefix", ["module.backbone.", "module.", "backbone.", ""])
 def test_original_prefixes_are_stripped(prefix):
-    sd = {prefix + "blocks.0.norm1.weight": torch.ones(2), prefix + "norm.bias": torch.zeros(2)}
-    assert sorted(strip_original_prefixes(sd)) == ["blocks.0.norm1.weight", "norm.bias"]
+    state = {prefix + "blocks.0.norm1.weight": torch.ones(2), prefix + "norm.bias": torch.zeros(2)}
+    assert sorted(strip_original_prefixes(state)) == ["blocks.0.norm1.weight", "norm.bias"]
 
 
-def test_probe_keys_move_under_head():
-    probe = {"module.pooler.query_tokens": torch.zeros(1, 1, 4), "module.linear.weight": torch.zeros(3, 4), "module.oops": torch.zeros(1)}
-    out = original_probe_to_ours(probe)
-    assert sorted(out.state_dict) == ["head.linear.weight", "head.pooler.query_tokens"]
-    assert out.unexpected == ["oops"]
+def test_metas_checkpoint_entries(tiny_release):
+    checkpoint = safe_torch_load(tiny_release.pt)
+    target = original_parts(checkpoint)
+    context = original_parts(checkpoint, "encoder")
+    assert torch.equal(context["encoder"]["norm.weight"], target["encoder"]["norm.weight"] + 0.25)
+    assert torch.equal(target["context_encoder"]["norm.weight"], context["encoder"]["norm.weight"])
+    assert "predictor_blocks.1.attn.qkv.weight" in target["predictor"]
+    with pytest.raises(ConversionError, match=r"no 'ema' entry; its state dicts are \['encoder', 'predictor', 'target_encoder'\]"):
+        original_parts(checkpoint, "ema")
+    with pytest.raises(ConversionError, match="a probe file"):
+        original_parts({"classifiers": [{"w": torch.zeros(1)}]})
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_code_running_pickles_are_refused_and_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"encoder": {"w": torch.zeros(1)}, "payload": _RunsCode(marker)}, tmp_path / "vitl.pt")
+    with pytest.raises(UnsafeCheckpointError, match="refusing to load vitl.pt: it names (posix|nt).system"):
+        safe_torch_load(tmp_path / "vitl.pt")
+    with open(tmp_path / "legacy.pt", "wb") as handle:
+        pickle.dump({"encoder": _RunsCode(marker)}, handle)
+    with pytest.raises(ConversionError, match=r"cannot read legacy.pt with torch.load\(weights_only=True\)"):
+        safe_torch_load(tmp_path / "legacy.pt")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"hello\n", None])
+def test_garbage_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "vitl.pt"
+    if content is None:  # a zip checkpoint cut short
+        torch.save({"encoder": {"w": torch.zeros(64)}}, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ConversionError) as err:
+        safe_torch_load(path)
+    assert type(err.value) is ConversionError and "cannot read vitl.pt" in str(err.value) and "\n" not in str(err.value)

@@ -8,21 +8,9 @@ transformers fine-tune changes `num_labels`). Plain Python: this file ships with
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .configuration_vjepa2_area import TIMM_CONFIG_KEYS, VARIANTS
-
-# Variant -> the short name used in repo ids ("vjepa2-vitl") and timm names ("vjepa2_vitl").
-VARIANT_SHORT_NAMES = {
-    "tiny": "vitt",
-    "small": "vits",
-    "base": "vitb",
-    "large": "vitl",
-    "huge": "vith",
-    "giant": "vitg",
-    "gigantic": "vitgigantic",
-}
+from .configuration_vjepa2_area import TIMM_CONFIG_KEYS, variant_of
 
 # Released V-JEPA 2 eval preprocessing: short side to crop * 256 / 224, center crop, ImageNet mean/std, bilinear.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -33,15 +21,9 @@ CROP_PCT = 224 / 256
 _NOT_MODEL_ARGS = {"drop_path_rate", "init_std"}
 
 
-def variant_of(config) -> str | None:
-    """The named size a config has (width, depth, heads and MLP ratio), or None for a custom size."""
-    for name, fields in VARIANTS.items():
-        if all(
-            math.isclose(getattr(config, key), value) if isinstance(value, float) else getattr(config, key) == value
-            for key, value in fields.items()
-        ):
-            return name
-    return None
+def timm_name(variant: str) -> str:
+    """The timm entry point of a size: `vjepa2_vit` + the variant's initial (`vjepa2_vitl` for large)."""
+    return f"vjepa2_vit{variant[0]}"
 
 
 def timm_architecture(config) -> str:
@@ -50,10 +32,8 @@ def timm_architecture(config) -> str:
     Sizes without an entry point of their own map to the nearest one; `model_args` carries the actual
     width and depth, so the model is rebuilt exactly either way.
     """
-    variant = variant_of(config)
-    if variant is None or variant == "gigantic":
-        variant = "tiny" if variant is None else "giant"
-    name = f"vjepa2_{VARIANT_SHORT_NAMES[variant]}"
+    variant = variant_of(config) or "tiny"
+    name = timm_name("giant" if variant == "gigantic" else variant)
     if variant == "giant" and list(config.img_size) == [384, 384]:
         name += "_384"
     if config.area_splits is not None:
@@ -146,9 +126,8 @@ def timm_config_fields(config, classifier: bool) -> dict[str, Any]:
 
 
 __all__ = [
-    "VARIANT_SHORT_NAMES",
     "TIMM_CONFIG_KEYS",
-    "variant_of",
+    "timm_name",
     "timm_architecture",
     "timm_model_args",
     "timm_pretrained_cfg",
