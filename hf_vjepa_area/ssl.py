@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
+from transformers.utils import SAFE_WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 
-from .hub import WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 from .modeling import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaConfig, VJEPA2AreaModel
 from .modeling.modeling_vjepa2_area import set_blocks_checkpointing
 from .modeling.predictor_vjepa2_area import VJEPA2AreaPredictor
