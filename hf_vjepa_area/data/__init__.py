@@ -1,4 +1,4 @@
-"""Video data for V-JEPA 2 style probes: decoding, clip sampling, preprocessing, manifests.
+"""Video data for V-JEPA 2 style probes and pretraining: decoding, clip sampling, preprocessing, manifests.
 
 Self-contained: needs torch, numpy and PyAV (torchcodec when present), nothing from the
 modeling code.
@@ -12,6 +12,7 @@ from .kinetics import (
     build_manifest_from_folder,
     read_class_list,
 )
+from .pretraining import NoUsableVideoError, PretrainingClipDataset, collate_clips, list_videos
 from .sampling import VideoTooShortError, clip_indices
 from .synthetic import SyntheticVideoDataset, make_synthetic_video_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize, resize_short_side
@@ -22,6 +23,8 @@ __all__ = [
     "EvalTransform",
     "ManifestEntry",
     "ManifestSummary",
+    "NoUsableVideoError",
+    "PretrainingClipDataset",
     "SkippedSample",
     "SyntheticVideoDataset",
     "TrainTransform",
@@ -33,7 +36,9 @@ __all__ = [
     "build_manifest_from_annotations",
     "build_manifest_from_folder",
     "clip_indices",
+    "collate_clips",
     "collate_skip_none",
+    "list_videos",
     "make_synthetic_video_dataset",
     "normalize",
     "open_video",
