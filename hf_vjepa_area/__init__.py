@@ -11,6 +11,7 @@ from .modeling import (
     VJEPA2AreaConfig,
     VJEPA2AreaForVideoClassification,
     VJEPA2AreaModel,
+    VJEPA2AreaPredictor,
     VJEPA2AreaPreTrainedModel,
 )
 from .registration import register_transformers
@@ -30,6 +31,7 @@ __all__ = [
     "VJEPA2AreaPreTrainedModel",
     "AttentiveClassifier",
     "AttentivePooler",
+    "VJEPA2AreaPredictor",
     "VJEPA2Area",
     "repo_id_for",
     "save_repo_folder",

@@ -9,6 +9,7 @@ from .modeling_vjepa2_area import (
     VJEPA2AreaModel,
     VJEPA2AreaPreTrainedModel,
 )
+from .predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaPredictor
 
 __all__ = [
     "VARIANTS",
@@ -19,4 +20,7 @@ __all__ = [
     "VJEPA2AreaEncoderMixin",
     "AttentiveClassifier",
     "AttentivePooler",
+    "VJEPA2AreaPredictor",
+    "PREDICTOR_WEIGHTS_NAME",
+    "CONTEXT_ENCODER_WEIGHTS_NAME",
 ]

@@ -367,6 +367,38 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
     return torch.cat(mask_list, dim=0)
 
 
+def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int, int], config: VJEPA2AreaConfig,
+                   area_kernel: str | None = None, masked: bool = True):
+    """Everything the blocks share, computed once from the tokens' ids on the (t, h, w) grid.
+
+    Returns `(tokens, rope, plan, restore)`: the tokens sorted area-major when `config` has area layers, the
+    RoPE tables (None without RoPE), the area plan (None for full attention) and a function that puts
+    tokens back in the input's order. `ids` is [B or 1, K]; the encoder and the predictor both use this.
+    """
+    positions = token_positions(ids, grid)
+    plan = None
+    splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
+    if math.prod(splits) > 1:
+        plan = AreaPlan.build(positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masked)
+        positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
+        tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
+    rope = build_rope_tables(positions, config.head_dim, config.rope_interleave) if config.use_rope else None
+
+    inverse = None
+    if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
+        inverse = torch.empty_like(plan.order).scatter_(
+            -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
+        )
+
+    def restore(t: torch.Tensor) -> torch.Tensor:  # back to the input's token order
+        if inverse is None:
+            return t
+        index = inverse.to(t.device)  # a no-op unless device_map put the last blocks elsewhere
+        return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+
+    return tokens, rope, plan, restore
+
+
 class VJEPA2AreaEncoderMixin:
     """Builds and runs the encoder on the module it is mixed into.
 
@@ -465,30 +497,7 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens.gather(
                 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             )
-        positions = token_positions(ids, grid)
-
-        plan = None
-        splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
-        if math.prod(splits) > 1:
-            plan = AreaPlan.build(
-                positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masks is not None
-            )
-            positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
-            tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
-        rope = build_rope_tables(positions, config.head_dim, config.rope_interleave) if config.use_rope else None
-
-        inverse = None
-        if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
-            inverse = torch.empty_like(plan.order).scatter_(
-                -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
-            )
-
-        def restore(t: torch.Tensor) -> torch.Tensor:  # back to the caller's token order
-            if inverse is None:
-                return t
-            index = inverse.to(t.device)  # a no-op unless device_map put the last blocks elsewhere
-            return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
-
+        tokens, rope, plan, restore = arrange_tokens(tokens, ids, grid, config, area_kernel, masked=masks is not None)
         return tokens, rope, plan, restore, grid
 
     def encode(
@@ -678,4 +687,5 @@ __all__ = [
     "EncoderOutput",
     "VJEPA2AreaModelOutput",
     "init_weights",
+    "arrange_tokens",
 ]

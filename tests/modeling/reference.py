@@ -46,6 +46,35 @@ def area_of(t: int, h: int, w: int, grid, splits) -> int:
     return (index[0] * splits[1] + index[1]) * splits[2] + index[2]
 
 
+def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config) -> torch.Tensor:
+    """One sample's tokens x [N, D] with token ids [N] (any order) through `blocks`: RoPE from the ids'
+    grid positions, plain softmax attention over all tokens or, in `config.area_layers`, per area."""
+    dim = x.shape[-1]
+    heads = dim // config.head_dim
+    t = ids // (grid[1] * grid[2])
+    h = (ids % (grid[1] * grid[2])) // grid[2]
+    w = ids % grid[2]
+    if config.area_splits:
+        areas = torch.tensor([area_of(int(a), int(c), int(e), grid, config.area_splits) for a, c, e in zip(t, h, w)])
+    for i, block in enumerate(blocks):
+        y = block.norm1(x)
+        q, k, v = block.attn.qkv(y).reshape(len(x), 3, heads, -1).permute(1, 2, 0, 3)
+        q = rope(q, t, h, w, config.rope_interleave)
+        k = rope(k, t, h, w, config.rope_interleave)
+        out = torch.zeros_like(q)
+        groups = [torch.arange(len(x))]
+        if i in config.area_layers:
+            groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
+        for g in groups:
+            scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+            out[:, g] = scores.softmax(-1) @ v[:, g]
+        if i in config.area_layers:
+            out = out * config.area_residual_scale
+        x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
+        x = x + block.mlp(block.norm2(x))
+    return x
+
+
 def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
     """video [B, C, T, H, W] (or an image model's [B, C, H, W]); ids [B, K] visible token ids (or None).
     Returns [B, K, D] in ids' order."""
@@ -57,31 +86,9 @@ def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = Non
     batch, num_tokens, dim = tokens.shape
     if ids is None:
         ids = torch.arange(num_tokens).expand(batch, -1)
-    heads = config.num_heads
     outputs = []
     for b in range(batch):
-        x = tokens[b, ids[b]]
-        t = ids[b] // (grid[1] * grid[2])
-        h = (ids[b] % (grid[1] * grid[2])) // grid[2]
-        w = ids[b] % grid[2]
-        if config.area_splits:
-            areas = torch.tensor([area_of(int(a), int(c), int(e), grid, config.area_splits) for a, c, e in zip(t, h, w)])
-        for i, block in enumerate(model.blocks):
-            y = block.norm1(x)
-            q, k, v = block.attn.qkv(y).reshape(len(x), 3, heads, -1).permute(1, 2, 0, 3)
-            q = rope(q, t, h, w, config.rope_interleave)
-            k = rope(k, t, h, w, config.rope_interleave)
-            out = torch.zeros_like(q)
-            groups = [torch.arange(len(x))]
-            if i in config.area_layers:
-                groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
-            for g in groups:
-                scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
-                out[:, g] = scores.softmax(-1) @ v[:, g]
-            if i in config.area_layers:
-                out = out * config.area_residual_scale
-            x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
-            x = x + block.mlp(block.norm2(x))
+        x = reference_blocks(model.blocks, tokens[b, ids[b]], ids[b], grid, config)
         outputs.append(model.norm(x))
     return torch.stack(outputs)
 
