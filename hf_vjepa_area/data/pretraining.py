@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from .dataset import read_manifest
 from .decoding import VideoDecodeError, open_video
@@ -164,13 +164,21 @@ class PretrainingClipDataset(Dataset):
             clip = clip.flip(-1)
         return clip.transpose(0, 1).contiguous()  # [C, T, H, W]
 
-    def __getitem__(self, index: int) -> dict:
-        generator = item_generator(self.seed, self.epoch, index)
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict:
+        """`key`: an index (drawn with the epoch of `set_epoch`), or `(step, epoch, index)` from a
+        `StepBatchSampler`; then the item carries `step` too."""
+        extra = {}
+        if isinstance(key, tuple):
+            step, epoch, index = key
+            extra["step"] = step
+        else:
+            epoch, index = self.epoch, key
+        generator = item_generator(self.seed, epoch, index)
         skipped = []
         for _ in range(self.max_tries):
             path = self.paths[index]
             try:
-                return {"clip": self.clip(path, generator), "index": index, "skipped": skipped}
+                return {"clip": self.clip(path, generator), "index": index, "skipped": skipped, **extra}
             except (VideoDecodeError, VideoTooShortError) as error:
                 if path not in self._warned:
                     self._warned.add(path)
@@ -181,6 +189,50 @@ class PretrainingClipDataset(Dataset):
             f"{self.max_tries} videos in a row could not be read (e.g. {skipped[:3]}): most of {self.source} is "
             "missing or broken; check the paths and files"
         )
+
+
+class StepBatchSampler(Sampler):
+    """Batches for optimizer steps `[start_step, stop_step)` of a step-counted run, as `(step, epoch, index)` keys.
+
+    The run's clips are an endless sequence of epochs, each a permutation of the videos seeded by
+    (seed, epoch), cut into global batches of `batch_size * num_replicas` (the tail of an epoch that does
+    not fill one is dropped, as V-JEPA 2's loader does); step s takes global batch s and process `rank` its
+    contiguous slice. A step's clips depend only on (seed, step, global batch): a resumed run starts at
+    its step, and 1 process x 8 clips sees what 2 x 4 see.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, num_replicas: int = 1, seed: int = 0,
+                 start_step: int = 0, stop_step: int | None = None):  # fmt: skip
+        global_batch = batch_size * num_replicas
+        if batch_size < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"bad sharding: batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}")
+        if num_samples < global_batch:
+            raise ValueError(f"{num_samples} videos cannot fill one global batch of {global_batch} "
+                             f"({batch_size} per process x {num_replicas}); use a smaller batch or more videos")  # fmt: skip
+        self.num_samples, self.batch_size, self.rank, self.num_replicas = num_samples, batch_size, rank, num_replicas
+        self.seed, self.start_step, self.stop_step = seed, start_step, stop_step
+        self.steps_per_epoch = num_samples // global_batch
+        self._order = (None, None)  # (epoch, permutation) of the last epoch asked for
+
+    def __len__(self) -> int:
+        if self.stop_step is None:
+            raise TypeError("an endless StepBatchSampler has no length; give stop_step")
+        return max(0, self.stop_step - self.start_step)
+
+    def batch(self, step: int) -> list[tuple[int, int, int]]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        if self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(self.num_samples, generator=generator))
+        order = self._order[1]
+        start = (position * self.num_replicas + self.rank) * self.batch_size
+        return [(step, epoch, int(i)) for i in order[start : start + self.batch_size]]
+
+    def __iter__(self):
+        step = self.start_step
+        while self.stop_step is None or step < self.stop_step:
+            yield self.batch(step)
+            step += 1
 
 
 def split_skipped(samples: list[dict]) -> tuple[list[dict], list[str]]:

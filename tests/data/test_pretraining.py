@@ -153,3 +153,30 @@ def test_resize_is_plain_bilinear(synthetic_set):
     frames = torch.randint(0, 256, (9, 3, 20, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     reference = F.interpolate(frames.double(), size=(12, 12), mode="bilinear", align_corners=False)
     assert (resize_uint8(frames, 12).double() - reference).abs().max() <= 0.5 + 1e-4
+
+
+def test_step_batches_do_not_depend_on_the_process_count_or_the_start():
+    from hf_vjepa_area.data.pretraining import StepBatchSampler
+
+    one = list(StepBatchSampler(10, 4, seed=1, stop_step=7))
+    two = [StepBatchSampler(10, 2, rank=r, num_replicas=2, seed=1, stop_step=7) for r in range(2)]
+    assert [a + b for a, b in zip(*two)] == one  # rank 0 takes the first half of each global batch
+    assert list(StepBatchSampler(10, 4, seed=1, start_step=3, stop_step=7)) == one[3:]
+    assert [key[0] for batch in one for key in batch] == [s for s in range(7) for _ in range(4)]
+    epochs = [[key[1] for key in batch] for batch in one]  # 2 full batches per epoch, the tail of 2 dropped
+    assert epochs == [[0] * 4, [0] * 4, [1] * 4, [1] * 4, [2] * 4, [2] * 4, [3] * 4]
+    for epoch in range(3):
+        indices = [key[2] for batch in one[2 * epoch : 2 * epoch + 2] for key in batch]
+        assert len(set(indices)) == 8  # no repeats within an epoch
+    assert one[0] != one[2]
+    with pytest.raises(ValueError, match="cannot fill one global batch"):
+        StepBatchSampler(3, 2, num_replicas=2)
+
+
+def test_step_keys_choose_the_epoch_of_the_draws(synthetic_set):
+    dataset = PretrainingClipDataset(synthetic_set.train_manifest, seed=0, **SMALL)
+    dataset.set_epoch(1)
+    by_epoch = dataset[2]
+    dataset.set_epoch(0)
+    keyed = dataset[(5, 1, 2)]
+    assert torch.equal(keyed["clip"], by_epoch["clip"]) and keyed["step"] == 5 and keyed["index"] == 2
