@@ -1,4 +1,5 @@
-"""Video data for V-JEPA 2 style probes and pretraining: decoding, clip sampling, preprocessing, manifests.
+"""Video data for V-JEPA 2 probes and self-supervised training: decoding, clip sampling, preprocessing,
+manifests, pretraining clips, multi-block masks.
 
 Self-contained: needs torch, numpy and PyAV (torchcodec when present), nothing from the
 modeling code.
@@ -12,6 +13,7 @@ from .kinetics import (
     build_manifest_from_folder,
     read_class_list,
 )
+from .masks import RELEASED_MASK_CONFIGS, MaskConfig, MultiBlockMaskCollator
 from .pretraining import NoUsableVideoError, PretrainingClipDataset, collate_clips, list_videos
 from .sampling import VideoTooShortError, clip_indices
 from .synthetic import SyntheticVideoDataset, make_synthetic_video_dataset
@@ -20,6 +22,9 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransfo
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "RELEASED_MASK_CONFIGS",
+    "MaskConfig",
+    "MultiBlockMaskCollator",
     "EvalTransform",
     "ManifestEntry",
     "ManifestSummary",
