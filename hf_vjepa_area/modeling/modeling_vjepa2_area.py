@@ -8,6 +8,7 @@ and one `model.safetensors` serves transformers and timm alike.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -15,6 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -181,6 +183,14 @@ class Block(GradientCheckpointingLayer):
     def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), rope, plan))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def set_blocks_checkpointing(blocks, enable: bool = True) -> None:
+    """Recompute each block in the backward pass instead of keeping its activations (any transformers
+    version: the flags `GradientCheckpointingLayer` reads, with torch's non-reentrant checkpoint)."""
+    for block in blocks:
+        block.gradient_checkpointing = enable
+        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
 
 
 class PatchEmbed(nn.Module):
@@ -688,4 +698,5 @@ __all__ = [
     "VJEPA2AreaModelOutput",
     "init_weights",
     "arrange_tokens",
+    "set_blocks_checkpointing",
 ]

@@ -13,40 +13,29 @@ import functools
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .configuration_vjepa2_area import VJEPA2AreaConfig
-from .modeling_vjepa2_area import Block, arrange_tokens, init_weights, normalize_masks
+from .modeling_vjepa2_area import Block, arrange_tokens, init_weights, normalize_masks, set_blocks_checkpointing
 
 # Files of a converted folder beside config.json / model.safetensors (the encoder).
 PREDICTOR_WEIGHTS_NAME = "predictor.safetensors"
 CONTEXT_ENCODER_WEIGHTS_NAME = "context_encoder.safetensors"
 
 
+# The predictor's blocks are the encoder's `Block`s, built from a config with the encoder's grid, RoPE and
+# area settings and the predictor's sizes and area fields.
+_ENCODER_FIELDS = ("img_size", "patch_size", "num_frames", "tubelet_size", "rope_interleave", "layer_norm_eps",
+                   "drop_path_rate", "init_std", "area_residual_scale", "area_kernel")
+_PREDICTOR_FIELDS = {name: f"predictor_{name}" for name in ("embed_dim", "depth", "num_heads", "mlp_ratio",
+                                                            "area_splits", "area_layers")}
+
+
 def predictor_block_config(config: VJEPA2AreaConfig) -> VJEPA2AreaConfig:
-    """The config the predictor's blocks and token plan read: the encoder's with the predictor's sizes and
-    area fields. The released predictor is a GELU MLP with qkv bias whatever the encoder uses."""
-    return VJEPA2AreaConfig(
-        img_size=config.img_size,
-        patch_size=config.patch_size,
-        num_frames=config.num_frames,
-        tubelet_size=config.tubelet_size,
-        embed_dim=config.predictor_embed_dim,
-        depth=config.predictor_depth,
-        num_heads=config.predictor_num_heads,
-        mlp_ratio=config.predictor_mlp_ratio,
-        qkv_bias=True,
-        use_rope=True,
-        rope_interleave=config.rope_interleave,
-        use_silu=False,
-        layer_norm_eps=config.layer_norm_eps,
-        drop_path_rate=config.drop_path_rate,
-        init_std=config.init_std,
-        area_splits=config.predictor_area_splits,
-        area_layers=config.predictor_area_layers,
-        area_residual_scale=config.area_residual_scale,
-        area_kernel=config.area_kernel,
-    )
+    """The config the predictor's blocks and token plan read. The released predictor is a GELU MLP with
+    qkv bias whatever the encoder uses."""
+    fields = {name: getattr(config, name) for name in _ENCODER_FIELDS}
+    fields.update({name: getattr(config, source) for name, source in _PREDICTOR_FIELDS.items()})
+    return VJEPA2AreaConfig(**fields, qkv_bias=True, use_rope=True, use_silu=False)
 
 
 class VJEPA2AreaPredictor(nn.Module):
@@ -76,10 +65,7 @@ class VJEPA2AreaPredictor(nn.Module):
             nn.init.zeros_(token)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of keeping its activations."""
-        for block in self.predictor_blocks:
-            block.gradient_checkpointing = enable
-            block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+        set_blocks_checkpointing(self.predictor_blocks, enable)
 
     def forward(
         self,
@@ -103,7 +89,13 @@ class VJEPA2AreaPredictor(nn.Module):
                 f"got {list(context_ids.shape)}"
             )
         num_tokens = grid[0] * grid[1] * grid[2]
-        ids = torch.cat([normalize_masks(m, batch, num_tokens) for m in (context_ids, target_ids)], dim=1)
+        checked = []
+        for name, token_ids in (("context_ids", context_ids), ("target_ids", target_ids)):
+            try:
+                checked.append(normalize_masks(token_ids, batch, num_tokens))
+            except ValueError as error:
+                raise ValueError(f"{name}: {error} (grid {tuple(grid)})") from None
+        ids = torch.cat(checked, dim=1)
 
         x = self.predictor_embed(context)
         targets = self.mask_tokens[mask_index].to(x.dtype).expand(batch, target_ids.shape[1], -1)

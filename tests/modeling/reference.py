@@ -7,6 +7,8 @@ weights with the model under test, none of its position, RoPE, partition or kern
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
@@ -91,6 +93,33 @@ def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = Non
         x = reference_blocks(model.blocks, tokens[b, ids[b]], ids[b], grid, config)
         outputs.append(model.norm(x))
     return torch.stack(outputs)
+
+
+def reference_predictor(predictor, config, context, context_ids, target_ids, grid, mask_index):
+    """Per sample, unsorted: embed, append the mask token, dense (per-area) blocks, norm, keep the targets."""
+    block_fields = SimpleNamespace(
+        head_dim=config.predictor_embed_dim // config.predictor_num_heads,
+        area_splits=config.predictor_area_splits,
+        area_layers=config.predictor_area_layers,
+        area_residual_scale=config.area_residual_scale,
+        rope_interleave=config.rope_interleave,
+    )
+    outputs = []
+    for b in range(context.shape[0]):
+        token = predictor.mask_tokens[mask_index].reshape(1, -1)
+        x = torch.cat([predictor.predictor_embed(context[b]), token.expand(len(target_ids[b]), -1)])
+        ids = torch.cat([context_ids[b], target_ids[b]])
+        x = reference_blocks(predictor.predictor_blocks, x, ids, grid, block_fields)
+        outputs.append(predictor.predictor_proj(predictor.predictor_norm(x)[len(context_ids[b]):]))
+    return torch.stack(outputs)
+
+
+def randomize(module: torch.nn.Module, seed: int, std: float = 0.1) -> None:
+    """Every parameter random (mask tokens, biases and norms included), so no zero or one hides an error."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator) * std)
 
 
 def random_masks(batch: int, num_tokens: int, keep: int, generator: torch.Generator, sort: bool = True):
