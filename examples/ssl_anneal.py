@@ -215,34 +215,53 @@ def start_output_dir(args, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def load_models(args):
-    """(encoder, target encoder, predictor): the demo's seeded random init, or --model through ssl.load_ssl_models."""
-    if args.model == "demo":
-        area = dict(full_attention=True) if args.full_attention else dict(area_splits=args.area_splits, area_layers=args.area_layers)
-        encoder = probing.build_demo_encoder(args.seed, **DEMO_MODEL, **_area_fields(area))
-        return ssl.load_ssl_models(encoder, init_predictor="random", seed=args.seed)
+def model_folder(args) -> Path:
+    """--model as a local folder: itself; a Hub id: its config.json and weight files, downloaded (or from the cache)."""
     folder = Path(args.model).expanduser()
-    if args.init_predictor == "checkpoint" and folder.is_dir() and not (folder / PREDICTOR_WEIGHTS_NAME).is_file():
-        raise SystemExit(f"error: --model {args.model} has no {PREDICTOR_WEIGHTS_NAME}: convert the released .pt with its "
-                         "predictor (vjepa2-area-convert, see docs/ssl.md), or pass --init-predictor random to train a new one")
-    area = dict(area_splits=args.area_splits, area_layers=args.area_layers, full_attention=args.full_attention)
-    if args.area_splits is None and not args.full_attention and not _model_has_area(args):
-        area["area_splits"] = REPORT_AREA_SPLITS
+    if folder.is_dir():
+        return folder
+    if args.model.count("/") != 1:
+        raise SystemExit(f"error: --model {args.model}: no such folder, and not a Hub id (ORG/NAME)")
+    from huggingface_hub import snapshot_download
+
     try:
-        return ssl.load_ssl_models(args.model, init_predictor=args.init_predictor, revision=args.revision, seed=args.seed, **area)
-    except (FileNotFoundError, ValueError, OSError) as error:
-        raise SystemExit(f"error: --model {args.model}: {error}") from None
+        return Path(snapshot_download(args.model, revision=args.revision, allow_patterns=["config.json", "*.safetensors"]))
+    except Exception as error:  # offline, unknown repo, no access: one line, not a traceback
+        raise SystemExit(f"error: --model {args.model}: cannot download it ({type(error).__name__}: {error})") from None
 
 
-def _area_fields(area: dict) -> dict:
-    if area.get("full_attention"):
-        return dict(area_splits=None, area_layers=None)
-    return {k: v for k, v in area.items() if v is not None}
+def area_overrides(args, config: dict) -> dict:
+    """Config fields for the encoder and target encoder: the flags; else the model's own area attention;
+    else the ST-A² report's (2, 2, 1) in the first 75% of blocks (blocks 0-17 of ViT-L)."""
+    if args.full_attention:
+        return {"area_splits": None}
+    overrides = {}
+    if args.area_splits is not None:
+        overrides["area_splits"] = tuple(args.area_splits)
+    elif config.get("area_splits") is None:
+        overrides["area_splits"] = REPORT_AREA_SPLITS
+    if args.area_layers is not None:
+        overrides["area_layers"] = args.area_layers
+    return overrides
 
 
-def _model_has_area(args) -> bool:
-    config = probing._read_hub_config(args.model, args.revision) or {}
-    return config.get("area_splits") is not None
+def load_models(args) -> ssl.SSLModels:
+    """The demo's seeded random init, or --model's folder, through ssl.load_ssl_models."""
+    if args.model == "demo":
+        source = probing.build_demo_encoder(args.seed, **DEMO_MODEL)
+        init_predictor, config = "random", source.config.to_dict()
+    else:
+        source, init_predictor = model_folder(args), args.init_predictor
+        if init_predictor == "checkpoint" and not (source / PREDICTOR_WEIGHTS_NAME).is_file():
+            raise SystemExit(f"error: --model {args.model} has no {PREDICTOR_WEIGHTS_NAME}: convert the released .pt "
+                             "with its predictor (see docs/ssl.md), or pass --init-predictor random to train a new one")
+        config = probing._read_hub_config(str(source), None) or {}
+    with torch.random.fork_rng(devices=[]):  # a random predictor's init depends on the seed only
+        torch.manual_seed(args.seed)
+        try:
+            return ssl.load_ssl_models(source, init_predictor=init_predictor, **area_overrides(args, config))
+        except (FileNotFoundError, ValueError, OSError) as error:
+            raise SystemExit(f"error: --model {args.model}: {error}") from None
 
 
 def main(argv=None) -> int:
@@ -288,17 +307,15 @@ def main(argv=None) -> int:
     grid = token_grid(config, args.frames, args.resolution)
     collate = GlobalBatchMasks(MultiBlockMaskCollator(grid, RELEASED_MASK_CONFIGS, seed=args.seed), args.batch_size,
                                accelerator.process_index, world)  # fmt: skip
-    if args.activation_checkpointing:
-        encoder.gradient_checkpointing_enable()
-        predictor.set_grad_checkpointing(True)
 
     # ---- optimizer, schedules ----------------------------------------------------------------------
     set_seed(args.seed)
-    optimizer = ssl.build_optimizer([encoder, predictor], lr=args.lr, weight_decay=args.weight_decay)
-    lr_at = ssl.LearningRateSchedule(args.lr, args.final_lr, args.steps, args.warmup_steps, args.schedule)
-    momentum_at = ssl.MomentumSchedule(args.ema[0], args.ema[-1], args.steps)
-    # One module, one forward per step: DDP (and FSDP) reduce gradients of a module's single forward.
-    model, optimizer = accelerator.prepare(ssl.JEPA(encoder, predictor), optimizer)
+    # Encoder + predictor as one module: DDP (and FSDP) reduce the gradients of one forward per step.
+    model = ssl.JEPA(encoder, predictor)
+    if args.activation_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = ssl.make_optimizer(model, args.lr, args.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
     target_encoder.to(device)
     accelerator.register_for_checkpointing(target_encoder)
 
@@ -338,7 +355,8 @@ def main(argv=None) -> int:
         for batch in loader:
             step = state["step"]
             tic = time.perf_counter()
-            lr, momentum = lr_at(step), momentum_at(step)
+            lr = ssl.learning_rate(step, args.steps, args.lr, args.final_lr, args.warmup_steps, decay=args.schedule)
+            momentum = ssl.ema_momentum(step, args.steps, (args.ema[0], args.ema[-1]))
             for group in optimizer.param_groups:
                 group["lr"] = lr
             clips = normalize(batch["clips"].to(device, non_blocking=True).transpose(1, 2)).transpose(1, 2)
@@ -346,15 +364,15 @@ def main(argv=None) -> int:
             masks_target = [m.to(device, non_blocking=True) for m in batch["masks_target"]]
             with accelerator.autocast():
                 targets = ssl.target_tokens(target_encoder, clips)
-                losses = model(clips, masks_context, masks_target, targets, grid)  # one per mask config
-            accelerator.backward(losses.mean())
+                loss, per_config = model(clips, masks_context, masks_target, targets)
+            accelerator.backward(loss)
             if args.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             ssl.ema_update(target_encoder, encoder, momentum)
 
-            per_mask = accelerator.reduce(losses.detach(), reduction="mean").float().tolist()
+            per_mask = accelerator.reduce(torch.stack(per_config).detach(), reduction="mean").float().tolist()
             state["step"] = step = step + 1
             history["loss"].append(sum(per_mask) / len(per_mask))
             history["loss_per_mask"].append(per_mask)
