@@ -41,10 +41,11 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import probing, ssl
+from hf_vjepa_area import VJEPA2AreaModel, probing, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler, split_skipped
@@ -65,7 +66,7 @@ ANNEAL_DEFAULTS = dict(
 )  # fmt: skip
 # The no-argument demo: a small encoder + predictor, random init, on the probe demo's generated videos.
 DEMO_DEFAULTS = dict(
-    frames=8, fps=4, resolution=64, batch_size=8, steps=300, lr=1e-3, final_lr=1e-6, warmup_steps=20,
+    frames=8, fps=4, resolution=64, batch_size=8, steps=300, lr=1e-3, final_lr=1e-6, warmup_steps=None,  # steps // 10
     weight_decay=0.04, ema=[0.996, 1.0], checkpoint_every=100, num_workers=0, output_dir="outputs/demo_ssl",
 )  # fmt: skip
 # The demo model: the probe demo's encoder (probing.DEMO_ENCODER_CONFIG) at patch 8, so that 64 px clips give
@@ -151,6 +152,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in (DEMO_DEFAULTS if args.demo else ANNEAL_DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.warmup_steps is None:  # the demo trains from random init: warm up over the first 10% of steps
+        args.warmup_steps = args.steps // 10
     for name in ("frames", "resolution", "batch_size", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -276,8 +279,6 @@ def main(argv=None) -> int:
         mixed_precision=mixed_precision,
         log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        # The predictor's mask tokens beyond the ones the mask configs use get no gradient.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for name in ("ssl_anneal", "hf_vjepa_area"):
@@ -315,9 +316,15 @@ def main(argv=None) -> int:
     if args.activation_checkpointing:
         model.set_grad_checkpointing(True)
     optimizer = ssl.make_optimizer(model, args.lr, args.weight_decay)
+    if accelerator.distributed_type == DistributedType.FSDP and accelerator.state.fsdp_plugin.fsdp_version != 2:
+        raise SystemExit("error: FSDP needs fsdp_version: 2 in the accelerate config (the EMA update works on per-parameter "
+                         "shards, which FSDP 1's flat parameters do not expose)")
     model, optimizer = accelerator.prepare(model, optimizer)
     target_encoder.to(device)
-    accelerator.register_for_checkpointing(target_encoder)
+    if accelerator.distributed_type == DistributedType.FSDP:
+        shard_like(target_encoder, model)
+    target_state = FullState(target_encoder)
+    accelerator.register_for_checkpointing(target_state)
 
     state = dict(step=0, history=dict(loss=[], loss_per_mask=[], lr=[], momentum=[], step_s=[]), skipped={}, elapsed_s=0.0)
     if checkpoint is not None:
@@ -404,9 +411,12 @@ def main(argv=None) -> int:
 
     # ---- outputs -----------------------------------------------------------------------------------
     results = build_results(args, history, state, world, time.time() - started)
+    target_weights, trained = target_state.state_dict(), accelerator.get_state_dict(model)  # every process: gathers shards
     if accelerator.is_main_process:
-        target = accelerator.unwrap_model(target_encoder)
-        save_model_folder(out / MODEL_DIR, target, predictor, results)
+        target = VJEPA2AreaModel(config)
+        target.load_state_dict(target_weights)
+        predictor_weights = {k.removeprefix("predictor."): v for k, v in trained.items() if k.startswith("predictor.")}
+        save_model_folder(out / MODEL_DIR, target, predictor_weights, results)
         probing.write_json(out / "results.json", results)
         print(
             f"\nloss {results['loss_first_10pct']:.4f} (first 10% of steps) -> {results['loss_last_10pct']:.4f} "
@@ -449,10 +459,45 @@ class GlobalBatchMasks:
         }
 
 
-def predictor_bytes(predictor) -> bytes:
+def shard_like(target_encoder, model) -> None:
+    """Shard the EMA target encoder as FSDP 2 shards the trained encoder: every parameter split on dim 0 over the
+    same mesh, so that `ssl.ema_update` runs on local shards, with no communication. One unit per block plus the
+    root, resharded after every forward, so the parameters are shards again whenever the EMA update runs."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = next(model.parameters()).device_mesh
+    for block in target_encoder.blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(target_encoder, mesh=mesh, reshard_after_forward=True)
+
+
+class FullState:
+    """A module's full (unsharded) state for accelerate's checkpoints, sharded or not.
+
+    `accelerator.save_state` calls `state_dict` on every process and writes the main process's result; for
+    FSDP shards (DTensors) that is a collective gather to full CPU tensors. `load_state_dict` takes the full
+    tensors and keeps each process's shard."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().cpu() for k, v in self.module.state_dict().items()}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in self.module.state_dict().items():
+            full = state[name].to(value.device, value.dtype)
+            if isinstance(value, DTensor):
+                value.to_local().copy_(distribute_tensor(full, value.device_mesh, value.placements).to_local())
+            else:
+                value.copy_(full)
+
+
+def safetensors_bytes(state: dict[str, torch.Tensor]) -> bytes:
     from safetensors.torch import save
 
-    return save({k: v.detach().cpu().contiguous() for k, v in predictor.state_dict().items()}, metadata={"format": "pt"})
+    return save({k: v.detach().cpu().contiguous() for k, v in state.items()}, metadata={"format": "pt"})
 
 
 def build_results(args, history: dict, state: dict, world: int, seconds: float) -> dict:
@@ -472,7 +517,7 @@ def build_results(args, history: dict, state: dict, world: int, seconds: float) 
     )
 
 
-def save_model_folder(folder: Path, target_encoder, predictor, results: dict) -> None:
+def save_model_folder(folder: Path, target_encoder, predictor_weights: dict, results: dict) -> None:
     """The annealed target encoder as a Hub repo folder (transformers + timm + remote code) with the predictor."""
     card = (
         f"# V-JEPA 2 encoder, self-supervised anneal\n\nAnnealed from `{results['config']['model']}` for "
@@ -481,7 +526,7 @@ def save_model_folder(folder: Path, target_encoder, predictor, results: dict) ->
         "target encoder; `predictor.safetensors` holds V-JEPA 2's predictor in Meta's key names.\n"
     )
     save_repo_folder(target_encoder, folder, model_card=card, overwrite=True,
-                     extra_files={PREDICTOR_WEIGHTS_NAME: predictor_bytes(predictor),
+                     extra_files={PREDICTOR_WEIGHTS_NAME: safetensors_bytes(predictor_weights),
                                   "anneal_results.json": probing.to_json(results)})  # fmt: skip
 
 

@@ -164,3 +164,20 @@ def test_tensorboard_holds_the_loss_per_mask_config(reference):
         assert [e.step for e in events.Scalars(tag)] == list(range(1, 7)), tag
     assert [e.value for e in events.Scalars("loss/mask_1")] == pytest.approx([pair[1] for pair in history["loss_per_mask"]])
     assert all(0 < e.value < 1 for e in events.Scalars("visible_ratio/mask_1"))
+
+
+def test_fsdp2_shards_the_ema_target_like_the_encoder(tmp_path):
+    """FSDP 2 on 2 CPU processes (gloo), sharded as accelerate's FSDP 2 prepare does, with the example's
+    `shard_like` for the target and `FullState` for its checkpoints: the EMA target equals a 1-process run's
+    at the same global batch. (accelerate itself runs FSDP on GPUs only, so the example's FSDP launch is not
+    run here.)"""
+    worker = REPO / "tests" / "examples" / "fsdp_ema_worker.py"
+    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(worker), str(tmp_path / "sharded.pt")], cwd=tmp_path)
+    run([sys.executable, str(worker), str(tmp_path / "plain.pt")], cwd=tmp_path)
+    sharded, plain = torch.load(tmp_path / "sharded.pt"), torch.load(tmp_path / "plain.pt")
+    assert sharded["initial"].keys() == plain["trained"].keys()
+    for name, reference in plain["trained"].items():
+        scale = max(1.0, reference.abs().max().item())
+        assert (sharded["trained"][name] - reference).abs().max() <= 1e-5 * scale, name  # float sums in another order
+    moved = max((plain["trained"][k] - plain["initial"][k]).abs().max().item() for k in plain["initial"])
+    assert moved > 1e-3  # 100x the tolerance: the EMA did move the target, the check above is not of two inits
