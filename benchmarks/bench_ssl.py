@@ -19,10 +19,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import types
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+
+try:
+    import av  # noqa: F401
+except ImportError:  # The GPU image has no PyAV; hf_vjepa_area.data imports it for decoding, which the masks never use.
+    sys.modules["av"] = types.ModuleType("av")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_encoder's helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing

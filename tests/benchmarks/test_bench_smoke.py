@@ -187,3 +187,18 @@ def test_ssl_benchmark_runs_every_case_full_and_area(monkeypatch, tmp_path):
         assert area["area_layers"] == [0, 1, 2] and full["area_layers"] == [] and "time_over_full" in area
     assert all(math.isfinite(r["loss_last"]) for r in rows)
     assert result["rows"][0]["tokens_per_sample"] == 2 * 8 * 8 and markdown.count("\n| ") == 9
+
+
+def test_ssl_benchmark_runs_without_pyav(tmp_path):
+    """The GPU image has no PyAV (docs/benchmarks.md); the benchmark needs only the masks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.modules['av'] = None; "  # an import of av now fails, as if it were not installed
+            f"sys.argv = ['bench_ssl.py', '--tiny', '--device', 'cpu', '--iters', '1', '--warmup', '0', "
+            f"'--cases', '256px-16f-b4', '--out', {str(tmp_path)!r}]; "
+            f"runpy.run_path({str(BENCHMARKS / 'bench_ssl.py')!r}, run_name='__main__')")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in json.loads((tmp_path / "bench_ssl_tiny.json").read_text())["rows"]] == ["ok", "ok"]
