@@ -24,6 +24,7 @@ annealed target encoder and the predictor land in OUTPUT_DIR/model as a Hub-read
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType, ProjectConfiguration, gather_object, set_seed
 from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from hf_vjepa_area import VJEPA2AreaModel, probing, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
@@ -256,9 +258,11 @@ def load_models(args) -> ssl.SSLModels:
     else:
         source, init_predictor = model_folder(args), args.init_predictor
         if init_predictor == "checkpoint" and not (source / PREDICTOR_WEIGHTS_NAME).is_file():
-            raise SystemExit(f"error: --model {args.model} has no {PREDICTOR_WEIGHTS_NAME}: convert the released .pt "
-                             "with its predictor (see docs/ssl.md), or pass --init-predictor random to train a new one")
-        config = probing._read_hub_config(str(source), None) or {}
+            raise SystemExit(f"error: --model {args.model} has no {PREDICTOR_WEIGHTS_NAME}: convert a released checkpoint "
+                             "with vjepa2-area-convert, which writes it (docs/ssl.md), or pass --init-predictor random to "
+                             "train a new predictor")  # fmt: skip
+        config_file = source / "config.json"
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     with torch.random.fork_rng(devices=[]):  # a random predictor's init depends on the seed only
         torch.manual_seed(args.seed)
         try:
@@ -352,8 +356,6 @@ def main(argv=None) -> int:
     )
 
     # ---- steps -------------------------------------------------------------------------------------
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=args.steps, initial=state["step"], disable=not accelerator.is_main_process or args.no_progress,
                desc="anneal", dynamic_ncols=True)  # fmt: skip
     model.train()

@@ -181,3 +181,33 @@ def test_fsdp2_shards_the_ema_target_like_the_encoder(tmp_path):
         assert (sharded["trained"][name] - reference).abs().max() <= 1e-5 * scale, name  # float sums in another order
     moved = max((plain["trained"][k] - plain["initial"][k]).abs().max().item() for k in plain["initial"])
     assert moved > 1e-3  # 100x the tolerance: the EMA did move the target, the check above is not of two inits
+
+
+def load_example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ssl_anneal", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--train-csv", "nope.csv"], "error: --train-csv: nope.csv: no such manifest or folder"),
+        (["--video-dir", "."], "error: --video-dir: .: no videos"),
+        (["--model", "no/such/folder/x"], "--model no/such/folder/x: no such folder, and not a Hub id"),
+    ],
+)
+def test_bad_inputs_end_in_one_line_before_the_output_dir_is_touched(tiny_inputs, tmp_path, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args(tiny_inputs, tmp_path / "out", 2)
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args[args.index("--train-csv") : args.index("--train-csv") + 2] = [flag, value]
+    with pytest.raises(SystemExit, match=message):
+        load_example().main(args)
+    assert not (tmp_path / "out").exists()
