@@ -23,11 +23,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
+from .hub import WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 from .modeling import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaConfig, VJEPA2AreaModel
 from .modeling.modeling_vjepa2_area import set_blocks_checkpointing
 from .modeling.predictor_vjepa2_area import VJEPA2AreaPredictor
-
-ENCODER_WEIGHTS_NAME = "model.safetensors"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,7 +219,7 @@ def load_ssl_models(folder_or_model: str | os.PathLike | VJEPA2AreaModel, *, ini
         overrides = {**overrides, "predictor_num_mask_tokens": sum(key.startswith("mask_tokens.") for key in predictor_state)}
     config = _config(config_dict, overrides)
 
-    target_encoder = _load_into(VJEPA2AreaModel, config, encoder_state, f"{ENCODER_WEIGHTS_NAME}")
+    target_encoder = _load_into(VJEPA2AreaModel, config, encoder_state, ENCODER_WEIGHTS_NAME)
     if folder is not None and (folder / CONTEXT_ENCODER_WEIGHTS_NAME).is_file():
         encoder = _load_into(VJEPA2AreaModel, config, load_file(folder / CONTEXT_ENCODER_WEIGHTS_NAME),
                              CONTEXT_ENCODER_WEIGHTS_NAME)
