@@ -99,8 +99,8 @@ class PretrainingClipDataset(Dataset):
 
     Item `i` is a dict: `clip` uint8 `[C, T, crop_size, crop_size]`, `index` (the video used: `i`, or the
     replacement when `i` could not be read) and `skipped` (paths of the videos tried and skipped for
-    this item, usually empty). Call `set_epoch` each epoch. `collate_clips` batches items; a mask collator
-    takes them as they are once `skipped` is popped (`split_skipped`).
+    this item, usually empty). Call `set_epoch` each epoch, or index with `StepBatchSampler`'s keys.
+    `collate_clips` batches items (`examples/ssl_anneal.py` adds the masks of the global batch).
     """
 
     def __init__(

@@ -49,12 +49,16 @@ def tiny_inputs(tmp_path_factory):
     torch.nn.init.normal_(predictor.mask_tokens[0], std=0.02)
     save_file(predictor.state_dict(), str(model / "predictor.safetensors"))
     data = make_synthetic_video_dataset(root / "videos", num_classes=4, videos_per_class=3, frames=24, size=48)
-    return dict(model=model, no_predictor=without, train=data.train_manifest, val=data.val_manifest, root=root)
+    # The anneal's manifest: the 8 train videos and a corrupt file, which must be skipped, counted and replaced.
+    (root / "videos" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video" * 4)
+    (root / "videos" / "ssl.csv").write_text(data.train_manifest.read_text() + "broken.mp4 0\n")
+    return dict(model=model, no_predictor=without, ssl=root / "videos" / "ssl.csv", train=data.train_manifest,
+                val=data.val_manifest, root=root)  # fmt: skip
 
 
 def tiny_args(inputs: dict, output: Path, batch_size: int, *extra: str, model: str = "model") -> list[str]:
     return [
-        "--model", str(inputs[model]), "--train-csv", str(inputs["train"]), "--frames", "4", "--resolution", "48",
+        "--model", str(inputs[model]), "--train-csv", str(inputs["ssl"]), "--frames", "4", "--resolution", "48",
         "--batch-size", str(batch_size), "--steps", "6", "--checkpoint-every", "3", "--lr", "1e-3", "--ema", "0.99",
         "--num-workers", "0", "--no-progress", "--output-dir", str(output), *extra,
     ]  # fmt: skip
@@ -77,7 +81,10 @@ def test_tiny_anneal_writes_the_target_encoder_and_predictor(tiny_inputs, refere
 
     out, result = reference
     summary = results(out)
-    assert summary["steps"] == 6 and summary["global_batch_size"] == 2 and summary["skipped_videos"]["count"] == 0
+    assert summary["steps"] == 6 and summary["global_batch_size"] == 2
+    # With seed 0 the corrupt video is among the clips of the 6 steps: skipped, counted, replaced by a seeded draw.
+    assert summary["skipped_videos"]["count"] == 1 and summary["skipped_videos"]["paths"][0].endswith("broken.mp4")
+    assert "skipping video" in result.stderr
     history = summary["history"]
     assert len(history["loss"]) == 6 and all(len(pair) == 2 for pair in history["loss_per_mask"])
     assert all(torch.isfinite(torch.tensor(history["loss"])))
