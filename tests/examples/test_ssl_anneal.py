@@ -154,9 +154,13 @@ def test_a_model_without_predictor_weights(tiny_inputs, tmp_path):
     message = failed.stderr.strip().splitlines()[-1]
     assert message.startswith("error: ") and "predictor.safetensors" in message and "--init-predictor random" in message
     assert not out.exists()
-    run([sys.executable, str(SCRIPT), *tiny_args(tiny_inputs, out, 2, "--init-predictor", "random", "--steps", "3")],
-        cwd=tmp_path)  # fmt: skip
-    assert results(out)["steps"] == 3
+    # A new predictor, on a folder of videos instead of a manifest, with activation checkpointing.
+    args = tiny_args(tiny_inputs, out, 2, "--init-predictor", "random", "--steps", "3", "--activation-checkpointing")
+    args[args.index("--train-csv") : args.index("--train-csv") + 2] = ["--video-dir", str(tiny_inputs["root"] / "videos")]
+    run([sys.executable, str(SCRIPT), *args], cwd=tmp_path)
+    summary = results(out)
+    assert summary["steps"] == 3 and summary["config"]["video_dir"] and summary["skipped_videos"]["count"] <= 1
+    assert all(torch.isfinite(torch.tensor(summary["history"]["loss"])))
 
 
 @pytest.mark.skipif(not HAS_TENSORBOARD, reason="tensorboard is not installed")
