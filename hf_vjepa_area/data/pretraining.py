@@ -5,8 +5,9 @@ Follows V-JEPA 2's pretraining data path (`src/datasets/video_dataset.py` with `
 `random_resize_aspect_ratio [0.75, 1.35]`, horizontal flip, no RandAugment, no erasing):
 
 - frame step from the video's own frame rate, `ceil(video_fps) // fps` (at least 1), or a fixed
-  `frame_step`; one clip per video at a random offset (`sampling.clip_indices`; a video shorter than
-  one clip span is padded by repeating its last frames, as V-JEPA 2's loader does);
+  `frame_step`; one clip per video at a random offset (`sampling.clip_indices`, index for index V-JEPA 2's
+  for videos longer than one clip span; a shorter one is padded by repeating its last frames, spread over
+  frames 0..N-2 as in the probe's sampling, where V-JEPA 2's pretraining loader spreads over 0..N-1);
 - one crop box for all frames (`TrainTransform.crop_box`: log-uniform aspect, 10 tries, then a centre
   crop), cut from the uint8 frames, only the crop converted to float, resized with plain bilinear
   (no antialias, as V-JEPA 2) and rounded back to uint8; then the flip.
