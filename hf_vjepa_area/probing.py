@@ -778,16 +778,18 @@ CHECKPOINT_PREFIX = "epoch_"
 STATE_FILE = "probe_state.json"
 
 
-def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int = 1) -> Path:
+def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int = 1, *,
+                    prefix: str = CHECKPOINT_PREFIX, digits: int = 3, state_file: str = STATE_FILE) -> Path:  # fmt: skip
     """`accelerator.save_state` into a temporary folder, then an atomic rename to `root/epoch_{epoch:03d}`.
 
     All processes call it (each saves its RNG state). `STATE_FILE` (epoch, history, ...) is written
     last, before the rename, so a folder named `epoch_*` is always complete; a killed save leaves only a
     hidden temporary folder, which the next save removes. Keeps the newest `keep` checkpoints.
+    `prefix`, `digits` and `state_file` name them for other loops (the SSL anneal counts steps).
     """
     root = Path(root)
-    final = root / f"{CHECKPOINT_PREFIX}{epoch:03d}"
-    temp = root / f".tmp-{CHECKPOINT_PREFIX}{epoch:03d}"
+    final = root / f"{prefix}{epoch:0{digits}d}"
+    temp = root / f".tmp-{prefix}{epoch:0{digits}d}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(temp, ignore_errors=True)
@@ -795,28 +797,28 @@ def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int 
     accelerator.save_state(str(temp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (temp / STATE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        (temp / state_file).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
         move_into_place(temp, final)  # a re-saved epoch keeps its old folder until the new one is in place
         # Count complete checkpoints only: a stray `epoch_*` folder without STATE_FILE (a copy, a
         # hand-made folder) must not push the one just written out of the newest `keep`.
-        complete = sorted(p for p in root.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file())
+        complete = sorted(p for p in root.glob(f"{prefix}*") if (p / state_file).is_file())
         for old in complete[:-keep] if keep > 0 else []:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob(f".tmp-{CHECKPOINT_PREFIX}*"):
+        for stale in root.glob(f".tmp-{prefix}*"):
             shutil.rmtree(stale, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def find_checkpoint(root: Path, resume: str) -> Path | None:
+def find_checkpoint(root: Path, resume: str, *, prefix: str = CHECKPOINT_PREFIX, state_file: str = STATE_FILE) -> Path | None:
     """`resume="auto"`: the newest complete `root/epoch_*` (None if there is none); else that folder."""
     if resume != "auto":
         path = Path(resume)
-        if not (path / STATE_FILE).is_file():
-            raise FileNotFoundError(f"{path} is not a complete probe checkpoint (no {STATE_FILE})")
+        if not (path / state_file).is_file():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {state_file})")
         return path
-    complete = [p for p in Path(root).glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file()]
+    complete = [p for p in Path(root).glob(f"{prefix}*") if (p / state_file).is_file()]
     return max(complete, key=lambda p: p.name) if complete else None
 
 
@@ -842,8 +844,8 @@ def write_json(path: Path, data: dict) -> None:
     write_text_atomically(Path(path), text, overwrite=True)
 
 
-def read_checkpoint_state(path: Path) -> dict:
-    return json.loads((Path(path) / STATE_FILE).read_text(encoding="utf-8"))
+def read_checkpoint_state(path: Path, state_file: str = STATE_FILE) -> dict:
+    return json.loads((Path(path) / state_file).read_text(encoding="utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------

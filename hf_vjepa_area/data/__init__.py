@@ -1,5 +1,5 @@
 """Video data for V-JEPA 2 probes and self-supervised training: decoding, clip sampling, preprocessing,
-manifests, multi-block masks.
+manifests, pretraining clips, multi-block masks.
 
 Self-contained: needs torch, numpy and PyAV (torchcodec when present), nothing from the
 modeling code.
@@ -14,6 +14,7 @@ from .kinetics import (
     read_class_list,
 )
 from .masks import RELEASED_MASK_CONFIGS, MaskConfig, MultiBlockMaskCollator
+from .pretraining import NoUsableVideoError, PretrainingClipDataset, collate_clips, list_videos
 from .sampling import VideoTooShortError, clip_indices
 from .synthetic import SyntheticVideoDataset, make_synthetic_video_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize, resize_short_side
@@ -27,6 +28,8 @@ __all__ = [
     "EvalTransform",
     "ManifestEntry",
     "ManifestSummary",
+    "NoUsableVideoError",
+    "PretrainingClipDataset",
     "SkippedSample",
     "SyntheticVideoDataset",
     "TrainTransform",
@@ -38,7 +41,9 @@ __all__ = [
     "build_manifest_from_annotations",
     "build_manifest_from_folder",
     "clip_indices",
+    "collate_clips",
     "collate_skip_none",
+    "list_videos",
     "make_synthetic_video_dataset",
     "normalize",
     "open_video",

@@ -168,3 +168,37 @@ def test_masked_area_flops_use_the_per_area_token_counts(scripts):
     saved = bench_encoder.encoder_flops(global_only, ids, False) - bench_encoder.encoder_flops(config, ids, False)
     pairs_all, pairs_within = ids.shape[0] * ids.shape[1] ** 2, float(segment_lengths.pow(2).sum())
     assert saved == 4 * config.embed_dim * (pairs_all - pairs_within)  # one area layer's worth
+
+
+def test_ssl_benchmark_runs_every_case_full_and_area(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_ssl
+
+    result = bench_ssl.main(["--tiny", "--device", "cpu", "--dtype", "fp32", "--iters", "2", "--warmup", "0",
+                             "--out", str(tmp_path)])  # fmt: skip
+    saved, markdown = read_outputs(tmp_path, "bench_ssl_tiny")
+    rows = saved["rows"]
+    assert [(r["case"], r["attention"]) for r in rows] == [(c.name, a) for c in bench_ssl.CASES for a in ("full", "area")]
+    assert all(r["status"] == "ok" and r["steps"] == 3 for r in rows), rows
+    for full, area in zip(rows[::2], rows[1::2]):
+        # The same weights, clips and masks: the first step's loss is the same up to attention's rounding.
+        assert area["loss_first"] == pytest.approx(full["loss_first"], rel=0.05)
+        assert all(0 < v < 1 for v in full["visible_fraction"]) and area["visible_fraction"] == full["visible_fraction"]
+        assert area["area_layers"] == [0, 1, 2] and full["area_layers"] == [] and "time_over_full" in area
+    assert all(math.isfinite(r["loss_last"]) for r in rows)
+    assert result["rows"][0]["tokens_per_sample"] == 2 * 8 * 8 and markdown.count("\n| ") == 9
+
+
+def test_ssl_benchmark_runs_without_pyav(tmp_path):
+    """The GPU image has no PyAV (docs/benchmarks.md); the benchmark needs only the masks."""
+    import subprocess
+    import sys
+
+    code = ("import sys, runpy; sys.modules['av'] = None; "  # an import of av now fails, as if it were not installed
+            f"sys.argv = ['bench_ssl.py', '--tiny', '--device', 'cpu', '--iters', '1', '--warmup', '0', "
+            f"'--cases', '256px-16f-b4', '--out', {str(tmp_path)!r}]; "
+            f"runpy.run_path({str(BENCHMARKS / 'bench_ssl.py')!r}, run_name='__main__')")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["status"] for r in json.loads((tmp_path / "bench_ssl_tiny.json").read_text())["rows"]] == ["ok", "ok"]
