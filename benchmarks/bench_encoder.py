@@ -37,6 +37,7 @@ from transformers import VJEPA2Config, VJEPA2Model
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area.conversion.keys import hf_sections, ours_to_theirs
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
+from hf_vjepa_area.modeling.configuration_vjepa2_area import AREA_KERNELS
 from hf_vjepa_area.modeling.rope import token_positions
 
 AREA_SPLITS = (2, 2, 1)
@@ -555,7 +556,7 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="bf16-autocast", choices=("bf16-autocast", "bf16", "fp32"),
                         help="bf16-autocast: fp32 weights under bf16 autocast (training recipe); bf16: bf16 weights")
     parser.add_argument("--variant", default="large", choices=sorted(VARIANTS))
-    parser.add_argument("--area-kernel", default="auto", choices=("auto", "dense", "varlen", "mask"))
+    parser.add_argument("--area-kernel", default="auto", choices=AREA_KERNELS)
     parser.add_argument("--flops-only", action="store_true",
                         help="print each case's analytic FLOPs and FLOP-ideal speed-up; no model, no timing (any machine)")
     add_run_args(parser, "bench_encoder", "tiny config and inputs: a CPU smoke run of every path")
