@@ -16,7 +16,7 @@ shared with other work biases every column alike.
 from __future__ import annotations
 
 import argparse
-import math
+import os
 import resource
 import statistics
 import sys
@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from bench_attention import pad_mask_attention  # noqa: E402
 from bench_encoder import (  # noqa: E402
     AREA_SPLITS, TINY_DIMS, VISIBLE_FRACTION, Case, add_run_args, build_model, case_flops, environment, fmt,
-    layers_text, make_step, markdown_table, our_config, resolve_run_args, resolved_kernel, write_outputs,
+    layers_text, make_step, markdown_table, our_config, resolve_run_args, resolved_kernel, run_benchmark,
 )
+from bench_encoder import select_cases as select_encoder_cases  # noqa: E402
 from hf_vjepa_area import VARIANTS, VJEPA2AreaModel  # noqa: E402
 from hf_vjepa_area.modeling.area import AreaPlan, area_attention, global_attention  # noqa: E402
 from hf_vjepa_area.modeling.rope import token_positions  # noqa: E402
@@ -50,18 +51,24 @@ ENCODERS = {"full": ("ours-full", "auto"), "area": ("ours-area", "auto"), "area-
 ATTENTION_KERNELS = ("global", "mask", "segment", "padded")
 
 
-def interleaved(steps: dict, warmup: int, iters: int) -> dict[str, list[float]]:
-    """ms per call of each step, taking turns: `warmup` untimed rounds, then `iters` timed rounds."""
+def select_cases(args) -> list[Case]:
+    return select_encoder_cases(args, CASES)
+
+
+def interleaved(steps: dict, warmup: int, iters: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and process CPU ms per call of each step, taking turns: `warmup` untimed rounds, then `iters` timed
+    rounds. CPU time leaves out the time other processes held the cores (see docs/benchmarks.md)."""
     for _ in range(warmup):
         for step in steps.values():
             step()
-    times = {name: [] for name in steps}
+    wall, cpu = {name: [] for name in steps}, {name: [] for name in steps}
     for _ in range(iters):
         for name, step in steps.items():
-            begin = time.perf_counter()
+            begin, begin_cpu = time.perf_counter(), time.process_time()
             step()
-            times[name].append((time.perf_counter() - begin) * 1e3)
-    return times
+            cpu[name].append((time.process_time() - begin_cpu) * 1e3)
+            wall[name].append((time.perf_counter() - begin) * 1e3)
+    return wall, cpu
 
 
 def encoder_rows(args, state: dict) -> list[dict]:
@@ -78,11 +85,13 @@ def encoder_rows(args, state: dict) -> list[dict]:
             config = our_config(column_args, case, area=name == "ours-area")
             kernels[column] = resolved_kernel(config, ids, case.train, "cpu", torch.float32)
             steps[column] = make_step(model, name, "eager", case, pixels, masks, column_args, torch.device("cpu"))
-        times = interleaved(steps, args.warmup, args.iters)
+        times, cpu_times = interleaved(steps, args.warmup, args.iters)
         ms = {column: statistics.median(t) for column, t in times.items()}
+        cpu_ms = {column: statistics.median(t) for column, t in cpu_times.items()}
         rows.append(dict(case=case.name, train=case.train, batch=case.batch, visible_per_sample=ids.shape[1],
-                         kernels=kernels, ms=ms, times_ms=times, area_over_full=ms["area"] / ms["full"],
-                         mask_over_full=ms["area-mask"] / ms["full"], flops_over_full=flops_area / flops_full))
+                         kernels=kernels, ms=ms, cpu_ms=cpu_ms, times_ms=times, cpu_times_ms=cpu_times,
+                         area_over_full=ms["area"] / ms["full"], mask_over_full=ms["area-mask"] / ms["full"],
+                         area_over_full_cpu=cpu_ms["area"] / cpu_ms["full"], flops_over_full=flops_area / flops_full))
         print(f"{case.name:20s} " + "  ".join(f"{c} {v:.1f} ms" for c, v in ms.items()), flush=True)
     return rows
 
@@ -122,22 +131,26 @@ def attention_rows(args) -> list[dict]:
             reference = attend["mask"](*qkv.unbind(2))
             errors = {k: ((fn(*qkv.unbind(2)) - reference).norm() / reference.norm()).item()
                       for k, fn in attend.items() if k != "global"}
-        times = interleaved({k: step_of(fn) for k, fn in attend.items()}, args.warmup, args.iters)
+        times, cpu_times = interleaved({k: step_of(fn) for k, fn in attend.items()}, args.warmup, args.iters)
         ms = {k: statistics.median(t) for k, t in times.items()}
+        cpu_ms = {k: statistics.median(t) for k, t in cpu_times.items()}
         rows.append(dict(case=case.name, batch=case.batch, visible_per_sample=ids.shape[1], heads=heads,
-                         head_dim=head_dim, longest_segment=longest, ms=ms, times_ms=times, rel_err_vs_mask=errors))
+                         head_dim=head_dim, longest_segment=longest, ms=ms, cpu_ms=cpu_ms, times_ms=times,
+                         cpu_times_ms=cpu_times, rel_err_vs_mask=errors))
         print(f"{case.name:20s} attention " + "  ".join(f"{k} {v:.2f} ms" for k, v in ms.items()), flush=True)
     return rows
 
 
 def run(args) -> dict:
+    torch.set_num_threads(args.threads)  # run_benchmark restores the caller's count
     torch.manual_seed(args.seed)
     state = VJEPA2AreaModel(our_config(args, select_cases(args)[0], area=False)).state_dict()
-    encoder = encoder_rows(args, state)
+    encoder = encoder_rows(args, state) if args.encoder else []
     attention = attention_rows(args) if args.attention else []
     config = our_config(args, select_cases(args)[0], area=True)
     return dict(
         meta=dict(environment(torch.device("cpu")), threads=torch.get_num_threads(), dtype="fp32",
+                  omp_wait_policy=os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default: threads spin)"),
                   variant="tiny" if args.tiny else args.variant, area_splits=AREA_SPLITS,
                   area_layers=config.area_layers, depth=config.depth, visible_fraction=VISIBLE_FRACTION,
                   warmup=args.warmup, iters=args.iters, seed=args.seed,
@@ -149,24 +162,26 @@ def run(args) -> dict:
 
 def report(result: dict) -> str:
     meta = result["meta"]
-    header = ["case", "visible / sample", "ours full ms", "ours area ms (kernel)", "ours area, mask kernel ms",
-              "area / full", "mask / full", "FLOP-ideal area / full"]
-    table = [[r["case"], str(r["visible_per_sample"]), fmt(r["ms"]["full"], ".0f"),
-              f"{fmt(r['ms']['area'], '.0f')} ({r['kernels']['area']})", fmt(r["ms"]["area-mask"], ".0f"),
-              fmt(r["area_over_full"]), fmt(r["mask_over_full"]), fmt(r["flops_over_full"])]
-             for r in result["encoder"]]
-    lines = [f"Encoder {meta['variant']} ({meta['depth']} blocks), fp32, CPU, {meta['threads']} threads, torch "
-             f"{meta['torch']}; area splits {tuple(meta['area_splits'])} in blocks {layers_text(meta['area_layers'])}; "
-             f"train = forward + backward at {meta['visible_fraction']:.0%} visible (random ids), infer = all tokens "
-             f"without grad; median of {meta['iters']} interleaved repetitions after {meta['warmup']} warm-up; "
-             f"peak RSS {meta['peak_rss_gib']:.1f} GiB", "", markdown_table(header, table)]
+    lines = [f"{meta['variant']} ({meta['depth']} blocks), fp32, CPU, {meta['threads']} threads, torch {meta['torch']}; "
+             f"area splits {tuple(meta['area_splits'])} in blocks {layers_text(meta['area_layers'])}; median of "
+             f"{meta['iters']} interleaved repetitions after {meta['warmup']} warm-up; OMP_WAIT_POLICY "
+             f"{meta['omp_wait_policy']}; peak RSS {meta['peak_rss_gib']:.1f} GiB"]
+    if result["encoder"]:
+        header = ["case", "visible / sample", "ours full ms", "ours area ms (kernel)", "ours area, mask kernel ms",
+                  "area / full", "mask / full", "area / full, CPU time", "FLOP-ideal area / full"]
+        table = [[r["case"], str(r["visible_per_sample"]), fmt(r["ms"]["full"], ".0f"),
+                  f"{fmt(r['ms']['area'], '.0f')} ({r['kernels']['area']})", fmt(r["ms"]["area-mask"], ".0f"),
+                  fmt(r["area_over_full"]), fmt(r["mask_over_full"]), fmt(r["area_over_full_cpu"]),
+                  fmt(r["flops_over_full"])] for r in result["encoder"]]
+        lines += ["", f"Encoder: train = forward + backward at {meta['visible_fraction']:.0%} visible (random ids), "
+                  "infer = all tokens without grad", "", markdown_table(header, table)]
     if result["attention"]:
-        header = ["case", "B x visible", "heads x dim", "longest segment"] + [f"{k} ms" for k in ATTENTION_KERNELS] + [
-            "max rel. err vs mask"]
+        header = (["case", "B x visible", "heads x dim", "longest segment"]
+                  + [f"{k} ms (CPU ms)" for k in ATTENTION_KERNELS] + ["max rel. err vs mask"])
         table = [[r["case"], f"{r['batch']} x {r['visible_per_sample']}", f"{r['heads']} x {r['head_dim']}",
-                  str(r["longest_segment"])] + [fmt(r["ms"][k]) for k in ATTENTION_KERNELS]
-                 + [fmt(max(r["rel_err_vs_mask"].values()), ".0e")]
-                 for r in result["attention"]]
+                  str(r["longest_segment"])]
+                 + [f"{fmt(r['ms'][k], '.1f')} ({fmt(r['cpu_ms'][k], '.1f')})" for k in ATTENTION_KERNELS]
+                 + [fmt(max(r["rel_err_vs_mask"].values()), ".0e")] for r in result["attention"]]
         lines += ["", "One attention layer alone, forward + backward, on the same token ids: `segment` = one SDPA "
                   "call per segment, `padded` = segments scattered into one [B*areas, longest] batch with a "
                   "key-padding mask, `mask` = all K tokens with the same-area mask", "",
@@ -174,20 +189,13 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def select_cases(args) -> list[Case]:
-    wanted = [w.strip() for w in args.cases.split(",") if w.strip()]
-    chosen = [c for c in CASES if "all" in wanted or c.name in wanted or ("train" if c.train else "infer") in wanted]
-    unknown = [w for w in wanted if w not in ("all", "train", "infer") and w not in {c.name for c in CASES}]
-    if unknown or not chosen:
-        raise SystemExit(f"unknown --cases {unknown}; choose from all, train, infer, {[c.name for c in CASES]}")
-    return [c.tiny() for c in chosen] if args.tiny else chosen
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default="all", help="comma list: all, train, infer, or case names")
     parser.add_argument("--variant", default="small", choices=sorted(VARIANTS))
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2; tiny 1)")
+    parser.add_argument("--encoder", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the encoder (--no-encoder: the attention table only)")
     parser.add_argument("--attention", action=argparse.BooleanOptionalAction, default=True,
                         help="also time one attention layer alone per kernel (--no-attention: encoder only)")
     add_run_args(parser, "bench_cpu_area", "tiny config and inputs: a smoke run of every path")
@@ -197,22 +205,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.iters = args.iters if args.iters is not None else (1 if args.tiny else 5)
     args = resolve_run_args(args, "bench_cpu_area")
     args.threads = 1 if args.tiny else args.threads
-    args.dtype, args.area_kernel = "fp32", "auto"  # what bench_encoder's model builders read
+    args.device, args.dtype, args.area_kernel = "cpu", "fp32", "auto"  # what bench_encoder's helpers read
     return args
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
-        result = run(args)
-    finally:
-        torch.set_num_threads(threads)
-    markdown = report(result)
-    paths = write_outputs(args.out, args.name, result, markdown)
-    print(f"\nwrote {', '.join(map(str, paths))}\n\n{markdown}")
-    return result
+    return run_benchmark(parse_args(argv), run, report)
 
 
 if __name__ == "__main__":

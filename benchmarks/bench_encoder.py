@@ -494,12 +494,12 @@ def check_targets(rows: list[dict]) -> list[dict]:
     return targets
 
 
-def select_cases(args) -> list[Case]:
+def select_cases(args, cases: list[Case] = CASES) -> list[Case]:
     wanted = [w.strip() for w in args.cases.split(",") if w.strip()]
-    chosen = [c for c in CASES if "all" in wanted or c.name in wanted or ("train" if c.train else "infer") in wanted]
-    unknown = [w for w in wanted if w not in ("all", "train", "infer") and w not in {c.name for c in CASES}]
+    chosen = [c for c in cases if "all" in wanted or c.name in wanted or ("train" if c.train else "infer") in wanted]
+    unknown = [w for w in wanted if w not in ("all", "train", "infer") and w not in {c.name for c in cases}]
     if unknown or not chosen:
-        raise SystemExit(f"unknown --cases {unknown}; choose from all, train, infer, {[c.name for c in CASES]}")
+        raise SystemExit(f"unknown --cases {unknown}; choose from all, train, infer, {[c.name for c in cases]}")
     return [c.tiny() for c in chosen] if args.tiny else chosen
 
 
