@@ -214,6 +214,35 @@ def test_plan_offsets_count_tokens_per_batch_and_area():
     assert all_tokens.segment_lengths() == [4, 4]
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["masked-empty-area", "all-tokens-uneven"])
+def test_segment_kernel_equals_mask_kernel_forward_and_backward(masked):
+    """Kernel level, B = 3: per-sample layouts with an empty (sample, area) segment, or one uneven layout."""
+    grid, splits, batch = (3, 4, 5), (2, 2, 1), 3
+    if masked:
+        ids = random_masks(batch, 60, 21, torch.Generator().manual_seed(8))
+        ids[0] = torch.arange(21) + 20  # sample 0: time rows 1-2 only, so its time-area 0 is empty
+    else:
+        ids = torch.arange(60)[None]
+    positions = token_positions(ids, grid)
+    qkv = torch.randn(batch, ids.shape[1], 3, 2, 16, generator=torch.Generator().manual_seed(9)).requires_grad_()
+    grad = torch.randn(batch, ids.shape[1], 2, 16)
+    results = []
+    for kernel in ("segment", "mask"):
+        plan = AreaPlan.build(positions, grid, splits, kernel=kernel, masked=masked)
+        order = plan.order.expand(batch, -1)[..., None, None, None].expand_as(qkv)
+        sorted_qkv = qkv.gather(1, order)
+        out = area_attention(*sorted_qkv.unbind(2), plan)
+        (gradient,) = torch.autograd.grad(out, qkv, grad.gather(1, order[:, :, 0]))
+        results.append((out, gradient))
+    if masked:
+        assert 0 in plan.segment_lengths()
+    (out, gradient), (expected, expected_gradient) = results
+    scale = max(1.0, expected.abs().max().item())
+    torch.testing.assert_close(out, expected, atol=1e-6 * scale, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-6 * max(1.0, expected_gradient.abs().max().item()),
+                               rtol=1e-5)
+
+
 def test_auto_picks_segment_on_cpu_in_eager_mode_and_mask_under_compile(monkeypatch):
     grid = (3, 4, 4)  # 3 time rows: unequal areas even with all tokens
     ids = torch.tensor([[0, 1, 20, 40], [3, 17, 33, 47]])
