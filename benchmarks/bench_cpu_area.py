@@ -9,8 +9,11 @@ why `segment` loops over segments rather than padding them into one batch. The a
 run interleaved, one call each per repetition, in one process; medians are reported, so a machine
 shared with other work biases every column alike.
 
-    python benchmarks/bench_cpu_area.py            # the tables in docs/benchmarks.md (~6 min, 2 threads)
+    python benchmarks/bench_cpu_area.py            # the tables in docs/benchmarks.md (~6 min quiet, 2 threads)
     python benchmarks/bench_cpu_area.py --tiny     # smoke run of every path, seconds
+
+On a machine shared with other work, prefix OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads of an
+oversubscribed pool made 2-thread steps 10-20x slower there. Process CPU time is recorded beside wall time.
 """
 
 from __future__ import annotations
