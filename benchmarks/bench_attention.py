@@ -31,7 +31,7 @@ from bench_encoder import (  # noqa: E402
 from hf_vjepa_area.modeling.area import AreaPlan, area_attention, global_attention, varlen_attn  # noqa: E402
 from hf_vjepa_area.modeling.rope import token_positions  # noqa: E402
 
-KERNELS = ("global", "dense", "varlen", "mask", "pad+mask")
+KERNELS = ("global", "dense", "varlen", "segment", "mask", "pad+mask")
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def run(args) -> dict:
                        tokens=positions.shape[1], splits=case.splits)
             plan = None
             if kernel != "global":
-                plan_kernel = kernel if kernel in ("dense", "varlen", "mask") else "mask"
+                plan_kernel = kernel if kernel in ("dense", "varlen", "segment", "mask") else "mask"
                 try:
                     plan = AreaPlan.build(positions, grid, case.splits, kernel=plan_kernel, masked=masked)
                 except ValueError:

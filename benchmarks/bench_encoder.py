@@ -37,6 +37,7 @@ from transformers import VJEPA2Config, VJEPA2Model
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area.conversion.keys import ENCODER_KEYS, to_transformers
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
+from hf_vjepa_area.modeling.configuration_vjepa2_area import AREA_KERNELS
 from hf_vjepa_area.modeling.rope import token_positions
 
 AREA_SPLITS = (2, 2, 1)
@@ -488,12 +489,12 @@ def check_targets(rows: list[dict]) -> list[dict]:
     return targets
 
 
-def select_cases(args) -> list[Case]:
+def select_cases(args, cases: list[Case] = CASES) -> list[Case]:
     wanted = [w.strip() for w in args.cases.split(",") if w.strip()]
-    chosen = [c for c in CASES if "all" in wanted or c.name in wanted or ("train" if c.train else "infer") in wanted]
-    unknown = [w for w in wanted if w not in ("all", "train", "infer") and w not in {c.name for c in CASES}]
+    chosen = [c for c in cases if "all" in wanted or c.name in wanted or ("train" if c.train else "infer") in wanted]
+    unknown = [w for w in wanted if w not in ("all", "train", "infer") and w not in {c.name for c in cases}]
     if unknown or not chosen:
-        raise SystemExit(f"unknown --cases {unknown}; choose from all, train, infer, {[c.name for c in CASES]}")
+        raise SystemExit(f"unknown --cases {unknown}; choose from all, train, infer, {[c.name for c in cases]}")
     return [c.tiny() for c in chosen] if args.tiny else chosen
 
 
@@ -550,7 +551,7 @@ def parse_args(argv=None):
     parser.add_argument("--dtype", default="bf16-autocast", choices=("bf16-autocast", "bf16", "fp32"),
                         help="bf16-autocast: fp32 weights under bf16 autocast (training recipe); bf16: bf16 weights")
     parser.add_argument("--variant", default="large", choices=sorted(VARIANTS))
-    parser.add_argument("--area-kernel", default="auto", choices=("auto", "dense", "varlen", "mask"))
+    parser.add_argument("--area-kernel", default="auto", choices=AREA_KERNELS)
     parser.add_argument("--flops-only", action="store_true",
                         help="print each case's analytic FLOPs and FLOP-ideal speed-up; no model, no timing (any machine)")
     add_run_args(parser, "bench_encoder", "tiny config and inputs: a CPU smoke run of every path")

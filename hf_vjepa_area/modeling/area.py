@@ -2,7 +2,7 @@
 
 A token's area comes from its (t, h, w) grid position, never from its index in the visible list.
 Once per forward, `AreaPlan.build` computes area ids, the permutation that sorts tokens into
-area-major order and what each kernel needs (segment offsets, the same-area mask). All blocks then
+area-major order and what each kernel needs (segment offsets or lengths, the same-area mask). All blocks then
 run on the sorted sequence: area blocks attend within contiguous segments, global blocks attend to
 everything (attention is permutation-invariant because RoPE positions travel with the tokens), and
 the encoder unsorts once at the end.
@@ -13,7 +13,19 @@ Kernels (all exact; they differ in speed and where they run):
   plain SDPA without a mask (flash/cuDNN on GPU).
 - "varlen": packed variable-length attention over (batch, area) segments, `torch.nn.attention.
   varlen.varlen_attn` (CUDA, fp16/bf16). Empty areas are empty segments. No padding, no host sync.
-- "mask": SDPA with a boolean same-area mask. Works everywhere and supports backward: the reference.
+- "segment": one SDPA call per non-empty (sample, area) segment, on contiguous slices of the sorted
+  sequence: the cost of the areas, any dtype, with backward. Slicing needs the segment lengths as
+  Python ints, read once per forward: free on CPU, a host sync on a GPU, untraceable by torch.compile.
+- "mask": SDPA with a same-area additive mask over all K tokens (the FLOPs of full attention). Works
+  everywhere, compiles, never syncs: the reference.
+
+`auto` picks dense, else varlen where it runs (CUDA, fp16/bf16, torch >= 2.10), else segment on CPU in
+eager mode, else mask. Mask rather than segment on CUDA (fp32, or torch without varlen): even one host
+read per forward stalls the CPU until the GPU has drained everything queued before it (in a training
+loop, the previous step's backward and optimizer step), so the launches of the next kernels no longer
+overlap GPU work, and it forbids CUDA-graph capture; mask keeps the GPU path sync-free at the FLOPs of
+full attention. `area_kernel="segment"` trades that for A-fold fewer attention FLOPs on large inputs.
+Under torch.compile, mask too: a loop over lengths read from tensor values cannot be in one graph.
 """
 
 from __future__ import annotations
@@ -119,6 +131,8 @@ class AreaPlan:
             return "dense"
         if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and varlen_attn is not None:
             return "varlen"
+        if q.device.type == "cpu" and not torch.compiler.is_compiling():
+            return "segment"
         return "mask"
 
     def same_area_mask(self, dtype: torch.dtype) -> torch.Tensor:
@@ -132,21 +146,48 @@ class AreaPlan:
             self._cache[key] = torch.zeros(same.shape, dtype=dtype, device=ids.device).masked_fill_(~same, float("-inf"))
         return self._cache[key]
 
+    def _segment_counts(self, rows: int) -> torch.Tensor:
+        """int32 token counts of the (row, area) segments, row-major: [rows * num_areas]."""
+        ids = self.area_ids.expand(rows, -1)
+        segment = ids + self.num_areas * torch.arange(rows, device=ids.device).unsqueeze(-1)
+        counts = torch.zeros(rows * self.num_areas, dtype=torch.int32, device=ids.device)
+        return counts.scatter_add_(0, segment.flatten(), torch.ones_like(segment, dtype=torch.int32).flatten())
+
     def segment_offsets(self, batch_size: int) -> torch.Tensor:
         """int32 cumulative lengths of the (batch, area) segments of the packed sequence."""
         if "cu_seqlens" not in self._cache:
-            ids = self.area_ids.expand(batch_size, -1)
-            segment = ids + self.num_areas * torch.arange(batch_size, device=ids.device).unsqueeze(-1)
-            counts = torch.zeros(batch_size * self.num_areas, dtype=torch.int32, device=ids.device)
-            counts.scatter_add_(0, segment.flatten(), torch.ones_like(segment, dtype=torch.int32).flatten())
+            counts = self._segment_counts(batch_size)
             self._cache["cu_seqlens"] = F.pad(counts.cumsum(0, dtype=torch.int32), (1, 0))
         return self._cache["cu_seqlens"]
+
+    def segment_lengths(self) -> list[int]:
+        """Tokens per (row, area) segment as Python ints, one row per row of `area_ids` (1 when every sample
+        has the same layout, i.e. no mask; else B). Read to the host once per forward: a sync off CPU."""
+        if "lengths" not in self._cache:
+            self._cache["lengths"] = self._segment_counts(self.area_ids.shape[0]).tolist()
+        return self._cache["lengths"]
 
 
 def global_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """q, k, v [B, K, heads, d] -> [B, K, heads, d]."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
+
+
+def segment_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AreaPlan) -> torch.Tensor:
+    """Plain SDPA per non-empty segment of the sorted sequence, outputs concatenated back in place.
+
+    With one layout for all samples (no mask), a segment is one area of every sample, attended as a batch;
+    otherwise the samples are laid end to end and each (sample, area) segment is its own call. Slices are
+    views, so backward only scatters gradients back through one concatenation.
+    """
+    batch, num_tokens, heads, head_dim = q.shape
+    lengths = plan.segment_lengths()
+    if plan.area_ids.shape[0] != 1:  # per-sample layouts: [B, K] as one row of B*K
+        q, k, v = [t.reshape(1, batch * num_tokens, heads, head_dim) for t in (q, k, v)]
+    segments = zip(lengths, *(t.split(lengths, dim=1) for t in (q, k, v)))
+    out = torch.cat([global_attention(*qkv) for length, *qkv in segments if length], dim=1)
+    return out.reshape(batch, num_tokens, heads, head_dim)
 
 
 def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AreaPlan) -> torch.Tensor:
@@ -172,6 +213,10 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
         q, k, v = [t.reshape(batch * num_tokens, heads, head_dim).contiguous() for t in (q, k, v)]
         out = varlen_attn(q, k, v, offsets, offsets, plan.max_area_len, plan.max_area_len)
         return out.reshape(batch, num_tokens, heads, head_dim)
+    if kernel == "segment":
+        return segment_attention(q, k, v, plan)
+    if kernel != "mask":
+        raise ValueError(f"unknown area kernel {kernel!r}; use 'auto', 'dense', 'varlen', 'segment' or 'mask'")
     mask = plan.same_area_mask(q.dtype)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
@@ -182,6 +227,7 @@ __all__ = [
     "area_ids_from_positions",
     "area_attention",
     "global_attention",
+    "segment_attention",
     "largest_area",
     "effective_splits",
 ]

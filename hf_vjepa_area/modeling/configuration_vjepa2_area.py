@@ -51,7 +51,7 @@ def variant_of(config) -> str | None:
     return None
 
 
-AREA_KERNELS = ("auto", "mask", "dense", "varlen")
+AREA_KERNELS = ("auto", "mask", "dense", "varlen", "segment")
 
 # config.json keys that belong to timm (see timm_metadata.py): derived when saving, ignored when loading.
 TIMM_CONFIG_KEYS = ("architecture", "num_classes", "num_features", "pretrained_cfg", "model_args")
@@ -115,8 +115,9 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     area_kernel (`str`):
         Which area-attention implementation to run: "auto" (fastest available), "mask" (dense SDPA with
         a boolean same-area mask; the reference, any device), "dense" (reshape into equal areas; only
-        when no tokens are masked and the grid divides) or "varlen" (packed variable-length attention,
-        CUDA, fp16/bf16).
+        when no tokens are masked and the grid divides), "varlen" (packed variable-length attention,
+        CUDA, fp16/bf16) or "segment" (one SDPA call per area segment; what "auto" runs on CPU in eager
+        mode; reads the segment lengths on the host once per forward).
     probe_* fields size the attentive probe of `VJEPA2AreaForVideoClassification`.
     predictor_* fields size V-JEPA 2's predictor (self-supervised training only; the encoder ignores
     them). Released L/H/g predictors: width 384, depth 12, 12 heads, MLP ratio 4, 10 mask tokens, full

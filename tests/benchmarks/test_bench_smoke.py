@@ -39,7 +39,7 @@ def test_encoder_benchmark_all_cases_eager(scripts, tmp_path, capsys):
     assert all(r["status"] == "ok" for r in rows if r["model"] != "transformers" or not r["train"]), rows
     assert all(r["status"].startswith("n/a") for r in rows if r["model"] == "transformers" and r["train"])
     area = [r for r in rows if r["model"] == "ours-area"]
-    assert {r["kernel"] for r in area} == {"mask", "dense"}  # CPU: masked -> mask; divisible full grid -> dense
+    assert {r["kernel"] for r in area} == {"segment", "dense"}  # CPU: masked -> segment; divisible full grid -> dense
     assert all(r["flops_over_full"] < 1 for r in area)
     parity = [r["rel_err_vs_ours_full"] for r in rows if "rel_err_vs_ours_full" in r]
     assert len(parity) == 3 and max(parity) < 2e-2  # same weights through transformers' VJEPA2Model
@@ -90,10 +90,10 @@ def test_attention_benchmark(scripts, tmp_path):
     for row in result["rows"]:
         by_kernel.setdefault(row["kernel"], []).append(row)
     assert all(r["status"].startswith("skipped") for r in by_kernel["varlen"])  # no CPU kernel
-    assert all(r["status"] == "ok" for k in ("global", "mask", "pad+mask") for r in by_kernel[k])
+    assert all(r["status"] == "ok" for k in ("global", "segment", "mask", "pad+mask") for r in by_kernel[k])
     assert [r["status"] == "ok" for r in by_kernel["dense"]] == [True, True, False, False, False]  # masked: n/a
     assert max(r["rel_err_vs_mask"] for r in result["rows"] if "rel_err_vs_mask" in r) < 2e-2
-    assert "| case (ms) | global | dense | varlen | mask | pad+mask |" in markdown
+    assert "| case (ms) | global | dense | varlen | segment | mask | pad+mask |" in markdown
     assert (result["meta"]["heads"], result["meta"]["head_dim"]) == (2, 16)  # --tiny's defaults
 
 

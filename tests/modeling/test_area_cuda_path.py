@@ -9,7 +9,8 @@ shapes alone, so CPU-only CI checks what otherwise only a GPU session could:
   same-area mask, whatever the number of area layers;
 - which kernel `auto` runs where, and with what shapes: varlen on packed contiguous [B*K, heads, d] rows
   with one segment per (sample, area); full tokens on a divisible grid as plain SDPA on [B*A, L] with no
-  mask; fp32 (varlen needs half precision) via the shared additive mask.
+  mask; fp32 (varlen needs half precision) via the shared additive mask, never the segment kernel that
+  `auto` runs on CPU (it reads segment lengths on the host, which would raise here).
 Numerics are not checked here (fake tensors have none): test_area.py and test_area_gpu.py do that.
 """
 
@@ -101,12 +102,14 @@ def test_masked_bf16_runs_varlen_once_per_area_layer_on_one_plan(training):
         assert max_q == max_k == keep  # a static bound: masks may leave any area with every visible token
 
 
-def test_masked_fp32_shares_one_additive_mask_across_area_layers():
-    batch, keep = 2, 24
-    _, ops, sdpa, _ = fake_cuda_run(batch=batch, keep=keep, dtype=torch.float32)
+@pytest.mark.parametrize("keep", [24, None], ids=["masked", "all-tokens-uneven"])
+def test_fp32_shares_one_additive_mask_across_area_layers(keep):
+    """Where varlen does not run on CUDA, auto takes the sync-free mask kernel (not segment, as on CPU)."""
+    batch = 2
+    _, ops, sdpa, config = fake_cuda_run(img=(80, 64), batch=batch, keep=keep, dtype=torch.float32)
     assert not ops.varlen_args  # varlen kernels take half precision only
     assert ops.counts["aten.masked_fill_"] == 1  # built once, reused by both area layers
-    q_shape = (batch, HEADS, keep, DIM // HEADS)
+    q_shape = (batch, HEADS, keep or math.prod(config.grid_size), DIM // HEADS)
     assert sdpa.calls == [(q_shape, True)] * AREA_LAYERS + [(q_shape, False)] * (DEPTH - AREA_LAYERS)
 
 

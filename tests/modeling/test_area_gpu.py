@@ -1,7 +1,7 @@
 """CUDA-only checks of the fast area kernels (skipped without a GPU).
 
 The CPU suite proves the "mask" kernel exact against an independent reference; here the kernels that only
-run on CUDA ("dense" via flash/cuDNN SDPA, "varlen", and what "auto" picks) are checked against it in
+run on CUDA ("dense" via flash/cuDNN SDPA, "varlen", "segment", and what "auto" picks) are checked against it in
 bf16 on uneven and empty areas with B > 1, forward and gradients; plus the whole encoder, torch.compile
 with fullgraph=True, and the absence of host syncs on the varlen hot path.
 """
@@ -87,6 +87,18 @@ def test_masked_kernels_match_mask_reference(kernel, grid, splits):
     counts = plan.segment_offsets(batch).diff().view(batch, -1)
     assert counts[0, 0].item() == 0 and counts.max().item() > counts[counts > 0].min().item()  # empty, uneven
     check_against_mask_reference(plan, batch, keep, expected_kernel="varlen")
+
+
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "all-tokens-uneven"])
+def test_segment_kernel_on_cuda_matches_mask_reference_and_auto_never_picks_it(masked):
+    """`segment` runs on CUDA when asked (one host read per forward); `auto` keeps it off the GPU."""
+    grid, splits, batch = (5, 7, 6), (2, 2, 1), 3
+    ids = uneven_masks(batch, grid, splits, math.prod(grid) // 3) if masked else torch.arange(math.prod(grid))[None]
+    positions = token_positions(ids.to(DEVICE), grid)
+    auto = AreaPlan.build(positions, grid, splits, kernel="auto", masked=masked)
+    assert auto.choose_kernel(random_qkv(batch, ids.shape[1]).float()) == "mask"
+    plan = AreaPlan.build(positions, grid, splits, kernel="segment", masked=masked)
+    check_against_mask_reference(plan, batch, ids.shape[1], expected_kernel="segment")
 
 
 @pytest.mark.parametrize("kernel", ["dense", "auto"])
