@@ -11,6 +11,16 @@ from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area.modeling.area import AreaPlan, area_attention, area_ids_from_positions
 from hf_vjepa_area.modeling.rope import token_positions
 from tests.modeling.reference import random_masks, reference_encoder
+from tests.numerics import assert_matches
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    """Exactness against the reference in float64, machine-independent (tests/numerics.py)."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(dtype)
 
 
 def tiny_model(splits=(2, 2, 1), layers=None, img=(64, 64), frames=8, depth=3, **overrides):
@@ -46,7 +56,7 @@ def test_all_tokens_matches_reference(splits, kernel):
     model = tiny_model(splits)
     video = torch.randn(2, 3, 8, 64, 64)
     got = encode(model, video, kernel=kernel)
-    torch.testing.assert_close(got, reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, video))
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -55,7 +65,7 @@ def test_uneven_masked_areas_match_reference(kernel):
     video = torch.randn(3, 3, 8, 64, 64)
     ids = random_masks(3, 64, 16, torch.Generator().manual_seed(3))  # 25% visible: areas hold different counts
     got = encode(model, video, ids, kernel)
-    torch.testing.assert_close(got, reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, video, ids))
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -67,7 +77,7 @@ def test_empty_area_is_exact_and_finite(kernel):
     ids = torch.stack([first_frames[::2], first_frames[1::2]])
     got = encode(model, video, ids, kernel)
     assert torch.isfinite(got).all()
-    torch.testing.assert_close(got, reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, video, ids))
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -75,10 +85,10 @@ def test_non_divisible_grid_and_non_square_input(kernel):
     model = tiny_model((2, 2, 2), img=(48, 80), frames=6)  # grid (3, 3, 5)
     video = torch.randn(2, 3, 6, 48, 80)
     got = encode(model, video, kernel=kernel)  # all tokens, unequal areas: one layout shared by the batch
-    torch.testing.assert_close(got, reference_encoder(model, video), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, video))
     ids = random_masks(2, 45, 20, torch.Generator().manual_seed(0))
     got = encode(model, video, ids, kernel)
-    torch.testing.assert_close(got, reference_encoder(model, video, ids), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, video, ids))
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -91,7 +101,7 @@ def test_unsorted_and_list_masks_keep_caller_order(kernel):
     got = encode(model, video, [first, second], kernel)
     expected = torch.cat([reference_encoder(model, video, first), reference_encoder(model, video, second)])
     assert got.shape == (4, 20, 48)
-    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    assert_matches(got, expected)
 
 
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
@@ -109,7 +119,7 @@ def test_gradients_match_reference(kernel):
     ours = grads(lambda: model.encode(video, masks=ids, area_kernel=kernel).last_hidden_state)
     ref = grads(lambda: reference_encoder(model, video, ids))
     for name in ref:
-        torch.testing.assert_close(ours[name], ref[name], atol=1e-4, rtol=1e-3, msg=name)
+        assert_matches(ours[name], ref[name], msg=name)
 
 
 def test_one_area_is_full_attention_bit_for_bit():
@@ -139,14 +149,13 @@ def test_area_only_model_outputs_of_an_area_do_not_depend_on_other_areas(kernel)
     for area in range(4):
         own = ids[areas == area].unsqueeze(0)
         got = encode(model, video, own, kernel)
-        torch.testing.assert_close(got, everything[:, own[0]], atol=1e-5, rtol=1e-5)
+        assert_matches(got, everything[:, own[0]])
 
 
 def test_dense_and_mask_kernels_agree_and_dense_refuses_masks():
     model = tiny_model((2, 2, 1))
     video = torch.randn(2, 3, 8, 64, 64)
-    torch.testing.assert_close(encode(model, video, kernel="dense"), encode(model, video, kernel="mask"),
-                               atol=1e-5, rtol=1e-5)
+    assert_matches(encode(model, video, kernel="dense"), encode(model, video, kernel="mask"))
     with pytest.raises(ValueError, match="area_kernel='dense' needs all tokens"):
         encode(model, video, torch.arange(10).expand(2, -1), kernel="dense")
 
@@ -165,7 +174,7 @@ def test_inputs_shorter_than_a_split_get_fewer_areas(kernel):
     model = tiny_model((2, 2, 1))
     clip = torch.randn(2, 3, 2, 64, 64)  # one tubelet: the time split of 2 becomes 1
     got = encode(model, clip, kernel=kernel)
-    torch.testing.assert_close(got, reference_encoder(model, clip), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, clip))
     image = torch.randn(2, 3, 64, 64)
     got = encode(model, image, kernel=kernel)
     torch.testing.assert_close(got, encode(model, image.unsqueeze(2).repeat(1, 1, 2, 1, 1), kernel=kernel))
@@ -179,9 +188,9 @@ def test_image_model_splits_height_and_width(kernel):
     image = torch.randn(2, 3, 64, 64)
     ids = random_masks(2, 16, 6, torch.Generator().manual_seed(4))
     got = encode(model, image, kernel=kernel)
-    torch.testing.assert_close(got, reference_encoder(model, image), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, image))
     got = encode(model, image, ids, kernel)
-    torch.testing.assert_close(got, reference_encoder(model, image, ids), atol=2e-5, rtol=1e-4)
+    assert_matches(got, reference_encoder(model, image, ids))
     with pytest.raises(ValueError, match="time split 2 exceeds"):
         VJEPA2AreaConfig(img_size=[64, 64], num_frames=1, embed_dim=48, depth=3, num_heads=2, area_splits=(2, 2, 1))
 
@@ -193,11 +202,11 @@ def test_area_residual_scale_is_applied_in_area_blocks(kernel):
     ids = random_masks(1, 64, 20, torch.Generator().manual_seed(6))
     for mask in (None, ids):
         got = encode(model, video, mask, kernel)
-        torch.testing.assert_close(got, reference_encoder(model, video, mask), atol=2e-5, rtol=1e-4)
+        assert_matches(got, reference_encoder(model, video, mask))
     # An input with a single area (one tubelet in a time-only split) is still scaled in area blocks.
     time_only = tiny_model((2, 1, 1), area_residual_scale=0.5)
     clip = torch.randn(1, 3, 2, 64, 64)
-    torch.testing.assert_close(encode(time_only, clip), reference_encoder(time_only, clip), atol=2e-5, rtol=1e-4)
+    assert_matches(encode(time_only, clip), reference_encoder(time_only, clip))
 
 
 def test_plan_offsets_count_tokens_per_batch_and_area():
@@ -237,10 +246,8 @@ def test_segment_kernel_equals_mask_kernel_forward_and_backward(masked):
     if masked:
         assert 0 in plan.segment_lengths()
     (out, gradient), (expected, expected_gradient) = results
-    scale = max(1.0, expected.abs().max().item())
-    torch.testing.assert_close(out, expected, atol=1e-6 * scale, rtol=1e-5)
-    torch.testing.assert_close(gradient, expected_gradient, atol=1e-6 * max(1.0, expected_gradient.abs().max().item()),
-                               rtol=1e-5)
+    assert_matches(out, expected)
+    assert_matches(gradient, expected_gradient)
 
 
 def test_auto_picks_segment_on_cpu_in_eager_mode_and_mask_under_compile(monkeypatch):
@@ -286,8 +293,7 @@ def test_compiles_with_fullgraph(masked):
     ids = random_masks(2, 80, 16, torch.Generator().manual_seed(2)) if masked else None
     compiled = torch.compile(model.encode, fullgraph=True, backend="eager")
     with torch.no_grad():
-        torch.testing.assert_close(compiled(video, ids).last_hidden_state, encode(model, video, ids),
-                                   atol=2e-5, rtol=1e-4)
+        assert_matches(compiled(video, ids).last_hidden_state, encode(model, video, ids))
 
 
 def test_compiled_with_dynamic_shapes_does_not_recompile_when_the_visible_count_changes():
