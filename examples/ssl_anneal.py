@@ -5,10 +5,11 @@
     # on CPU, the loss falls. Writes outputs/demo_ssl/.
     accelerate launch examples/ssl_anneal.py
 
-    # The ST-A² report's anneal: a converted V-JEPA 2 folder (config.json, model.safetensors,
-    # predictor.safetensors), area (2, 2, 1) in blocks 0-17, 256 px, 16 frames at 4 fps, batch 4,
-    # lr 5.25e-4 -> 1e-6 linear over 800 steps, EMA 0.99925, weight decay 0.04, bf16 on GPU.
-    accelerate launch examples/ssl_anneal.py --model out/vjepa2-vitl --train-csv k400/val.csv
+    # The ST-A² report's anneal from Meta's released ViT-L (target encoder, context encoder and predictor;
+    # also facebook/vjepa2-vitl-fpc64-256, or a converted folder with predictor.safetensors), area (2, 2, 1)
+    # in blocks 0-17, 256 px, 16 frames at 4 fps, batch 4, lr 5.25e-4 -> 1e-6 linear over 800 steps,
+    # EMA 0.99925, weight decay 0.04, bf16 on GPU.
+    accelerate launch examples/ssl_anneal.py --model vitl.pt --train-csv k400/val.csv
 
     # Then probe the annealed target encoder:
     accelerate launch examples/k400_probe.py --model outputs/ssl_anneal/model --train-csv ... --val-csv ...
@@ -90,8 +91,9 @@ RESULT_KEYS = (
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--model", help="folder or Hub id with config.json + model.safetensors (+ predictor.safetensors), "
-                   "as vjepa2-area-convert writes it; 'demo' (the default without data) for the built-in small model")
+    g.add_argument("--model", help="a released source (Meta's vitl.pt, facebook/vjepa2-vitl-fpc64-256 or its folder), "
+                   "or one of our folders / Hub ids with predictor.safetensors (vjepa2-area-convert writes it); "
+                   "'demo' (the default without data) for the built-in small model")
     g.add_argument("--revision", help="Hub revision of --model")
     g.add_argument("--init-predictor", choices=["checkpoint", "random"], default="checkpoint",
                    help="'random' trains a new predictor, for a model that comes without predictor.safetensors")
@@ -220,10 +222,11 @@ def start_output_dir(args, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def model_folder(args) -> Path:
-    """--model as a local folder: itself; a Hub id: its config.json and weight files, downloaded (or from the cache)."""
+def model_source(args) -> Path:
+    """--model as a local folder or .pt: itself; a Hub id: its config.json and weight files, downloaded (or
+    from the cache)."""
     folder = Path(args.model).expanduser()
-    if folder.is_dir():
+    if folder.exists():
         return folder
     if args.model.count("/") != 1:
         raise SystemExit(f"error: --model {args.model}: no such folder, and not a Hub id (ORG/NAME)")
@@ -256,18 +259,14 @@ def load_models(args) -> ssl.SSLModels:
         source = probing.build_demo_encoder(args.seed, **DEMO_MODEL)
         init_predictor, config = "random", source.config.to_dict()
     else:
-        source, init_predictor = model_folder(args), args.init_predictor
-        if init_predictor == "checkpoint" and not (source / PREDICTOR_WEIGHTS_NAME).is_file():
-            raise SystemExit(f"error: --model {args.model} has no {PREDICTOR_WEIGHTS_NAME}: convert a released checkpoint "
-                             "with vjepa2-area-convert, which writes it (docs/ssl.md), or pass --init-predictor random to "
-                             "train a new predictor")  # fmt: skip
+        source, init_predictor = model_source(args), args.init_predictor
         config_file = source / "config.json"
         config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
     with torch.random.fork_rng(devices=[]):  # a random predictor's init depends on the seed only
         torch.manual_seed(args.seed)
         try:
             return ssl.load_ssl_models(source, init_predictor=init_predictor, **area_overrides(args, config))
-        except (FileNotFoundError, ValueError, OSError) as error:
+        except (FileNotFoundError, ValueError, OSError) as error:  # ConversionError is a ValueError
             raise SystemExit(f"error: --model {args.model}: {error}") from None
 
 

@@ -178,51 +178,73 @@ def _load_into(model_class, config, state: dict, what: str):
     return model.float()
 
 
-def load_ssl_models(folder_or_model: str | os.PathLike | VJEPA2AreaModel, *, init_predictor: str = "checkpoint",
-                    **overrides) -> SSLModels:
+def _read_weights(source, variant: str | None) -> tuple[dict, dict, dict | None, dict | None, str]:
+    """(config dict, encoder state, predictor state, context-encoder state, what) of any source we take."""
+    if isinstance(source, VJEPA2AreaModel):
+        state = {key: value.detach().clone() for key, value in source.state_dict().items()}
+        return source.config.to_dict(), state, None, None, "a model instance"
+    path = Path(source)
+    config_file = path / "config.json"
+    released = path.is_file() or (
+        config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "vjepa2"
+    )
+    if released:  # Meta's .pt or a transformers facebook/vjepa2-* folder, read by the conversion's reader
+        from .conversion.load import read_source
+
+        read = read_source(path, variant=variant)
+        return read.config.to_dict(), read.encoder, read.predictor or None, read.context_encoder or None, str(path)
+    for name in ("config.json", ENCODER_WEIGHTS_NAME):
+        if not (path / name).is_file():
+            raise FileNotFoundError(
+                f"{path / name} not found: expected one of our folders (config.json, {ENCODER_WEIGHTS_NAME}), "
+                "a transformers V-JEPA 2 folder or a released .pt"
+            )
+    predictor, context = (path / PREDICTOR_WEIGHTS_NAME, path / CONTEXT_ENCODER_WEIGHTS_NAME)
+    return (
+        json.loads(config_file.read_text(encoding="utf-8")),
+        load_file(path / ENCODER_WEIGHTS_NAME),
+        load_file(predictor) if predictor.is_file() else None,
+        load_file(context) if context.is_file() else None,
+        str(path),
+    )
+
+
+def load_ssl_models(source: str | os.PathLike | VJEPA2AreaModel, *, init_predictor: str = "checkpoint",
+                    variant: str | None = None, **overrides) -> SSLModels:
     """Encoder, target encoder and predictor for V-JEPA 2 training, all float32.
 
-    `folder_or_model`: a converted folder (`config.json`, `model.safetensors` = the target encoder,
-    optional `predictor.safetensors` and `context_encoder.safetensors`) or a `VJEPA2AreaModel`. The
-    context encoder starts from `context_encoder.safetensors` when present, else from the target encoder.
-    `init_predictor`: "checkpoint" (from `predictor.safetensors`; its mask-token count wins over the
-    config's) or "random" (released init). `overrides`: config fields, e.g. `area_splits=(2, 2, 1),
+    `source`: one of our folders (`config.json`, `model.safetensors` = the target encoder, optional
+    `predictor.safetensors` and `context_encoder.safetensors`), a released source as `load_released` takes
+    it (Meta's `.pt`: `target_encoder`, `predictor`, `encoder`; a transformers `facebook/vjepa2-*` folder:
+    encoder and predictor), or a `VJEPA2AreaModel`. The context encoder starts from the source's context
+    encoder when it has one, else from the target encoder.
+    `init_predictor`: "checkpoint" (the source's predictor; its mask-token count wins over the config's)
+    or "random" (released init). `variant`: the head count of a `.pt` whose size is no variant's (as for
+    `load_released`). `overrides`: config fields, e.g. `area_splits=(2, 2, 1),
     area_layers="0:18"`, applied to the encoder and the target encoder alike (and `predictor_*` fields).
     """
     if init_predictor not in ("checkpoint", "random"):
         raise ValueError(f"init_predictor must be 'checkpoint' or 'random', got {init_predictor!r}")
-    if isinstance(folder_or_model, VJEPA2AreaModel):
-        folder = None
-        config_dict = folder_or_model.config.to_dict()
-        encoder_state = {key: value.detach().clone() for key, value in folder_or_model.state_dict().items()}
-    else:
-        folder = Path(folder_or_model)
-        for name in ("config.json", ENCODER_WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder / name} not found: expected a converted folder (config.json, {ENCODER_WEIGHTS_NAME})")
-        config_dict = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        encoder_state = load_file(folder / ENCODER_WEIGHTS_NAME)
+    config_dict, encoder_state, predictor_state, context_state, what = _read_weights(source, variant)
     # A classifier's file holds its probe as `head.*` beside the encoder: not part of SSL training.
     encoder_state = {key: value for key, value in encoder_state.items() if not key.startswith("head.")}
 
-    predictor_state = None
-    if init_predictor == "checkpoint":
-        path = folder / PREDICTOR_WEIGHTS_NAME if folder is not None else None
-        if path is None or not path.is_file():
-            source = path if path is not None else "a model instance"
-            raise FileNotFoundError(
-                f"no predictor weights ({source}): convert the source with its predictor (conversion writes "
-                f"{PREDICTOR_WEIGHTS_NAME}), or start a fresh predictor with init_predictor='random'"
-            )
-        predictor_state = load_file(path)
+    if init_predictor == "random":
+        predictor_state = None
+    elif predictor_state is None:
+        raise FileNotFoundError(
+            f"{what} has no predictor weights: use a released .pt or facebook/vjepa2-* folder, convert the source "
+            f"with its predictor (conversion writes {PREDICTOR_WEIGHTS_NAME}), or start a fresh predictor with "
+            "init_predictor='random' (--init-predictor random)"
+        )
+    else:
         # The released files carry 10 mask tokens whatever the training that follows uses.
         overrides = {**overrides, "predictor_num_mask_tokens": sum(key.startswith("mask_tokens.") for key in predictor_state)}
     config = _config(config_dict, overrides)
 
     target_encoder = _load_into(VJEPA2AreaModel, config, encoder_state, ENCODER_WEIGHTS_NAME)
-    if folder is not None and (folder / CONTEXT_ENCODER_WEIGHTS_NAME).is_file():
-        encoder = _load_into(VJEPA2AreaModel, config, load_file(folder / CONTEXT_ENCODER_WEIGHTS_NAME),
-                             CONTEXT_ENCODER_WEIGHTS_NAME)
+    if context_state is not None:
+        encoder = _load_into(VJEPA2AreaModel, config, context_state, CONTEXT_ENCODER_WEIGHTS_NAME)
     else:
         encoder = copy.deepcopy(target_encoder)
     if predictor_state is not None:

@@ -322,3 +322,19 @@ def test_load_refuses_bad_input(tmp_path):
         load_ssl_models(tmp_path, init_predictor="pretrained")
     with pytest.raises(ValueError, match="predictor.safetensors does not fit"):
         load_ssl_models(tmp_path, predictor_embed_dim=48)
+
+
+def test_load_released_sources_directly(tiny_release):
+    """Meta's .pt (target_encoder, encoder = context, predictor) and transformers' folder (encoder,
+    predictor) give the same target encoder and predictor; only the .pt has a context encoder of its own."""
+    from hf_vjepa_area.conversion.keys import original_parts, safe_torch_load
+
+    parts = original_parts(safe_torch_load(tiny_release.pt))
+    from_pt = load_ssl_models(tiny_release.pt, variant="tiny", area_splits=(2, 2, 1))
+    from_folder = load_ssl_models(tiny_release.folder)
+    assert from_pt.target_encoder.config.area_layers and not from_folder.target_encoder.config.area_layers
+    assert states_equal(from_pt.target_encoder, parts["encoder"]) and states_equal(from_folder.target_encoder, parts["encoder"])
+    assert states_equal(from_pt.encoder, parts["context_encoder"])  # the .pt's `encoder` entry (+0.25)
+    assert states_equal(from_folder.encoder, parts["encoder"])  # no context encoder: a copy of the target
+    assert states_equal(from_pt.predictor, parts["predictor"]) and states_equal(from_folder.predictor, parts["predictor"])
+    assert len(from_pt.predictor.mask_tokens) == 3

@@ -222,3 +222,19 @@ def test_bad_inputs_end_in_one_line_before_the_output_dir_is_touched(tiny_inputs
     with pytest.raises(SystemExit, match=message):
         load_example().main(args)
     assert not (tmp_path / "out").exists()
+
+
+def test_anneal_starts_from_a_released_transformers_repo(tiny_inputs, tiny_release, tmp_path):
+    """--model takes a facebook/vjepa2-* repo as transformers wrote it (encoder + predictor, no conversion),
+    by folder; the written folder holds the annealed target encoder and the repo's predictor, trained."""
+    from hf_vjepa_area import VJEPA2AreaModel
+
+    out = tmp_path / "run"
+    args = tiny_args(tiny_inputs, out, 2, "--steps", "2", "--checkpoint-every", "2", model="model")
+    args[args.index("--model") + 1] = str(tiny_release.folder)
+    args[args.index("--resolution") + 1] = "64"  # patch 16: a 4 x 4 grid
+    run([sys.executable, str(SCRIPT), *args], cwd=tmp_path)
+    annealed = VJEPA2AreaModel.from_pretrained(out / "model")
+    assert annealed.config.embed_dim == 192 and annealed.config.area_layers  # the report's area attention
+    predictor = load_file(out / "model" / "predictor.safetensors")
+    assert predictor["predictor_embed.weight"].shape == (96, 192) and "mask_tokens.2" in predictor
