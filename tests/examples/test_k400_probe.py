@@ -120,9 +120,11 @@ def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_p
     assert results(out)["num_processes"] == 2 and results(reference[0])["num_processes"] == 1
     for h1, h2 in zip(one["heads"], two["heads"]):
         assert h1["train_top1"] == h2["train_top1"] and h1["val_top1"] == h2["val_top1"]
-        # the same samples in every step; float sums in another order differ in the last bits only
-        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
-        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-5)
+        # The same samples in every step; float sums in another order differ in the last bits, and AdamW
+        # (whose update is g / (|g| + eps)) turns last-bit differences of near-zero gradient entries into
+        # lr-sized steps, compounded over the epochs: losses agree to 1e-4, not to the last bit.
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-4)
     assert one["best_head"]["name"] == two["best_head"]["name"]
     assert one["skipped_videos"] == two["skipped_videos"] and one["data"] == two["data"]
 
@@ -144,7 +146,8 @@ def test_feature_cache_two_processes_match_one(tiny_set, tmp_path):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_set, reference, tmp_path):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--debug-kill-after-epoch", "1")],
+    killer = Path(__file__).with_name("kill_after_checkpoint.py")
+    killed = subprocess.run([sys.executable, str(killer), "1", *tiny_args(tiny_set, out, 2)],
                             cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (out / "results.json").exists()
