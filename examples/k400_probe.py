@@ -347,7 +347,7 @@ def main(argv=None) -> int:
         log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         # Heads train one at a time (probing.backward_per_head): every DDP pass leaves the others unused.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)],
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # accelerate's per-file save logs stay quiet
     for name in ("k400_probe", "hf_vjepa_area"):

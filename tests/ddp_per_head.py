@@ -9,7 +9,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 
 from hf_vjepa_area import probing
 
-accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)])
 torch.manual_seed(0)
 probe = probing.MultiHeadProbe(24, 3, probing.hparam_grid([0.01, 0.003, 0.001], [0.1]), num_heads=4, depth=2)
 optimizer = torch.optim.SGD(probe.parameters(), lr=0.5, momentum=0.9)

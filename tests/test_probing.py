@@ -193,7 +193,7 @@ def test_one_optimizer_equals_one_adamw_per_head():
     probe = make_probe(specs)
     separate = [copy.deepcopy(h) for h in probe.heads]
     opt = probing.build_optimizer(probe)
-    opts = [torch.optim.AdamW(h.parameters(), lr=s.lr, weight_decay=s.weight_decay) for h, s in zip(separate, specs)]
+    opts = [torch.optim.AdamW(h.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=True) for h, s in zip(separate, specs)]
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         x, y = torch.randn(4, 1, 6, 24, generator=gen), torch.randint(0, 3, (4,), generator=gen)
