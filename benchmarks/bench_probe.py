@@ -93,7 +93,8 @@ def run_phase(args) -> dict:
     result = dict(phase=args.phase, device=str(device))
 
     def rate(count: int, seconds: float) -> dict:
-        return dict(videos=count, seconds=round(seconds, 3), videos_per_s=round(count / seconds, 4))
+        return dict(videos=count, seconds=round(seconds, 3), videos_per_s=float(f"{count / seconds:.4g}"),
+                    seconds_per_video=float(f"{seconds / count:.4g}"))
 
     if args.phase in ("decode", "train_data", "eval_data"):
         start = time.perf_counter()
@@ -223,13 +224,14 @@ def main(argv=None) -> int:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     ceiling = next((r["videos_per_s"] for r in rows if r["phase"] == "decode" and "videos_per_s" in r), None)
-    print(f"\n| phase | videos/s | vs decode only | peak RSS (MB) | saved for backward (MB) |\n|---|---|---|---|---|")
+    print(f"\n| phase | videos/s | s/video | vs decode only | peak RSS (MB) | saved for backward (MB) |\n|---|---|---|---|---|---|")
     for r in rows:
         if "videos_per_s" not in r:
-            print(f"| {r['phase']} | failed: {r.get('error')} | | | |")
+            print(f"| {r['phase']} | failed: {r.get('error')} | | | | |")
             continue
         share = f"{r['videos_per_s'] / ceiling:.3g}x" if ceiling else ""
-        print(f"| {r['phase']} | {r['videos_per_s']:.4g} | {share} | {r['peak_rss_mb']:.0f} | {r.get('saved_for_backward_mb', '')} |")
+        print(f"| {r['phase']} | {r['videos_per_s']:.4g} | {r['seconds_per_video']:.4g} | {share} | {r['peak_rss_mb']:.0f} "
+              f"| {r.get('saved_for_backward_mb', '')} |")
     if args.out:
         Path(args.out).write_text(json.dumps(dict(args={k: v for k, v in vars(args).items() if k not in ("phase", "workdir")},
                                                   rows=rows), indent=1) + "\n")  # fmt: skip
