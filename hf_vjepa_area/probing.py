@@ -600,7 +600,7 @@ def train_one_epoch(
 
     Returns this process's per-sample records (`new_records` layout) and its skipped (index, path).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
     _check_per_head_ddp(probe)
     device, world = accelerator.device, accelerator.num_processes
@@ -648,7 +648,7 @@ def evaluate(
 ) -> tuple[dict[str, torch.Tensor], list]:
     """Per-sample predictions (softmax averaged over views) and losses of every head on this process's
     share of `loader`; returns the records and the skipped (index, path)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
     model = accelerator.unwrap_model(probe).eval()
     records, skipped = new_records(), []
@@ -756,7 +756,7 @@ def extract_features(
     `features [n, V, M, D]` (or `pool(tokens)` per batch, e.g. the mean token), `labels`, `indices`, and
     the `skipped` list of (index, path). `feature_shape` is one item's shape, for an empty result."""
     from torch.utils.data import Subset
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
     subset = Subset(dataset, list(range(len(dataset)) if indices is None else indices))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_probe_batch)

@@ -389,6 +389,34 @@ def test_train_step_is_the_exact_mean_over_the_step_samples(accelerator):
     assert not torch.allclose(plain.heads[0].linear.weight, big.heads[0].linear.weight)  # the check has teeth
 
 
+class CountedIterations:
+    """A loader that counts how often it is iterated (each DataLoader iteration starts its own workers)."""
+
+    def __init__(self, batches):
+        self.batches, self.iterations = batches, 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        self.iterations += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_each_loop_iterates_its_loader_once(accelerator, progress):
+    gen = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(4, 1, 5, 24, generator=gen), torch.randint(0, 3, (4,), generator=gen)
+    loader = CountedIterations(_batches(features, labels, [2, 2]))
+    probe = make_probe(probing.hparam_grid([0.01], [0.1]), depth=1)
+    opt = probing.build_optimizer(probe)
+    sched = probing.build_scheduler(opt, 2)
+    probing.train_one_epoch(accelerator, probe, opt, sched, loader, lambda b: b["features"], empty_tokens_shape=(1, 5, 24),
+                            progress=progress)  # fmt: skip
+    probing.evaluate(accelerator, probe, loader, lambda b: b["features"], progress=progress)
+    assert loader.iterations == 2
+
+
 def test_evaluate_collects_view_averaged_predictions(accelerator):
     specs = probing.hparam_grid([0.01], [0.1])
     probe = make_probe(specs, depth=1)
