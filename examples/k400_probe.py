@@ -561,9 +561,9 @@ HEAVY_TOKENS = 4096
 
 def estimate_epoch(encoder, args, *, probe_depth: int, num_classes: int, tokens: int, checkpointing: bool,
                    num_train: int, num_val: int, world: int) -> str:  # fmt: skip
-    """A rough epoch time on this CPU, from timing the pieces once: the encoder on one real-size clip, one
-    head's training step at 1,024 and 2,048 tokens (fitted as a + b*M + c*M^2 ... two points: linear plus
-    quadratic attention), scaled to the run's tokens, heads and videos. Eval runs forward only (~1/3)."""
+    """A rough epoch time on this CPU, from timing the pieces once: the encoder on one real-size clip, and
+    one head's training step at 1,024 and 2,048 tokens, fitted as linear*M + quadratic*M^2 (projections
+    and MLPs, attention) and scaled to the run's tokens, heads and videos. Eval runs forward only (~1/3)."""
     dim = encoder.config.embed_dim
     head = probing.MultiHeadProbe(dim, num_classes, probing.hparam_grid([1e-3], [0.0]), num_heads=args.probe_heads,
                                   depth=probe_depth, activation_checkpointing=checkpointing)  # fmt: skip

@@ -150,3 +150,12 @@ def test_write_json_is_strict_json_even_with_nan(tmp_path):
         raise ValueError(f"not JSON: {constant}")
 
     assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}
+
+
+def test_epoch_estimate_times_the_pieces_and_scales_them():
+    args = script.parse_args(["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv", "--frames", "8",
+                              "--resolution", "64", "--lrs", "0.001", "0.0003", "--wds", "0.1", "--probe-heads", "4"])  # fmt: skip
+    line = script.estimate_epoch(tiny_encoder(), args, probe_depth=1, num_classes=3, tokens=8192, checkpointing=False,
+                                 num_train=10, num_val=4, world=1)  # fmt: skip
+    assert line.startswith("estimated time per epoch on this CPU: ~") and "train 10 videos x" in line
+    assert "2 heads over 8192 tokens per view" in line
