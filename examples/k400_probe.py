@@ -144,7 +144,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="keep only each probe block's input for backward and recompute the rest (about 1/3 more "
                    "probe compute); default: on when one head's training graph would exceed "
                    f"{probing.CHECKPOINTING_THRESHOLD_BYTES / 2**30:g} GiB")  # fmt: skip
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="for the probe (default: accelerate config)")
+    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"],
+                   help="autocast of the probe (default: bf16 on a GPU that has it, as V-JEPA 2's evals; else no)")  # fmt: skip
     g.add_argument("--cache-features", action=argparse.BooleanOptionalAction,
                    help="encode each split once (deterministic train clips, 1 view) and train from the cache "
                    "(default: on for the demo, off otherwise)")  # fmt: skip
@@ -191,6 +192,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.num_workers is None:
         args.num_workers = 0 if args.demo else default_num_workers()
     args.output_dir = args.output_dir or f"outputs/{args.preset}_probe"
+    if args.mixed_precision is None:  # V-JEPA 2's eval configs: use_bfloat16 (also halves the heads' graphs)
+        args.mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     args.val_batch_size = args.val_batch_size or args.batch_size
     for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
                  "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
