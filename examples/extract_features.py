@@ -14,6 +14,7 @@ Unreadable videos are skipped and listed in the file's metadata. An existing --o
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,6 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from safetensors.torch import save_file
-from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing
 from hf_vjepa_area.data import VideoClipDataset
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--views", type=int, default=1)
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--pool", choices=["mean", "none"], default="mean")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
@@ -52,25 +52,23 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {output} already exists; pass --overwrite to replace it")
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
+    try:
+        encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
+    except (ValueError, TypeError) as error:
+        raise SystemExit(f"error: --model {args.model}: {error}") from None
     dataset = VideoClipDataset(args.manifest, train=False, frames_per_clip=args.frames, frame_step=args.frame_step,
                                num_segments=args.segments, num_views=args.views, crop_size=args.resolution)  # fmt: skip
-    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=probing.collate_probe_batch)
-    features, labels, indices, skipped = [], [], [], []
-    for batch in loader:
-        skipped += batch["skipped_paths"]
-        if batch["clips"] is None:
-            continue
-        tokens = probing.encode_clips(encoder, batch["clips"].to(device), args.segments, args.views,
-                                      autocast_dtype=torch.bfloat16 if device.type == "cuda" else None)  # [B, V, S*N, D]
-        features.append((tokens.mean(2) if args.pool == "mean" else tokens).cpu())
-        labels.append(batch["labels"])
-        indices.append(batch["indices"])
-    if not features:
+    data = probing.extract_features(
+        encoder, dataset, device=device, num_segments=args.segments, num_views=args.views,
+        pool=(lambda tokens: tokens.mean(2)) if args.pool == "mean" else None, batch_size=args.batch_size,
+        num_workers=args.num_workers, autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+    )  # fmt: skip
+    if not len(data["labels"]):
         raise SystemExit(f"error: no readable video in {args.manifest}")
+    skipped = [path for _, path in data["skipped"]]
     metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped),
                 **{k: str(v) for k, v in vars(args).items() if k in ("frames", "frame_step", "segments", "views", "resolution")}}  # fmt: skip
-    tensors = {"features": torch.cat(features).contiguous(), "labels": torch.cat(labels), "indices": torch.cat(indices)}
+    tensors = {key: data[key].contiguous() for key in ("features", "labels", "indices")}
     # Through a temporary file and a rename: a killed run never leaves half a file under --output.
     write_atomically(output, lambda temp: save_file(tensors, str(temp), metadata=metadata))
     print(f"{args.output}: features {tuple(tensors['features'].shape)} of {len(dataset) - len(skipped)} videos; "

@@ -7,7 +7,7 @@
 
     # The real thing: Kinetics-400 with V-JEPA 2's protocol (16 frames x step 4, 8 segments x 3 views,
     # 256 px, 4-block/16-head probes over a 5 lr x 4 wd grid, 20 epochs; training clips get random
-    # resized crops, RandAugment and random erasing).
+    # resized crops, RandAugment and random erasing). `--preset ssv2|diving48|jester|coin` for the others.
     accelerate launch examples/k400_probe.py --model hf-vjepa-area/vjepa2-vitl-st-a2 \
         --train-csv k400/train.csv --val-csv k400/val.csv
 
@@ -20,14 +20,16 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import html
 import json
 import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import time
+from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -38,31 +40,41 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, gather_object, set_seed
+from torch import nn
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import probing
+from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, probing, runs
 from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
-from hf_vjepa_area._files import write_text_atomically
+from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
+from hf_vjepa_area._files import write_atomically, write_text_atomically
+from hf_vjepa_area.hub import push_folder, save_repo_folder
 
 logger = logging.getLogger("k400_probe")
 
 RUN_FILE = "run_config.json"
+CHECKPOINTS = dict(prefix="epoch_", state_file="probe_state.json")  # one per epoch
 
-# V-JEPA 2, configs/eval/vitl/k400.yaml (and k400-area-attn.yaml): the defaults of a real run.
-K400_DEFAULTS = dict(
-    frames=16, frame_step=4, segments=8, views=3, resolution=256, epochs=20, batch_size=4,
-    lrs=list(probing.K400_LRS), wds=list(probing.K400_WEIGHT_DECAYS), probe_depth=4, probe_heads=16,
-    cache_features=False, num_workers=8, output_dir="outputs/k400_probe",
-    auto_augment=True, erase_prob=0.25,  # evals/video_classification_frozen/eval.py: auto_augment=True, reprob=0.25
-)  # fmt: skip
-# The no-argument demo: small everything (see probing.DEMO_ENCODER_CONFIG for the encoder).
-DEMO_DEFAULTS = dict(
-    frames=8, frame_step=4, segments=2, views=1, resolution=64, epochs=20, batch_size=8,
-    lrs=[0.003, 0.001], wds=[0.01, 0.1], probe_depth=1, probe_heads=4,
-    cache_features=True, num_workers=0, output_dir="outputs/demo_probe",
-    auto_augment=False, erase_prob=0.0,
-)  # fmt: skip
+# The protocols, one row each. V-JEPA 2's frozen evals, configs/eval/vitl/: k400-area-attn.yaml and
+# ssv2-area-attn.yaml (facebookresearch/vjepa2), diving48.yaml, jester.yaml, coin.yaml (the same repo's
+# configs, read from a fork that carries them). All five: 4-block 16-head probes, 256 px, bf16, no warmup,
+# cosine to lr 0, constant weight decay; training clips as evals/video_classification_frozen/eval.py makes
+# them (`VJEPA2_K400_TRAIN`: crop scale 0.08-1, no flip, RandAugment, random erasing p 0.25). The demo
+# row: small everything, features cached (see probing.DEMO_ENCODER_CONFIG for its encoder).
+VJEPA2_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
+VJEPA2_WDS = (0.01, 0.1, 0.4, 0.8)
+PRESET_FIELDS = ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "lrs", "wds",
+                 "probe_depth", "probe_heads", "cache_features", "auto_augment", "erase_prob")  # fmt: skip
+PRESETS = {
+    #          frames step seg views  px  epochs batch  lrs                     wds           depth heads cache  RandAug erase
+    "k400":     (16,   4,   8,  3,   256,  20,   4,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
+    "ssv2":     (16,   4,   2,  3,   256,  20,   4,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
+    "diving48": (32,   2,   4,  3,   256, 100,   2,   (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  False, True,  0.25),
+    "jester":   (32,   2,   4,  3,   256, 100,   2,   (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  False, True,  0.25),
+    "coin":     (16,   4,   8,  3,   256,  20,   2,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
+    "demo":     (8,    4,   2,  1,    64,  20,   8,   (0.003, 0.001),         (0.01, 0.1),     1,   4,  True,  False, 0.0),
+}  # fmt: skip
+assert VJEPA2_K400_TRAIN["erase_prob"] == PRESETS["k400"][-1] and VJEPA2_K400_TRAIN["auto_augment"]
 
 # The demo's videos: a square drifting over 48 frames at 64 px (hf_vjepa_area.data.synthetic).
 DEMO_VIDEOS = dict(frames=48, size=64)
@@ -75,8 +87,6 @@ RESULT_KEYS = (
     "cache_features", "encoder_dtype", "mixed_precision", "seed", "demo_classes", "demo_videos_per_class",
     "auto_augment", "erase_prob",
 )  # fmt: skip
-# What a checkpoint written before a key existed ran with.
-LEGACY_RESULT_VALUES = dict(auto_augment=False, erase_prob=0.0)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -92,9 +102,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--no-pretrained", action="store_true", help="random init instead of the weights (debugging)")
     g.add_argument("--encoder-dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="autocast dtype of the frozen encoder (auto: bf16 on GPU, fp32 on CPU)")  # fmt: skip
-    g.add_argument("--encoder-chunk", type=int, help="at most this many clips per encoder forward")
+    g.add_argument("--encoder-chunk", type=int, default=probing.ENCODER_CHUNK,
+                   help="at most this many clips per encoder forward (default %(default)s; 0: the whole batch)")  # fmt: skip
 
     g = p.add_argument_group("data (V-JEPA 2 manifests: 'path label' per line)")
+    g.add_argument("--preset", choices=[name for name in PRESETS if name != "demo"],
+                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv); "
+                   "options given explicitly override it")  # fmt: skip
     g.add_argument("--train-csv")
     g.add_argument("--val-csv")
     g.add_argument("--class-names", help="class list, line i = label i (default: <train>_classes.txt or classes.txt beside the manifest)")
@@ -104,7 +118,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--views", type=int, help="spatial views per segment at eval (K400: 3)")
     g.add_argument("--resolution", type=int, help="crop size (K400: 256)")
     g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default 1: pad short videos, as V-JEPA 2)")
-    g.add_argument("--num-workers", type=int, help="DataLoader workers per process")
+    g.add_argument("--num-workers", type=int, help="DataLoader workers per process (default: the CPUs each local "
+                   "process has, at most 8; 0 for the demo)")
     g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"],
                    help="auto: torchcodec for mp4/mov/mkv/webm when it decodes here (faster), else PyAV "
                         "(exact on every container; torchcodec returns other frames for B-frames in AVI/MPEG-TS)")
@@ -126,8 +141,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--probe-depth", type=int, help="attentive probe blocks (K400: 4)")
     g.add_argument("--probe-heads", type=int, help="attention heads of the probe (K400: 16)")
     g.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
-                   help="recompute probe activations in backward (default: on for GPU)")  # fmt: skip
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], help="for the probe (default: accelerate config)")
+                   help="keep only each probe block's input for backward and recompute the rest (about 1/3 more "
+                   "probe compute); default: on when one head's training graph would exceed "
+                   f"{probing.CHECKPOINTING_THRESHOLD_BYTES / 2**30:g} GiB")  # fmt: skip
+    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"],
+                   help="autocast of the probe (default: bf16 on a GPU that has it, as V-JEPA 2's evals; else no)")  # fmt: skip
     g.add_argument("--cache-features", action=argparse.BooleanOptionalAction,
                    help="encode each split once (deterministic train clips, 1 view) and train from the cache "
                    "(default: on for the demo, off otherwise)")  # fmt: skip
@@ -144,7 +162,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--overwrite", action="store_true", help="replace an existing output dir of this script")
     g.add_argument("--resume", nargs="?", const="auto", help="'auto' (latest checkpoint in OUTPUT_DIR) or a checkpoint folder")
     g.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints to keep (0: all)")
-    g.add_argument("--debug-kill-after-epoch", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL self after that checkpoint
     g.add_argument("--report-to", default="auto", help="accelerate tracker: auto (tensorboard if installed), none, tensorboard, wandb, ...")
     g.add_argument("--save-all-heads", action="store_true", help="also write probe_heads.safetensors (every head)")
     g.add_argument("--save-classifier", help="write the best head + encoder as a VJEPA2AreaForVideoClassification repo folder")
@@ -166,9 +183,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.demo_data_root = f"outputs/demo_data/{args.demo_classes}x{args.demo_videos_per_class}"
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
-    for key, value in (DEMO_DEFAULTS if args.demo else K400_DEFAULTS).items():
+    if args.demo and args.preset:
+        p.error("--preset needs --train-csv and --val-csv (without them the script runs its built-in demo)")
+    args.preset = "demo" if args.demo else args.preset or "k400"
+    for key, value in zip(PRESET_FIELDS, PRESETS[args.preset]):
         if getattr(args, key) is None:
-            setattr(args, key, value)
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    if args.num_workers is None:
+        args.num_workers = 0 if args.demo else default_num_workers()
+    args.output_dir = args.output_dir or f"outputs/{args.preset}_probe"
+    if args.mixed_precision is None:  # V-JEPA 2's eval configs: use_bfloat16 (also halves the heads' graphs)
+        args.mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     args.val_batch_size = args.val_batch_size or args.batch_size
     for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
                  "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
@@ -179,6 +204,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.push_to_hub and args.push_to_hub.count("/") != 1:
         p.error("--push-to-hub needs ORG/NAME")
     return args
+
+
+def default_num_workers() -> int:
+    """The CPUs this process may use, shared by the processes on this machine, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cpus // local_processes))
 
 
 def resolve_report_to(value: str) -> str | None:
@@ -213,11 +245,10 @@ def check_output_dir(args) -> Path | None:
     out = Path(args.output_dir)
     checkpoint = None
     if args.resume:
-        checkpoint = probing.find_checkpoint(out / "checkpoints", args.resume)
+        checkpoint = runs.find_checkpoint(out / "checkpoints", args.resume, **CHECKPOINTS)
         if checkpoint is not None:
-            saved = probing.read_checkpoint_state(checkpoint)["config"]
+            saved = runs.read_checkpoint_state(checkpoint, CHECKPOINTS["state_file"])["config"]
             now = run_config(args)
-            saved = {**LEGACY_RESULT_VALUES, **saved}
             changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
             if changed:
                 raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
@@ -241,7 +272,7 @@ def start_output_dir(args, accelerator) -> None:
         if args.overwrite and not args.resume and out.is_dir() and any(out.iterdir()):
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        probing.write_json(out / RUN_FILE, run_config(args))
+        runs.write_json(out / RUN_FILE, run_config(args))
     accelerator.wait_for_everyone()
 
 
@@ -318,6 +349,8 @@ def main(argv=None) -> int:
         mixed_precision=args.mixed_precision,
         log_with=report_to,
         project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+        # Heads train one at a time (probing.backward_per_head): every DDP pass leaves the others unused.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)],
     )
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # accelerate's per-file save logs stay quiet
     for name in ("k400_probe", "hf_vjepa_area"):
@@ -341,10 +374,13 @@ def main(argv=None) -> int:
 
     # ---- frozen encoder ---------------------------------------------------------------------
     with accelerator.main_process_first():
-        encoder = probing.load_encoder(
-            None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
-            full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
-        )  # fmt: skip
+        try:
+            encoder = probing.load_encoder(
+                None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
+                full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
+            )  # fmt: skip
+        except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
+            raise SystemExit(f"error: --model {args.model}: {error}") from None
     start_output_dir(args, accelerator)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
@@ -405,7 +441,10 @@ def main(argv=None) -> int:
     # ---- probe, optimizer, schedule -----------------------------------------------------------
     set_seed(args.seed)  # the heads' init does not depend on anything above
     specs = probing.hparam_grid(args.lrs, args.wds)
-    checkpointing = args.activation_checkpointing if args.activation_checkpointing is not None else device.type == "cuda"
+    token_channels = args.batch_size * n_tokens * dim  # one training view per video
+    checkpointing = args.activation_checkpointing
+    if checkpointing is None:
+        checkpointing = probing.head_activation_bytes(token_channels, args.probe_depth) > probing.CHECKPOINTING_THRESHOLD_BYTES
     probe = probing.MultiHeadProbe(dim, num_classes, specs, num_heads=args.probe_heads, depth=args.probe_depth,
                                    activation_checkpointing=checkpointing)  # fmt: skip
     optimizer = probing.build_optimizer(probe, exclude_bias_and_norm=args.wd_exclude_bias_norm)
@@ -418,7 +457,7 @@ def main(argv=None) -> int:
     start_epoch = 0
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        state = probing.read_checkpoint_state(checkpoint)
+        state = runs.read_checkpoint_state(checkpoint, CHECKPOINTS["state_file"])
         start_epoch, history = state["epoch"], state["history"]
         started -= state.get("elapsed_s", 0.0)  # wall time counts the interrupted part too
         for split in skipped:
@@ -437,7 +476,12 @@ def main(argv=None) -> int:
         f"global batch {args.batch_size * world * args.grad_accum}; encoder {args.model}"
         f"{' (features cached)' if args.cache_features else ''}"
         f"{'' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
+        f"; preset {args.preset}; activation checkpointing {'on' if checkpointing else 'off'}"
     )
+    if device.type == "cpu" and n_tokens >= HEAVY_TOKENS and accelerator.is_main_process and start_epoch < args.epochs:
+        print(estimate_epoch(encoder, args, probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
+                             checkpointing=checkpointing, num_train=len(train_set), num_val=len(val_set), world=world),
+              flush=True)  # fmt: skip
 
     def tokens_of(views: int):
         def tokens(batch):
@@ -496,9 +540,7 @@ def main(argv=None) -> int:
             accelerator.log(logs, step=epoch + 1)
         state = dict(epoch=epoch + 1, history=history, skipped=skipped, config=run_config(args), num_processes=world,
                      elapsed_s=time.time() - started)  # fmt: skip
-        probing.save_checkpoint(accelerator, out / "checkpoints", epoch + 1, state, keep=args.keep_checkpoints)
-        if args.debug_kill_after_epoch == epoch + 1:  # a hard kill, as a preempted job gets: no cleanup at all
-            os.kill(os.getpid(), signal.SIGKILL)
+        runs.save_checkpoint(accelerator, out / "checkpoints", epoch + 1, state, keep=args.keep_checkpoints, **CHECKPOINTS)
 
     # ---- results ------------------------------------------------------------------------------
     results = build_results(args, specs, history, skipped, encoder, class_names, num_classes,
@@ -514,6 +556,46 @@ def main(argv=None) -> int:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
+
+
+# Tokens per view from which a CPU run says up front how long an epoch will take (K400: 16,384).
+HEAVY_TOKENS = 4096
+
+
+def estimate_epoch(encoder, args, *, probe_depth: int, num_classes: int, tokens: int, checkpointing: bool,
+                   num_train: int, num_val: int, world: int) -> str:  # fmt: skip
+    """A rough epoch time on this CPU, from timing the pieces once: the encoder on one real-size clip, and
+    one head's training step at 1,024 and 2,048 tokens, fitted as linear*M + quadratic*M^2 (projections
+    and MLPs, attention) and scaled to the run's tokens, heads and videos. Eval runs forward only (~1/3)."""
+    dim = encoder.config.embed_dim
+    head = probing.MultiHeadProbe(dim, num_classes, probing.hparam_grid([1e-3], [0.0]), num_heads=args.probe_heads,
+                                  depth=probe_depth, activation_checkpointing=checkpointing)  # fmt: skip
+
+    def timed(fn) -> float:
+        fn()  # warm-up: first-call allocations
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
+    clip = torch.zeros(1, 3, args.frames, args.resolution, args.resolution)
+    with torch.no_grad():
+        clip_s = timed(lambda: encoder.encode(clip))
+
+    def head_step(m: int) -> float:
+        x = torch.randn(1, 1, m, dim)
+        return timed(lambda: head(x, head=0).sum().backward())
+
+    m1, m2 = 1024, 2048
+    t1, t2 = head_step(m1), head_step(m2)
+    quadratic = max(0.0, (t2 - 2 * t1) / (m2 * m2 - 2 * m1 * m1))  # t(m) = linear*m + quadratic*m^2
+    linear = max(0.0, (t1 - quadratic * m1 * m1) / m1)
+    head_s = linear * tokens + quadratic * tokens * tokens
+    heads = len(args.lrs) * len(args.wds)
+    train_s = num_train * (args.segments * clip_s + heads * head_s) / world
+    val_s = num_val * args.views * (args.segments * clip_s + heads * head_s / 3) / world
+    return (f"estimated time per epoch on this CPU: ~{(train_s + val_s) / 3600:.1f} h (train {num_train} videos x "
+            f"{(train_s * world / max(num_train, 1)):.0f} s, val {num_val} x {(val_s * world / max(num_val, 1)):.0f} s; "
+            f"{heads} heads over {tokens} tokens per view dominate: fewer --segments/--frames or a GPU cut it)")
 
 
 def probe_summary(args) -> str:
@@ -533,7 +615,7 @@ def build_results(args, specs, history, skipped, encoder, class_names, num_class
     return dict(
         task="frozen attentive probe (V-JEPA 2 protocol)",
         config=config,
-        encoder=probing.describe_encoder(encoder, args.model),
+        encoder=describe_encoder(encoder, args.model),
         data=dict(train_manifest=config["train_csv"], val_manifest=config["val_csv"], num_train=num_train,
                   num_val=num_val, num_classes=num_classes, class_names=list(class_names),
                   train_samples_used=history["num_train"][-1], val_samples_scored=history["num_val"][-1]),  # fmt: skip
@@ -557,29 +639,243 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
     specs = probe.specs
     best = results["best_head"]["index"]
     head = probe.heads[best]
-    meta = probing.head_metadata(specs[best], best, head, class_names, encoder=args.model,
+    meta = head_metadata(specs[best], best, head, class_names, encoder=args.model,
                                  val_top1=results["best_head"]["val_top1"])  # fmt: skip
-    probing.save_probe_weights(out / "probe.safetensors", head, meta)
+    save_probe_weights(out / "probe.safetensors", head, meta)
     if args.save_all_heads:
-        probing.save_all_heads(out / "probe_heads.safetensors", probe, {"class_names": json.dumps(list(class_names))})
+        save_all_heads(out / "probe_heads.safetensors", probe, {"class_names": json.dumps(list(class_names))})
     curves = {h["name"]: h["val_top1"] for h in results["heads"]}
     best_name = results["best_head"]["name"]
-    svg = probing.accuracy_svg(curves, best=best_name)
+    svg = accuracy_svg(curves, best=best_name)
     write_text_atomically(out / "accuracy.svg", svg, overwrite=True)
-    results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if probing.write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
-    probing.write_json(out / "results.json", results)
+    results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
+    runs.write_json(out / "results.json", results)
 
     if args.save_classifier or args.push_to_hub:
         folder = Path(args.save_classifier or out / "classifier")
-        model = probing.build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution)
-        card = probing.classifier_model_card(results, args.push_to_hub)
-        probing.save_classifier_folder(model, folder, model_card=card, metadata={k: v for k, v in meta.items() if k != "format"},
-                                       extra_files={"probe_results.json": probing.to_json(results)}, overwrite=True)  # fmt: skip
+        model = build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution)
+        card = classifier_model_card(results, args.push_to_hub)
+        save_repo_folder(model, folder, model_card=card, safetensors_metadata={k: v for k, v in meta.items() if k != "format"},
+                         extra_files={"probe_results.json": runs.to_json(results)}, overwrite=True)  # fmt: skip
         results["classifier_folder"] = str(folder)
         if args.push_to_hub:
-            results["pushed"] = probing.push_classifier(folder, args.push_to_hub, private=args.hub_private)
-        probing.write_json(out / "results.json", results)
+            results["pushed"] = push_folder(folder, args.push_to_hub, private=args.hub_private,
+                                            commit_message="Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip
+        runs.write_json(out / "results.json", results)
+
+
+# ---- run management: checkpoints, results, plots, the classifier repo ------------------------------
+
+
+def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
+    """What results.json records about the encoder."""
+    config = encoder.config
+    return dict(
+        model=name or "demo (built-in random-init ST-A² encoder)",
+        library="timm" if not isinstance(encoder, VJEPA2AreaModel) else "transformers",
+        embed_dim=config.embed_dim,
+        depth=config.depth,
+        num_heads=config.num_heads,
+        patch_size=config.patch_size,
+        tubelet_size=config.tubelet_size,
+        area_splits=config.area_splits,
+        area_layers=list(config.area_layers),
+        num_parameters=sum(p.numel() for p in encoder.parameters()),
+    )
+
+
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_DASHES = ("", "6,3", "2,2", "8,3,2,3")
+
+
+def accuracy_svg(curves: dict[str, Sequence[float]], *, title: str = "val top-1 per head", best: str | None = None,
+                 width: int = 760, height: int = 420) -> str:  # fmt: skip
+    """A small self-contained SVG line chart: one line per head, x = epoch (1..E), y = top-1 (%)."""
+    left, right, top, bottom = 56, 190, 34, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    epochs = max((len(v) for v in curves.values()), default=1)
+    values = [y for v in curves.values() for y in v if y == y]  # drop NaN
+    low, high = max(0.0, min(values, default=0.0) - 2), min(100.0, max(values, default=100.0) + 2)
+    tick = next(t for t in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / t <= 8)
+    low, high = math.floor(low / tick) * tick, math.ceil(high / tick) * tick
+    if high <= low:
+        low, high = low - tick, high + tick
+
+    def x(epoch: int) -> float:  # epoch from 1
+        return left + (plot_w * (epoch - 1) / (epochs - 1) if epochs > 1 else plot_w / 2)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - (value - low) / (high - low))
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="20" font-size="14">{html.escape(title)}</text>',
+    ]
+    for i in range(round((high - low) / tick) + 1):  # horizontal grid and y labels
+        value = low + i * tick
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
+    step = max(1, math.ceil(epochs / 10))
+    for epoch in range(1, epochs + 1, step):
+        out.append(f'<text x="{x(epoch):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{epoch}</text>')
+    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">epoch</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2:.1f}" transform="rotate(-90 14 {top + plot_h / 2:.1f})" '
+               'text-anchor="middle">top-1 (%)</text>')  # fmt: skip
+    for i, (name, series) in enumerate(curves.items()):
+        colour, dash = _PALETTE[i % len(_PALETTE)], _DASHES[(i // len(_PALETTE)) % len(_DASHES)]
+        stroke = 3 if name == best else 1.5
+        points = " ".join(f"{x(e + 1):.1f},{y(v):.1f}" for e, v in enumerate(series) if v == v)
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}"{dash_attr}/>')
+        for e, v in enumerate(series):
+            if v == v:
+                out.append(f'<circle cx="{x(e + 1):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
+        ly = top + 8 + 15 * i
+        label = html.escape(name + (" (best)" if name == best else ""))
+        out.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="{stroke}"{dash_attr}/>')  # fmt: skip
+        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{label}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def write_accuracy_png(curves: dict[str, Sequence[float]], path: Path, best: str | None = None) -> bool:
+    """The same chart as a PNG when matplotlib is installed (it is optional); returns whether it wrote."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, series in curves.items():
+        ax.plot(range(1, len(series) + 1), series, marker="o", lw=3 if name == best else 1.5, label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val top-1 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    try:
+        write_atomically(Path(path), lambda temp: fig.savefig(temp, format="png", dpi=120))
+    finally:
+        plt.close(fig)
+    return True
+
+
+def head_metadata(spec: probing.HeadSpec, index: int, head: AttentiveClassifier, class_names: Sequence[str], **extra: Any) -> dict[str, str]:
+    pooler = head.pooler
+    meta = {
+        "format": "pt",
+        "kind": "vjepa2_attentive_classifier",
+        "head_index": str(index),
+        "lr": repr(spec.lr),
+        "weight_decay": repr(spec.weight_decay),
+        "embed_dim": str(pooler.query_tokens.shape[-1]),
+        "num_classes": str(len(class_names)),
+        "probe_depth": str(len(pooler.blocks) + 1),
+        "probe_num_heads": str(pooler.cross_attention_block.xattn.num_heads),
+        "class_names": json.dumps(list(class_names)),
+    }
+    meta.update({key: str(value) for key, value in extra.items()})
+    return meta
+
+
+def save_probe_weights(path: Path, head: AttentiveClassifier, metadata: dict[str, str]) -> None:
+    """One head in V-JEPA 2's `AttentiveClassifier` key names (`pooler.*`, `linear.*`), atomically."""
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous() for key, value in head.state_dict().items()}
+    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
+
+
+def save_all_heads(path: Path, probe: probing.MultiHeadProbe, metadata: dict[str, str]) -> None:
+    """Every head, keys `heads.{i}.pooler.*` / `heads.{i}.linear.*`; metadata lists the grid."""
+    from safetensors.torch import save_file
+
+    state = {key: value.detach().cpu().contiguous() for key, value in probe.state_dict().items()}
+    grid = [{"lr": s.lr, "weight_decay": s.weight_decay} for s in probe.specs]
+    metadata = {"format": "pt", **metadata, "grid": json.dumps(grid)}
+    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
+
+
+def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,
+                     frames: int | None = None, resolution: int | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
+    """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
+
+    Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
+    S segments' tokens concatenated per view; to score a video the way the probe was evaluated, encode
+    each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
+    `frames` / `resolution` (the probe's clip size) become the config's `num_frames` / `img_size`, so the
+    saved video processor crops like the probe did; RoPE encoders only (others have a sized pos_embed).
+    """
+    pooler = head.pooler
+    fields = {k: v for k, v in encoder.config.to_dict().items()
+              if k not in ("architectures", "auto_map", "model_type", "transformers_version")}  # fmt: skip
+    fields.update(
+        id2label={i: str(name) for i, name in enumerate(class_names)},
+        label2id={str(name): i for i, name in enumerate(class_names)},
+        probe_depth=len(pooler.blocks) + 1,
+        probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
+    )
+    config = VJEPA2AreaConfig(**fields)
+    if encoder.config.use_rope and (frames or resolution):
+        sized = {**fields, "num_frames": frames or config.num_frames, "img_size": resolution or config.img_size}
+        try:
+            config = VJEPA2AreaConfig(**sized)
+        except ValueError:  # e.g. area splits larger than that grid: keep the encoder's own size
+            pass
+    model = VJEPA2AreaForVideoClassification(config)
+    model.encoder.load_state_dict(encoder.state_dict())
+    model.head.load_state_dict(head.state_dict())
+    return model.eval()
+
+
+def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
+    best = results["best_head"]
+    encoder = results["encoder"]
+    data = results["data"]
+    config = results["config"]
+    if config.get("cache_features"):
+        augmentation = "none (cached features of the centre view of each segment)"
+    else:
+        augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
+                        f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: video-classification",
+        "tags: [vjepa2, video, attentive-probe, st-a2]",
+        "---",
+        f"# {repo_id or 'V-JEPA 2 frozen attentive probe'}",
+        "",
+        f"A frozen `{encoder['model']}` encoder with a V-JEPA 2 attentive probe "
+        f"({config['probe_depth']} blocks, {config['probe_heads']} heads) trained by `examples/k400_probe.py` of "
+        "hf_vjepa_area.",
+        "",
+        f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
+        f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
+        f"{config['views']} views at {config['resolution']} px",
+        f"- training augmentation: {augmentation}",
+        f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
+        f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
+        f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",
+        "",
+        "`model(pixel_values_videos)` classifies one clip; the reported accuracy averages the softmax over "
+        "views with the segments' tokens concatenated, as in V-JEPA 2 (docs/probe.md shows how).",
+    ]
+    return "\n".join(lines) + "\n"
+
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except SystemExit as exit:  # a user error ("error: ..."): the message, exit status 2, no traceback
+        if isinstance(exit.code, str):
+            print(exit.code, file=sys.stderr)
+            raise SystemExit(2) from None
+        raise

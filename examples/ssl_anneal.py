@@ -28,9 +28,7 @@ import argparse
 import json
 import logging
 import math
-import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
@@ -48,7 +46,7 @@ from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hf_vjepa_area import VJEPA2AreaModel, probing, ssl
+from hf_vjepa_area import VJEPA2AreaModel, probing, runs, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler, split_skipped
@@ -138,7 +136,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints to keep (0: all)")
     g.add_argument("--report-to", default="auto", help="accelerate tracker: auto (tensorboard if installed), none, tensorboard, wandb, ...")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--debug-kill-after-step", type=int, help=argparse.SUPPRESS)  # tests: SIGKILL self after that checkpoint
     args = p.parse_args(argv)
 
     args.demo = args.train_csv is None and args.video_dir is None
@@ -192,11 +189,11 @@ def check_output_dir(args) -> Path | None:
     out = Path(args.output_dir)
     if args.resume:
         try:
-            checkpoint = probing.find_checkpoint(out / "checkpoints", args.resume, prefix=CHECKPOINT_PREFIX, state_file=STATE_FILE)
+            checkpoint = runs.find_checkpoint(out / "checkpoints", args.resume, prefix=CHECKPOINT_PREFIX, state_file=STATE_FILE)
         except FileNotFoundError as error:
             raise SystemExit(f"error: --resume: {error}") from None
         if checkpoint is not None:
-            saved, now = probing.read_checkpoint_state(checkpoint, STATE_FILE)["config"], run_config(args)
+            saved, now = runs.read_checkpoint_state(checkpoint, STATE_FILE)["config"], run_config(args)
             changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
             if changed:
                 raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
@@ -218,7 +215,7 @@ def start_output_dir(args, accelerator) -> None:
         if args.overwrite and out.is_dir() and any(out.iterdir()):
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        probing.write_json(out / RUN_FILE, run_config(args))
+        runs.write_json(out / RUN_FILE, run_config(args))
     accelerator.wait_for_everyone()
 
 
@@ -332,7 +329,7 @@ def main(argv=None) -> int:
     state = dict(step=0, history=dict(loss=[], loss_per_mask=[], lr=[], momentum=[], step_s=[]), skipped={}, elapsed_s=0.0)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
-        state = probing.read_checkpoint_state(checkpoint, STATE_FILE)
+        state = runs.read_checkpoint_state(checkpoint, STATE_FILE)
         started -= state["elapsed_s"]
         accelerator.print(f"resumed from {checkpoint} (step {state['step']} of {args.steps})")
     if report_to:
@@ -402,10 +399,8 @@ def main(argv=None) -> int:
                 state["elapsed_s"] = time.time() - started
                 state["config"] = run_config(args)
                 state["num_processes"] = world
-                probing.save_checkpoint(accelerator, out / "checkpoints", step, state, keep=args.keep_checkpoints,
-                                        prefix=CHECKPOINT_PREFIX, digits=6, state_file=STATE_FILE)  # fmt: skip
-                if args.debug_kill_after_step == step:  # a hard kill, as a preempted job gets: no cleanup at all
-                    os.kill(os.getpid(), signal.SIGKILL)
+                runs.save_checkpoint(accelerator, out / "checkpoints", step, state, keep=args.keep_checkpoints,
+                                     prefix=CHECKPOINT_PREFIX, digits=6, state_file=STATE_FILE)  # fmt: skip
     except NoUsableVideoError as error:
         raise SystemExit(f"error: {str(error).strip().splitlines()[-1]}") from None
     bar.close()
@@ -418,7 +413,7 @@ def main(argv=None) -> int:
         target.load_state_dict(target_weights)
         predictor_weights = {k.removeprefix("predictor."): v for k, v in trained.items() if k.startswith("predictor.")}
         save_model_folder(out / MODEL_DIR, target, predictor_weights, results)
-        probing.write_json(out / "results.json", results)
+        runs.write_json(out / "results.json", results)
         print(
             f"\nloss {results['loss_first_10pct']:.4f} (first 10% of steps) -> {results['loss_last_10pct']:.4f} "
             f"(last 10%); {results['skipped_videos']['count']} video(s) skipped; {time.time() - started:.0f} s.\n"
@@ -528,7 +523,7 @@ def save_model_folder(folder: Path, target_encoder, predictor_weights: dict, res
     )
     save_repo_folder(target_encoder, folder, model_card=card, overwrite=True,
                      extra_files={PREDICTOR_WEIGHTS_NAME: safetensors_bytes(predictor_weights),
-                                  "anneal_results.json": probing.to_json(results)})  # fmt: skip
+                                  "anneal_results.json": runs.to_json(results)})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -7,29 +7,28 @@ concatenated along the token axis (`[V, S*N, D]`); attentive classifiers (`Atten
 weight decays (AdamW, cosine schedule), and the best head is reported. At evaluation the softmax is
 averaged over the `V` views.
 
-What lives here:
+What lives here (run management, presets, plots and publishing live in the example):
 
 - `load_encoder`: a transformers folder / Hub id, a timm name, or `None` for the built-in demo encoder;
   area-attention overrides (`area_splits`, `area_layers`, `full_attention`).
-- `encode_clips` / `group_views`: the frozen forward (no_grad, optional autocast) and the token layout.
+- `encode_clips` / `group_views`: the frozen forward (uint8 pixels normalized on the device, no_grad,
+  bounded chunks, optional autocast) and the token layout.
 - `MultiHeadProbe`, `build_optimizer` (one AdamW, one param group per head), `WarmupCosine`.
+- `train_one_epoch` (forward + backward one head at a time: memory independent of the number of heads,
+  one gradient reduction per step) and `evaluate`.
 - `per_sample_loss`, `view_averaged_probs`, `gather_records`, `dedupe_records`, `summarize_records`:
   metrics that are exact for any number of processes (see `gather_records`).
-- `SeededSamples`: training augmentation as a pure function of (seed, epoch, sample index).
-- `extract_features` / `cached_features`: the optional feature cache.
-- `save_checkpoint` / `find_checkpoint`: atomic per-epoch `accelerator.save_state`.
-- `accuracy_svg`, `save_probe_weights`, `build_classifier`, `push_classifier`: outputs.
+- `SeededSamples`, `ShardedBatchSampler`: augmentation and sharding independent of the process count.
+- `extract_features` / `cached_features`: encoded datasets and the optional feature cache.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import json
 import logging
 import math
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,29 +38,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import SkippedSample, collate_skip_none
-from ._files import write_atomically, write_text_atomically
-from .hub import move_into_place
-from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from ._files import write_atomically
+from .data import SkippedSample, collate_skip_none, normalize
+from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
 
 logger = logging.getLogger(__name__)
-
-# ----------------------------------------------------------------------------------------------
-# The protocol's numbers
-# ----------------------------------------------------------------------------------------------
-
-# V-JEPA 2 configs/eval/vitl/k400*.yaml: 5 learning rates x 4 weight decays = 20 heads, no warmup,
-# cosine to 0, constant weight decay, 20 epochs, batch 4 per GPU (64 GPUs: 256 global).
-K400_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
-K400_WEIGHT_DECAYS = (0.01, 0.1, 0.4, 0.8)
 
 # The built-in demo encoder: a seeded random-init ST-A² ViT, tiny enough for CPU. A frozen *random*
 # encoder is enough for the demo's motion-direction classes: with near-uniform random attention and
 # small residual branches its tokens are dominated by the tubelet embedding, a random linear map of two
 # frames, which keeps the direction in which the bright square's edges moved; the probe learns to read
-# it (97.5% top-1 on the demo's 40 val videos of 4 classes, chance 25%; see docs/probe.md).
+# it (see docs/probe.md).
 DEMO_ENCODER_CONFIG = dict(
     img_size=64,
     patch_size=16,
@@ -72,6 +62,10 @@ DEMO_ENCODER_CONFIG = dict(
     num_heads=4,
     area_splits=(2, 2, 1),  # ST-A² in the first 75% of blocks (0..2), global attention in block 3
 )
+
+# Clips per encoder forward unless the caller says otherwise: bounds the frozen forward's activations
+# (an eval batch of 4 videos x 8 segments x 3 views is 96 clips).
+ENCODER_CHUNK = 8
 
 
 @dataclass(frozen=True)
@@ -228,27 +222,24 @@ def _timm_encoder(name: str, area_splits, area_layers, full_attention: bool, pre
         kwargs["area_splits"] = tuple(area_splits)
     if area_layers is not None:
         kwargs["area_layers"] = area_layers
+    if pretrained and not _has_published_weights(name):
+        raise ValueError(
+            f"timm model {name!r} has no published weights: pass pretrained=False (--no-pretrained) for a random "
+            "init, or a converted model (a folder or Hub id written by vjepa2-area-convert)"
+        )
     encoder = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
     if not hasattr(encoder, "encode") or not isinstance(getattr(encoder, "config", None), VJEPA2AreaConfig):
         raise TypeError(f"timm model {name!r} is not a V-JEPA 2 area encoder (needs .encode and a VJEPA2AreaConfig)")
     return encoder
 
 
-def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
-    """What results.json records about the encoder."""
-    config = encoder.config
-    return dict(
-        model=name or "demo (built-in random-init ST-A² encoder)",
-        library="timm" if not isinstance(encoder, VJEPA2AreaModel) else "transformers",
-        embed_dim=config.embed_dim,
-        depth=config.depth,
-        num_heads=config.num_heads,
-        patch_size=config.patch_size,
-        tubelet_size=config.tubelet_size,
-        area_splits=config.area_splits,
-        area_layers=list(config.area_layers),
-        num_parameters=sum(p.numel() for p in encoder.parameters()),
-    )
+def _has_published_weights(name: str) -> bool:
+    from timm.models import get_pretrained_cfg
+
+    if name.startswith(("hf-hub:", "local-dir:")):
+        return True
+    cfg = get_pretrained_cfg(name)
+    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
 
 
 def encoder_fingerprint(encoder: nn.Module) -> str:
@@ -289,11 +280,12 @@ def encode_clips(
     num_views: int,
     *,
     autocast_dtype: torch.dtype | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | None = ENCODER_CHUNK,
 ) -> torch.Tensor:
-    """Frozen forward of a batch: clips `[B, S*V, C, T, H, W]` (the dataset's segment-major layout) ->
-    float32 tokens `[B, V, S*N, D]`. Under `no_grad`, with autocast to `autocast_dtype` when given
-    (bf16 on GPU); `chunk_size` bounds how many clips go through the encoder at once."""
+    """Frozen forward of a batch: clips `[B, S*V, C, T, H, W]` (the dataset's segment-major layout; uint8
+    pixels, normalized here chunk by chunk on their device, or already-normalized floats) -> float32
+    tokens `[B, V, S*N, D]`. Under `no_grad`, with autocast to `autocast_dtype` when given (bf16 on GPU);
+    at most `chunk_size` clips go through the encoder at once (None: all)."""
     if clips.ndim != 6 or clips.shape[1] != num_segments * num_views:
         raise ValueError(
             f"clips must be [B, S*V, C, T, H, W] with S*V = {num_segments * num_views}, got {tuple(clips.shape)}"
@@ -301,20 +293,25 @@ def encode_clips(
     flat = clips.flatten(0, 1)
     outputs = []
     for chunk in flat.split(chunk_size or flat.shape[0]):
+        if chunk.dtype == torch.uint8:
+            chunk = normalize(chunk, channel_dim=1)
         with torch.autocast(chunk.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             outputs.append(encoder.encode(chunk).last_hidden_state.float())
     return group_views(torch.cat(outputs), num_segments, num_views)
 
 
 # ----------------------------------------------------------------------------------------------
-# The probe: several attentive classifiers trained together
+# The probe: several attentive classifiers over the same tokens
 # ----------------------------------------------------------------------------------------------
 
 
 class MultiHeadProbe(nn.Module):
     """One `AttentiveClassifier` per (lr, wd) of the grid, all reading the same tokens.
 
-    `forward(x [B, V, M, D]) -> logits [H, B, V, K]`: every head classifies every view.
+    `forward(x [B, V, M, D])` -> logits `[H, B, V, K]` of every head (evaluation), or with `head=h`
+    `[B, V, K]` of head h alone: training runs forward + backward one head at a time, so only one
+    head's graph is alive (see `train_one_epoch`). `activation_checkpointing` keeps only each block's
+    input of that graph and recomputes the rest in backward (`head_activation_bytes` says when it pays).
     """
 
     def __init__(
@@ -334,16 +331,38 @@ class MultiHeadProbe(nn.Module):
         )
         self.activation_checkpointing = activation_checkpointing
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, views = x.shape[:2]
+    def forward(self, x: torch.Tensor, head: int | None = None) -> torch.Tensor:
         flat = x.flatten(0, 1)
-        outputs = []
-        for head in self.heads:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
-                outputs.append(torch.utils.checkpoint.checkpoint(head, flat, use_reentrant=False))
-            else:
-                outputs.append(head(flat))
-        return torch.stack(outputs).unflatten(1, (batch, views))
+        if head is not None:
+            return self._classify(self.heads[head], flat).unflatten(0, x.shape[:2])
+        return torch.stack([self._classify(h, flat) for h in self.heads]).unflatten(1, x.shape[:2])
+
+    def _classify(self, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if not (self.activation_checkpointing and torch.is_grad_enabled()):
+            return head(x)
+        pooler = head.pooler  # AttentivePooler.forward, one checkpoint per block
+        for block in pooler.blocks:
+            x = checkpoint(block, x, use_reentrant=False)
+        queries = pooler.query_tokens.expand(x.shape[0], -1, -1)
+        return head.linear(checkpoint(pooler.cross_attention_block, queries, x, use_reentrant=False).squeeze(1))
+
+
+# What one head's fp32 training graph keeps for backward, in bytes per token-channel (batch x views x
+# tokens x width), measured with `saved_tensors_hooks` on a depth-4 head (benchmarks/bench_probe.py):
+# 230 (norm and residual inputs, q/k/v, attention outputs, the MLP hidden and GELU outputs), about a
+# quarter of it per block. Checkpointed, each block keeps its 4-byte input, and one block's graph is
+# rebuilt at a time during backward.
+HEAD_GRAPH_BYTES = 230
+# Above this one head's graph is checkpointed by default: ViT-L tokens at the K400 protocol (batch 4 x
+# 16,384 x 1,024: ~15 GB) are; the tiny encoder's (batch 2 x 16,384 x 192: ~1.4 GB) are not, and keep the
+# ~1/3 more probe compute the recomputation costs.
+CHECKPOINTING_THRESHOLD_BYTES = 2 * 2**30
+
+
+def head_activation_bytes(token_channels: int, depth: int = 4, checkpointing: bool = False) -> int:
+    """Estimated peak of one head's fp32 training graph over `token_channels` = batch x views x tokens x width."""
+    per_block = HEAD_GRAPH_BYTES / 4
+    return int(token_channels * (4 * depth + per_block if checkpointing else per_block * depth))
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -375,7 +394,9 @@ def build_optimizer(
     AdamW's update is per parameter, so this equals one optimizer per head (V-JEPA 2's way) with one
     `step()` for all. V-JEPA 2 decays every probe parameter (one group per classifier, no exclusions),
     which is the default here so results reproduce; `exclude_bias_and_norm=True` adds a wd-0 group per
-    head for biases, norms and the query token (the common ViT practice).
+    head for biases, norms and the query token (the common ViT practice). The fused kernel updates in
+    place: the default (foreach) one makes temporaries the size of all heads' parameters (~4 GB for 20
+    ViT-L heads).
     """
     groups = []
     for index, (spec, head) in enumerate(zip(probe.specs, probe.heads)):
@@ -385,7 +406,7 @@ def build_optimizer(
         groups.append({"params": decay, "lr": spec.lr, "weight_decay": spec.weight_decay, "head": index})
         if no_decay:
             groups.append({"params": no_decay, "lr": spec.lr, "weight_decay": 0.0, "head": index})
-    return torch.optim.AdamW(groups, betas=betas, eps=eps)
+    return torch.optim.AdamW(groups, betas=betas, eps=eps, fused=True)
 
 
 class WarmupCosine:
@@ -518,6 +539,42 @@ class ShardedBatchSampler(Sampler):
             yield order[start : start + step][lo:hi].tolist()
 
 
+# ----------------------------------------------------------------------------------------------
+# Training and evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_per_head_ddp(probe: nn.Module) -> None:
+    if isinstance(probe, nn.parallel.DistributedDataParallel) and not probe.find_unused_parameters:
+        raise ValueError(
+            "each probe head runs forward + backward on its own, so the other heads are unused in that pass: "
+            "wrap the probe with find_unused_parameters=True (accelerate: "
+            "Accelerator(kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]))"
+        )
+
+
+def backward_per_head(accelerator, probe: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, *,
+                      loss_scale: float, sync: bool) -> torch.Tensor:  # fmt: skip
+    """Forward + backward of each head in turn on the same frozen tokens; returns detached logits
+    `[H, B, V, K]`.
+
+    The heads share nothing but `tokens` (no grad), so the gradients equal one backward of the summed
+    losses, while only one head's graph is alive at a time. Gradients accumulate locally (`no_sync`)
+    except in the last head's backward when `sync`: DDP then reduces every head's gradient once, in one
+    pass over its buckets (heads unused in that pass keep the gradients they accumulated).
+    """
+    heads = len(accelerator.unwrap_model(probe).heads)
+    tokens = tokens.detach()
+    logits = []
+    for head in range(heads):
+        reduce_now = sync and head == heads - 1
+        with contextlib.nullcontext() if reduce_now else accelerator.no_sync(probe):
+            out = probe(tokens, head=head)
+            accelerator.backward(per_sample_loss(out[None], labels)[0].sum() * loss_scale)
+        logits.append(out.detach())
+    return torch.stack(logits)
+
+
 def train_one_epoch(
     accelerator,
     probe: nn.Module,
@@ -538,12 +595,14 @@ def train_one_epoch(
     processes, which makes it the global sum), and the summed gradients are divided by the step's
     global sample count before `optimizer.step()`. Skipped videos and short last batches are thus
     weighted right, and `grad_accum` micro-batches weigh like one big batch. A process whose batch is
-    empty runs the probe on zeros with a zero loss so DDP's collectives still match.
+    empty runs the heads on zeros with a zero loss so DDP's collectives still match. Heads train one at
+    a time (`backward_per_head`); gradients are reduced once per optimizer step.
 
     Returns this process's per-sample records (`new_records` layout) and its skipped (index, path).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
+    _check_per_head_ddp(probe)
     device, world = accelerator.device, accelerator.num_processes
     probe.train()
     records, skipped = new_records(), []
@@ -554,17 +613,14 @@ def train_one_epoch(
         tokens = tokens_of(batch)
         labels = batch["labels"].to(device)
         last = (step + 1) % grad_accum == 0 or step + 1 == num_batches
-        with contextlib.nullcontext() if last else accelerator.no_sync(probe):
-            if tokens is None:
-                logits = probe(torch.zeros(1, *empty_tokens_shape, device=device))
-                loss = logits.sum() * 0.0
-            else:
-                logits = probe(tokens)
-                loss = per_sample_loss(logits, labels).sum() * world
-            accelerator.backward(loss)
-        if tokens is not None:
+        if tokens is None:
+            backward_per_head(accelerator, probe, torch.zeros(1, *empty_tokens_shape, device=device),
+                              torch.zeros(1, dtype=torch.long, device=device), loss_scale=0.0, sync=last)  # fmt: skip
+        else:
+            logits = backward_per_head(accelerator, probe, tokens, labels, loss_scale=float(world), sync=last)
             window += len(labels)
-            add_records(records, batch["indices"], labels, logits.detach())
+            add_records(records, batch["indices"], labels, logits)
+        del tokens
         if last:
             count = int(accelerator.reduce(torch.tensor(window, device=device), "sum").item())
             for param in probe.parameters():
@@ -573,7 +629,9 @@ def train_one_epoch(
             optimizer.step()
             if not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            # Zeroed in place, not freed: under DDP with gradient_as_bucket_view the gradients are views of the
+            # reduction buckets, so the heads' backward passes accumulate into them without a second copy.
+            optimizer.zero_grad(set_to_none=False)
             window = 0
     return stack_records(records, len(accelerator.unwrap_model(probe).heads)), skipped
 
@@ -590,7 +648,7 @@ def evaluate(
 ) -> tuple[dict[str, torch.Tensor], list]:
     """Per-sample predictions (softmax averaged over views) and losses of every head on this process's
     share of `loader`; returns the records and the skipped (index, path)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
     model = accelerator.unwrap_model(probe).eval()
     records, skipped = new_records(), []
@@ -672,7 +730,7 @@ def summarize_records(records: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------
-# Feature cache
+# Encoded datasets and the feature cache
 # ----------------------------------------------------------------------------------------------
 
 
@@ -680,26 +738,28 @@ def summarize_records(records: dict[str, torch.Tensor]) -> dict[str, Any]:
 def extract_features(
     encoder: nn.Module,
     dataset: Dataset,
-    indices: Sequence[int],
+    indices: Sequence[int] | None = None,
     *,
     device: torch.device,
     num_segments: int,
     num_views: int,
-    feature_shape: tuple[int, int, int],
+    feature_shape: tuple[int, ...] = (),
+    pool: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_size: int = 8,
     num_workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
-    chunk_size: int | None = None,
+    chunk_size: int | None = ENCODER_CHUNK,
     progress: bool = False,
     desc: str = "features",
 ) -> dict[str, Any]:
-    """Encode `dataset[i] for i in indices` (deterministic clips): CPU tensors `features [n, V, M, D]`,
-    `labels`, `indices`, and the `skipped` list of (index, path)."""
+    """Encode `dataset[i] for i in indices` (all by default; deterministic clips): CPU tensors
+    `features [n, V, M, D]` (or `pool(tokens)` per batch, e.g. the mean token), `labels`, `indices`, and
+    the `skipped` list of (index, path). `feature_shape` is one item's shape, for an empty result."""
     from torch.utils.data import Subset
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_probe_batch)  # fmt: skip
+    subset = Subset(dataset, list(range(len(dataset)) if indices is None else indices))
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_probe_batch)
     features, labels, kept, skipped = [], [], [], []
     for batch in tqdm(loader, desc=desc, disable=not progress):
         skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
@@ -707,7 +767,7 @@ def extract_features(
             continue
         tokens = encode_clips(encoder, batch["clips"].to(device), num_segments, num_views,
                               autocast_dtype=autocast_dtype, chunk_size=chunk_size)  # fmt: skip
-        features.append(tokens.cpu())
+        features.append((pool(tokens) if pool else tokens).cpu())
         labels.append(batch["labels"])
         kept.append(batch["indices"])
     return {
@@ -770,306 +830,17 @@ def cached_features(path: Path, spec: dict, compute: Callable[[Sequence[int]], d
     return _load_features(path)[0]
 
 
-# ----------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------
-
-CHECKPOINT_PREFIX = "epoch_"
-STATE_FILE = "probe_state.json"
-
-
-def save_checkpoint(accelerator, root: Path, epoch: int, state: dict, keep: int = 1, *,
-                    prefix: str = CHECKPOINT_PREFIX, digits: int = 3, state_file: str = STATE_FILE) -> Path:  # fmt: skip
-    """`accelerator.save_state` into a temporary folder, then an atomic rename to `root/epoch_{epoch:03d}`.
-
-    All processes call it (each saves its RNG state). `STATE_FILE` (epoch, history, ...) is written
-    last, before the rename, so a folder named `epoch_*` is always complete; a killed save leaves only a
-    hidden temporary folder, which the next save removes. Keeps the newest `keep` checkpoints.
-    `prefix`, `digits` and `state_file` name them for other loops (the SSL anneal counts steps).
-    """
-    root = Path(root)
-    final = root / f"{prefix}{epoch:0{digits}d}"
-    temp = root / f".tmp-{prefix}{epoch:0{digits}d}"
-    if accelerator.is_main_process:
-        root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(temp, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(temp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (temp / state_file).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-        move_into_place(temp, final)  # a re-saved epoch keeps its old folder until the new one is in place
-        # Count complete checkpoints only: a stray `epoch_*` folder without STATE_FILE (a copy, a
-        # hand-made folder) must not push the one just written out of the newest `keep`.
-        complete = sorted(p for p in root.glob(f"{prefix}*") if (p / state_file).is_file())
-        for old in complete[:-keep] if keep > 0 else []:
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-        for stale in root.glob(f".tmp-{prefix}*"):
-            shutil.rmtree(stale, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def find_checkpoint(root: Path, resume: str, *, prefix: str = CHECKPOINT_PREFIX, state_file: str = STATE_FILE) -> Path | None:
-    """`resume="auto"`: the newest complete `root/epoch_*` (None if there is none); else that folder."""
-    if resume != "auto":
-        path = Path(resume)
-        if not (path / state_file).is_file():
-            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {state_file})")
-        return path
-    complete = [p for p in Path(root).glob(f"{prefix}*") if (p / state_file).is_file()]
-    return max(complete, key=lambda p: p.name) if complete else None
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(item) for item in value]
-    return value
-
-
-def to_json(data: Any) -> str:
-    """Strict JSON: NaN / inf (a diverged head's loss) become null, which every JSON reader accepts;
-    `json.dumps`' default writes bare `NaN`, which is not JSON."""
-    return json.dumps(_finite_or_none(data), indent=1, allow_nan=False) + "\n"
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Results and configs: strict JSON (`to_json`), written atomically, so an interrupted run never leaves half a file."""
-    text = to_json(data)
-    write_text_atomically(Path(path), text, overwrite=True)
-
-
-def read_checkpoint_state(path: Path, state_file: str = STATE_FILE) -> dict:
-    return json.loads((Path(path) / state_file).read_text(encoding="utf-8"))
-
-
-# ----------------------------------------------------------------------------------------------
-# Outputs: plot, weights, classifier repo
-# ----------------------------------------------------------------------------------------------
-
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-_DASHES = ("", "6,3", "2,2", "8,3,2,3")
-
-
-def accuracy_svg(curves: dict[str, Sequence[float]], *, title: str = "val top-1 per head", best: str | None = None,
-                 width: int = 760, height: int = 420) -> str:  # fmt: skip
-    """A small self-contained SVG line chart: one line per head, x = epoch (1..E), y = top-1 (%)."""
-    left, right, top, bottom = 56, 190, 34, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    epochs = max((len(v) for v in curves.values()), default=1)
-    values = [y for v in curves.values() for y in v if y == y]  # drop NaN
-    low, high = max(0.0, min(values, default=0.0) - 2), min(100.0, max(values, default=100.0) + 2)
-    tick = next(t for t in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / t <= 8)
-    low, high = math.floor(low / tick) * tick, math.ceil(high / tick) * tick
-    if high <= low:
-        low, high = low - tick, high + tick
-
-    def x(epoch: int) -> float:  # epoch from 1
-        return left + (plot_w * (epoch - 1) / (epochs - 1) if epochs > 1 else plot_w / 2)
-
-    def y(value: float) -> float:
-        return top + plot_h * (1 - (value - low) / (high - low))
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">{html.escape(title)}</text>',
-    ]
-    for i in range(round((high - low) / tick) + 1):  # horizontal grid and y labels
-        value = low + i * tick
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
-    step = max(1, math.ceil(epochs / 10))
-    for epoch in range(1, epochs + 1, step):
-        out.append(f'<text x="{x(epoch):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{epoch}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">epoch</text>')
-    out.append(f'<text x="14" y="{top + plot_h / 2:.1f}" transform="rotate(-90 14 {top + plot_h / 2:.1f})" '
-               'text-anchor="middle">top-1 (%)</text>')  # fmt: skip
-    for i, (name, series) in enumerate(curves.items()):
-        colour, dash = _PALETTE[i % len(_PALETTE)], _DASHES[(i // len(_PALETTE)) % len(_DASHES)]
-        stroke = 3 if name == best else 1.5
-        points = " ".join(f"{x(e + 1):.1f},{y(v):.1f}" for e, v in enumerate(series) if v == v)
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}"{dash_attr}/>')
-        for e, v in enumerate(series):
-            if v == v:
-                out.append(f'<circle cx="{x(e + 1):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
-        ly = top + 8 + 15 * i
-        label = html.escape(name + (" (best)" if name == best else ""))
-        out.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="{stroke}"{dash_attr}/>')  # fmt: skip
-        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{label}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def write_accuracy_png(curves: dict[str, Sequence[float]], path: Path, best: str | None = None) -> bool:
-    """The same chart as a PNG when matplotlib is installed (it is optional); returns whether it wrote."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, series in curves.items():
-        ax.plot(range(1, len(series) + 1), series, marker="o", lw=3 if name == best else 1.5, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
-    try:
-        write_atomically(Path(path), lambda temp: fig.savefig(temp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    return True
-
-
-def head_metadata(spec: HeadSpec, index: int, head: AttentiveClassifier, class_names: Sequence[str], **extra: Any) -> dict[str, str]:
-    pooler = head.pooler
-    meta = {
-        "format": "pt",
-        "kind": "vjepa2_attentive_classifier",
-        "head_index": str(index),
-        "lr": repr(spec.lr),
-        "weight_decay": repr(spec.weight_decay),
-        "embed_dim": str(pooler.query_tokens.shape[-1]),
-        "num_classes": str(len(class_names)),
-        "probe_depth": str(len(pooler.blocks) + 1),
-        "probe_num_heads": str(pooler.cross_attention_block.xattn.num_heads),
-        "class_names": json.dumps(list(class_names)),
-    }
-    meta.update({key: str(value) for key, value in extra.items()})
-    return meta
-
-
-def save_probe_weights(path: Path, head: AttentiveClassifier, metadata: dict[str, str]) -> None:
-    """One head in V-JEPA 2's `AttentiveClassifier` key names (`pooler.*`, `linear.*`), atomically."""
-    from safetensors.torch import save_file
-
-    state = {key: value.detach().cpu().contiguous() for key, value in head.state_dict().items()}
-    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
-
-
-def save_all_heads(path: Path, probe: MultiHeadProbe, metadata: dict[str, str]) -> None:
-    """Every head, keys `heads.{i}.pooler.*` / `heads.{i}.linear.*`; metadata lists the grid."""
-    from safetensors.torch import save_file
-
-    state = {key: value.detach().cpu().contiguous() for key, value in probe.state_dict().items()}
-    grid = [{"lr": s.lr, "weight_decay": s.weight_decay} for s in probe.specs]
-    metadata = {"format": "pt", **metadata, "grid": json.dumps(grid)}
-    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
-
-
-def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,
-                     frames: int | None = None, resolution: int | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
-    """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
-
-    Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
-    S segments' tokens concatenated per view; to score a video the way the probe was evaluated, encode
-    each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
-    `frames` / `resolution` (the probe's clip size) become the config's `num_frames` / `img_size`, so the
-    saved video processor crops like the probe did; RoPE encoders only (others have a sized pos_embed).
-    """
-    pooler = head.pooler
-    fields = {k: v for k, v in encoder.config.to_dict().items()
-              if k not in ("architectures", "auto_map", "model_type", "transformers_version")}  # fmt: skip
-    fields.update(
-        id2label={i: str(name) for i, name in enumerate(class_names)},
-        label2id={str(name): i for i, name in enumerate(class_names)},
-        probe_depth=len(pooler.blocks) + 1,
-        probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
-    )
-    config = VJEPA2AreaConfig(**fields)
-    if encoder.config.use_rope and (frames or resolution):
-        sized = {**fields, "num_frames": frames or config.num_frames, "img_size": resolution or config.img_size}
-        try:
-            config = VJEPA2AreaConfig(**sized)
-        except ValueError:  # e.g. area splits larger than that grid: keep the encoder's own size
-            pass
-    model = VJEPA2AreaForVideoClassification(config)
-    model.encoder.load_state_dict(encoder.state_dict())
-    model.head.load_state_dict(head.state_dict())
-    return model.eval()
-
-
-def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
-    best = results["best_head"]
-    encoder = results["encoder"]
-    data = results["data"]
-    config = results["config"]
-    if config.get("cache_features"):
-        augmentation = "none (cached features of the centre view of each segment)"
-    else:
-        augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
-                        f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: video-classification",
-        "tags: [vjepa2, video, attentive-probe, st-a2]",
-        "---",
-        f"# {repo_id or 'V-JEPA 2 frozen attentive probe'}",
-        "",
-        f"A frozen `{encoder['model']}` encoder with a V-JEPA 2 attentive probe "
-        f"({config['probe_depth']} blocks, {config['probe_heads']} heads) trained by `examples/k400_probe.py` of "
-        "hf_vjepa_area.",
-        "",
-        f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
-        f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
-        f"{config['views']} views at {config['resolution']} px",
-        f"- training augmentation: {augmentation}",
-        f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
-        f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
-        f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",
-        "",
-        "`model(pixel_values_videos)` classifies one clip; the reported accuracy averages the softmax over "
-        "views with the segments' tokens concatenated, as in V-JEPA 2 (docs/probe.md shows how).",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def save_classifier_folder(model: VJEPA2AreaForVideoClassification, folder: Path, *, model_card: str | None,
-                           metadata: dict[str, str] | None = None, extra_files: dict[str, str] | None = None,
-                           overwrite: bool = False) -> Path:  # fmt: skip
-    """The classifier as a Hub repo folder (`hf_vjepa_area.hub.save_repo_folder`: transformers + timm)."""
-    from .hub import save_repo_folder
-
-    return save_repo_folder(model, folder, model_card=model_card, safetensors_metadata=metadata,
-                            extra_files=extra_files, overwrite=overwrite)  # fmt: skip
-
-
-def push_classifier(folder: Path, repo_id: str, *, private: bool = False, commit_message: str | None = None, api=None) -> dict:
-    """Upload a saved classifier folder (`hf_vjepa_area.hub.push_folder`: create_repo +
-    upload_folder; the token comes from `HF_TOKEN` or `hf auth login`, never the command line)."""
-    from .hub import push_folder
-
-    return push_folder(folder, repo_id, private=private, api=api,
-                       commit_message=commit_message or "Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip
-
-
 __all__ = [
     "DEMO_ENCODER_CONFIG",
-    "K400_LRS",
-    "K400_WEIGHT_DECAYS",
+    "ENCODER_CHUNK",
     "FeatureDataset",
     "HeadSpec",
     "MultiHeadProbe",
     "SeededSamples",
     "ShardedBatchSampler",
     "WarmupCosine",
-    "accuracy_svg",
     "add_records",
-    "build_classifier",
+    "backward_per_head",
     "build_demo_encoder",
     "build_optimizer",
     "build_scheduler",
@@ -1077,22 +848,17 @@ __all__ = [
     "collate_features",
     "collate_probe_batch",
     "dedupe_records",
-    "describe_encoder",
     "encode_clips",
     "encoder_fingerprint",
     "evaluate",
     "extract_features",
-    "find_checkpoint",
     "gather_records",
     "group_views",
+    "head_activation_bytes",
     "hparam_grid",
     "load_encoder",
+    "new_records",
     "per_sample_loss",
-    "push_classifier",
-    "save_all_heads",
-    "save_checkpoint",
-    "save_classifier_folder",
-    "save_probe_weights",
     "stack_records",
     "summarize_records",
     "tokens_per_clip",

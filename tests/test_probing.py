@@ -138,7 +138,7 @@ def test_load_encoder_timm_name_with_area_options():
 
 
 def test_hparam_grid_is_weight_decay_major_like_vjepa2():
-    specs = probing.hparam_grid(probing.K400_LRS, probing.K400_WEIGHT_DECAYS)
+    specs = probing.hparam_grid([0.005, 0.003, 0.001, 0.0003, 0.0001], [0.01, 0.1, 0.4, 0.8])
     assert len(specs) == 20
     assert (specs[0].lr, specs[0].weight_decay) == (0.005, 0.01) and (specs[5].lr, specs[5].weight_decay) == (0.005, 0.1)
     assert specs[-1].name == "lr0.0001_wd0.8"
@@ -193,7 +193,7 @@ def test_one_optimizer_equals_one_adamw_per_head():
     probe = make_probe(specs)
     separate = [copy.deepcopy(h) for h in probe.heads]
     opt = probing.build_optimizer(probe)
-    opts = [torch.optim.AdamW(h.parameters(), lr=s.lr, weight_decay=s.weight_decay) for h, s in zip(separate, specs)]
+    opts = [torch.optim.AdamW(h.parameters(), lr=s.lr, weight_decay=s.weight_decay, fused=True) for h, s in zip(separate, specs)]
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         x, y = torch.randn(4, 1, 6, 24, generator=gen), torch.randint(0, 3, (4,), generator=gen)
@@ -344,22 +344,6 @@ def test_seeded_samples_make_the_k400_augmentation_reproducible():
     assert not torch.equal(data[0], forward[0])
 
 
-def test_model_card_states_the_training_augmentation():
-    results = {
-        "best_head": {"lr": 0.001, "weight_decay": 0.01, "val_top1": 50.0, "epoch": 20},
-        "encoder": {"model": "demo", "area_splits": [2, 2, 2], "area_layers": [0, 1]},
-        "data": {"num_classes": 4, "num_train": 8, "num_val": 4},
-        "config": {"probe_depth": 1, "probe_heads": 4, "frames": 8, "frame_step": 2, "segments": 2, "views": 1,
-                   "resolution": 32, "cache_features": False, "auto_augment": True, "erase_prob": 0.25},
-    }  # fmt: skip
-    card = probing.classifier_model_card(results)
-    assert "- training augmentation: random resized crop, RandAugment on, random erasing p 0.25" in card
-    results["config"].update(auto_augment=False, erase_prob=0.0)
-    assert "RandAugment off, random erasing p 0\n" in probing.classifier_model_card(results)
-    results["config"].update(cache_features=True)
-    assert "- training augmentation: none" in probing.classifier_model_card(results)
-
-
 # ---- training steps ---------------------------------------------------------------------------------
 
 
@@ -405,6 +389,34 @@ def test_train_step_is_the_exact_mean_over_the_step_samples(accelerator):
     assert not torch.allclose(plain.heads[0].linear.weight, big.heads[0].linear.weight)  # the check has teeth
 
 
+class CountedIterations:
+    """A loader that counts how often it is iterated (each DataLoader iteration starts its own workers)."""
+
+    def __init__(self, batches):
+        self.batches, self.iterations = batches, 0
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __iter__(self):
+        self.iterations += 1
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_each_loop_iterates_its_loader_once(accelerator, progress):
+    gen = torch.Generator().manual_seed(0)
+    features, labels = torch.randn(4, 1, 5, 24, generator=gen), torch.randint(0, 3, (4,), generator=gen)
+    loader = CountedIterations(_batches(features, labels, [2, 2]))
+    probe = make_probe(probing.hparam_grid([0.01], [0.1]), depth=1)
+    opt = probing.build_optimizer(probe)
+    sched = probing.build_scheduler(opt, 2)
+    probing.train_one_epoch(accelerator, probe, opt, sched, loader, lambda b: b["features"], empty_tokens_shape=(1, 5, 24),
+                            progress=progress)  # fmt: skip
+    probing.evaluate(accelerator, probe, loader, lambda b: b["features"], progress=progress)
+    assert loader.iterations == 2
+
+
 def test_evaluate_collects_view_averaged_predictions(accelerator):
     specs = probing.hparam_grid([0.01], [0.1])
     probe = make_probe(specs, depth=1)
@@ -440,122 +452,6 @@ def test_cached_features_computes_once_and_respects_the_spec(tmp_path, accelerat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.safetensors"]  # shards merged and removed
 
 
-def test_checkpoints_are_atomic_and_pruned(tmp_path):
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(cpu=True)
-    probe = make_probe(probing.hparam_grid([0.01], [0.1]), depth=1)
-    opt = probing.build_optimizer(probe)
-    probe, opt = accelerator.prepare(probe, opt)
-    root = tmp_path / "checkpoints"
-    assert probing.find_checkpoint(root, "auto") is None
-    for epoch in (1, 2, 3):
-        probing.save_checkpoint(accelerator, root, epoch, {"epoch": epoch}, keep=2)
-    assert sorted(p.name for p in root.iterdir()) == ["epoch_002", "epoch_003"]
-    (root / ".tmp-epoch_004").mkdir()  # a save killed half way
-    (root / "epoch_009").mkdir()  # a folder without the state file is not a checkpoint
-    found = probing.find_checkpoint(root, "auto")
-    assert found.name == "epoch_003" and probing.read_checkpoint_state(found) == {"epoch": 3}
-    with pytest.raises(FileNotFoundError):
-        probing.find_checkpoint(root, str(root / "epoch_009"))
-    # Pruning counts complete checkpoints only: the stray epoch_009 sorts last but must not cost epoch_004.
-    probing.save_checkpoint(accelerator, root, 4, {"epoch": 4}, keep=1)
-    assert sorted(p.name for p in root.iterdir()) == ["epoch_004", "epoch_009"]
-    assert probing.find_checkpoint(root, "auto").name == "epoch_004"
-
-
-# ---- outputs ------------------------------------------------------------------------------------------
-
-
-def test_accuracy_svg_is_valid_and_draws_every_head():
-    curves = {"lr0.001_wd0.01": [20.0, 55.5, 80.0], "lr0.003_wd0.1": [30.0, float("nan"), 90.0], "x<&>": [10, 20, 30]}
-    svg = probing.accuracy_svg(curves, best="lr0.003_wd0.1")
-    root = ET.fromstring(svg)
-    ns = "{http://www.w3.org/2000/svg}"
-    assert len(root.findall(f"{ns}polyline")) == 3
-    texts = [t.text for t in root.findall(f"{ns}text")]
-    assert "lr0.003_wd0.1 (best)" in texts and "x<&>" in texts
-    ET.fromstring(probing.accuracy_svg({"one": [42.0]}))  # a single epoch still renders
-
-
-def test_save_probe_weights_uses_attentive_classifier_keys(tmp_path):
-    from safetensors import safe_open
-
-    specs = probing.hparam_grid([0.003], [0.4])
-    probe = make_probe(specs)
-    meta = probing.head_metadata(specs[0], 0, probe.heads[0], ["a", "b", "c"], encoder="demo")
-    probing.save_probe_weights(tmp_path / "probe.safetensors", probe.heads[0], meta)
-    with safe_open(str(tmp_path / "probe.safetensors"), "pt") as f:
-        assert set(f.keys()) == set(probe.heads[0].state_dict())
-        m = f.metadata()
-    assert float(m["lr"]) == 0.003 and float(m["weight_decay"]) == 0.4 and json.loads(m["class_names"]) == ["a", "b", "c"]
-    assert m["probe_depth"] == "2" and m["probe_num_heads"] == "4"
-    head = AttentiveClassifier(24, 3, num_heads=4, depth=2)
-    from safetensors.torch import load_file
-
-    head.load_state_dict(load_file(str(tmp_path / "probe.safetensors")))
-
-
-def test_probe_outputs_are_written_atomically(tmp_path, monkeypatch):
-    """A write that fails half way leaves neither a partial file nor its temporary behind."""
-    import safetensors.torch
-
-    specs = probing.hparam_grid([0.003], [0.4])
-    probe = make_probe(specs)
-    target = tmp_path / "probe.safetensors"
-    target.write_bytes(b"previous")
-
-    def half_written(tensors, filename, metadata=None):
-        open(filename, "wb").write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
-    with pytest.raises(OSError, match="disk full"):
-        probing.save_probe_weights(target, probe.heads[0], {"format": "pt"})
-    with pytest.raises(OSError, match="disk full"):
-        probing.save_all_heads(tmp_path / "heads.safetensors", probe, {})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.safetensors"] and target.read_bytes() == b"previous"
-
-
-def test_classifier_from_probe_round_trips(tmp_path):
-    encoder = tiny_encoder()
-    torch.manual_seed(0)
-    head = AttentiveClassifier(96, 3, num_heads=4, depth=2).eval()
-    model = probing.build_classifier(encoder, head, ["left", "right", "up"])
-    folder = probing.save_classifier_folder(model, tmp_path / "clf", model_card="# card\n")
-    loaded = VJEPA2AreaForVideoClassification.from_pretrained(folder).eval()
-    assert loaded.config.id2label == {0: "left", 1: "right", 2: "up"} and loaded.config.probe_depth == 2
-    assert loaded.config.area_splits == [2, 2, 1]
-    clip = torch.randn(2, 3, 8, 64, 64)  # [B, C, T, H, W]
-    with torch.no_grad():
-        expected = head(encoder.encode(clip).last_hidden_state)
-        logits = loaded(clip.transpose(1, 2)).logits
-    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_push_classifier_calls_create_repo_and_upload_folder(tmp_path):
-    folder = tmp_path / "clf"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-
-    class Recorder:
-        def __init__(self):
-            self.calls = []
-
-        def create_repo(self, repo_id, **kwargs):
-            self.calls.append(("create_repo", repo_id, kwargs))
-            return f"https://huggingface.co/{repo_id}"
-
-        def upload_folder(self, **kwargs):
-            self.calls.append(("upload_folder", kwargs["repo_id"], kwargs))
-
-    api = Recorder()
-    info = probing.push_classifier(folder, "me/probe", private=True, api=api)
-    assert [c[0] for c in api.calls] == ["create_repo", "upload_folder"]
-    assert api.calls[0][2]["private"] is True and api.calls[1][2]["folder_path"] == str(folder)
-    assert info["repo_id"] == "me/probe"
-
-
 def test_load_encoder_from_the_hub_by_id_and_through_timm(offline_hub):
     encoder = probing.load_encoder(offline_hub.encoder_id)
     for key, value in offline_hub.encoder.state_dict().items():
@@ -569,21 +465,124 @@ def test_load_encoder_from_the_hub_by_id_and_through_timm(offline_hub):
     torch.testing.assert_close(via_timm.encode(clip).last_hidden_state, encoder.encode(clip).last_hidden_state)
 
 
-def test_classifier_takes_the_probe_clip_size():
+# ---- one head at a time: memory and gradients ------------------------------------------------------------
+
+
+@pytest.fixture
+def meter(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    from bench_probe import SavedTensorMeter
+
+    return SavedTensorMeter
+
+
+def _grid(heads: int) -> list:
+    return probing.hparam_grid([10.0 ** -(i + 1) for i in range(heads)], [0.1])
+
+
+def test_saved_for_backward_bytes_do_not_grow_with_the_number_of_heads(accelerator, meter):
+    """The peak of tensors autograd holds for backward during a training step: one head's graph, for 1 or 20 heads."""
+    gen = torch.Generator().manual_seed(0)
+    tokens, labels = torch.randn(2, 3, 40, 24, generator=gen), torch.tensor([0, 2])
+    peaks = {}
+    for heads in (1, 20):
+        probe = make_probe(_grid(heads))
+        with meter() as saved:
+            probing.backward_per_head(accelerator, probe, tokens, labels, loss_scale=1.0, sync=True)
+        peaks[heads] = saved.peak
+        assert saved.live == 0  # every graph freed by the end of the step
+    assert peaks[1] > 0 and peaks[20] == peaks[1], peaks
+    # the check has teeth: one backward over the summed losses (all graphs alive at once) holds 20 graphs
+    probe = make_probe(_grid(20))
+    with meter() as saved:
+        probing.per_sample_loss(probe(tokens), labels).sum().backward()
+    assert saved.peak > 15 * peaks[1]
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_each_head_gets_the_gradient_it_gets_alone(accelerator, checkpointing):
+    """20 heads trained one at a time: every head's gradient is bit for bit the gradient of that head alone
+    (the same kernels on the same inputs), and equals one backward over the summed losses (the former way)."""
+    gen = torch.Generator().manual_seed(1)
+    tokens, labels = torch.randn(3, 2, 30, 24, generator=gen), torch.tensor([0, 1, 2])
+    probe = make_probe(_grid(20))
+    summed = copy.deepcopy(probe)
+    probe.activation_checkpointing = checkpointing
+    logits = probing.backward_per_head(accelerator, probe, tokens, labels, loss_scale=1.0, sync=True)
+    assert logits.shape == (20, 3, 2, 3) and not logits.requires_grad
+    for index in (0, 7, 19):
+        alone = probing.MultiHeadProbe(24, 3, _grid(20)[index : index + 1], num_heads=4, depth=2)
+        alone.heads[0].load_state_dict(summed.heads[index].state_dict())
+        probing.backward_per_head(accelerator, alone, tokens, labels, loss_scale=1.0, sync=True)
+        for (name, a), b in zip(probe.heads[index].named_parameters(), alone.heads[0].parameters()):
+            if checkpointing:  # recomputed forward: the same kernels again, but allow reassociation
+                torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7, msg=name)
+            else:
+                assert torch.equal(a.grad, b.grad), name
+    probing.per_sample_loss(summed(tokens), labels).sum().backward()
+    for a, b in zip(probe.parameters(), summed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_checkpointed_heads_save_less_and_give_the_same_outputs(meter):
+    probe = make_probe(_grid(1), depth=4)
+    tokens = torch.randn(2, 1, 64, 24, generator=torch.Generator().manual_seed(2))
+    peaks = []
+    for checkpointing in (False, True):
+        probe.activation_checkpointing = checkpointing
+        with meter() as saved:
+            out = probe(tokens, head=0)
+            out.sum().backward()
+        peaks.append(saved.peak)
+    torch.testing.assert_close(out, probe(tokens, head=0))
+    assert peaks[1] * 4 < peaks[0], peaks
+    token_channels = 2 * 64 * 24
+    assert probing.head_activation_bytes(token_channels, 4, True) < probing.head_activation_bytes(token_channels, 4)
+
+
+def test_a_ddp_probe_must_allow_unused_heads():
+    class FakeDDP(torch.nn.parallel.DistributedDataParallel):
+        def __init__(self):  # no process group needed to check the flag
+            torch.nn.Module.__init__(self)
+            self.find_unused_parameters = False
+
+    with pytest.raises(ValueError, match="find_unused_parameters=True"):
+        probing._check_per_head_ddp(FakeDDP())
+
+
+def test_two_processes_reduce_gradients_once_per_step_and_match_one(tmp_path):
+    """torchrun, 2 CPU processes (gloo): the per-head passes under no_sync and one synced pass give the
+    1-process parameters, with one bucket reduction per optimizer step (a DDP comm hook counts them)."""
+    import subprocess
+    import sys
+
+    helper = Path(__file__).with_name("ddp_per_head.py")
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "ACCELERATE_USE_CPU": "1"}
+    outputs = {}
+    for world in (1, 2):
+        out = tmp_path / f"world{world}.pt"
+        command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(world), str(helper), str(out)]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-4000:]
+        outputs[world] = torch.load(out)
+    assert outputs[2]["reductions"] == outputs[2]["optimizer_steps"] == 3  # grad_accum 2 over 6 micro-batches
+    for a, b in zip(outputs[1]["params"], outputs[2]["params"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ---- frozen forward on uint8 clips, encoder errors --------------------------------------------------------
+
+
+def test_encode_clips_normalizes_uint8_clips_on_their_device():
+    from hf_vjepa_area.data import normalize
+
     encoder = tiny_encoder()
-    head = AttentiveClassifier(96, 2, num_heads=4, depth=1)
-    model = probing.build_classifier(encoder, head, ["a", "b"], frames=16, resolution=128)
-    assert model.config.num_frames == 16 and model.config.img_size == [128, 128]
-    for key, value in encoder.state_dict().items():
-        assert torch.equal(model.encoder.state_dict()[key], value)
+    pixels = torch.randint(0, 256, (1, 2, 3, 4, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ours = probing.encode_clips(encoder, pixels, 2, 1, chunk_size=1)
+    expected = probing.encode_clips(encoder, normalize(pixels, channel_dim=2), 2, 1)
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_write_json_is_strict_json_even_with_nan(tmp_path):
-    # A diverged head's NaN loss must not turn results.json into invalid JSON (bare NaN).
-    path = tmp_path / "results.json"
-    probing.write_json(path, {"loss": [0.5, float("nan")], "nested": {"top1": float("inf")}})
-
-    def refuse(constant):
-        raise ValueError(f"not JSON: {constant}")
-
-    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}
+def test_a_timm_name_without_weights_says_what_to_pass():
+    with pytest.raises(ValueError, match="has no published weights: pass pretrained=False \\(--no-pretrained\\)"):
+        probing.load_encoder("vjepa2_vitt_area")

@@ -74,11 +74,13 @@ def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
 class VideoClipDataset(Dataset):
     """Clips of the videos in a manifest, sampled and preprocessed the V-JEPA 2 way.
 
-    Item `i` is `(clips, label, i)` with `clips` float32 `[num_segments * num_views, C, T, H, W]`,
+    Item `i` is `(clips, label, i)` with `clips` uint8 `[num_segments * num_views, C, T, H, W]`,
     segment-major (all views of segment 0, then segment 1, ...); training uses one view per
     segment. The same layout in both modes lets one probe loop serve training and evaluation.
+    Pixels stay uint8 (a quarter of float32's bytes through the DataLoader's workers); the model's
+    device normalizes them (`normalize(clips, channel_dim=-4)`, or `probing.encode_clips`).
     A video that cannot be used gives a `SkippedSample`; pair with `collate_skip_none`.
-    `transform` maps one segment, uint8 `[T, C, H, W]`, to float `[V, C, T, H, W]`; the default is
+    `transform` maps one segment, uint8 `[T, C, H, W]`, to uint8 `[V, C, T, H, W]`; the default is
     `TrainTransform(crop_size)` or `EvalTransform(crop_size, num_views)`.
 
     V-JEPA 2's K400 frozen probe: 16 frames x step 4, 8 segments in both modes, 3 views in eval.

