@@ -25,7 +25,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -213,17 +212,6 @@ def default_num_workers() -> int:
     return max(1, min(8, cpus // local_processes))
 
 
-def resolve_report_to(value: str) -> str | None:
-    import importlib.util
-
-    if value == "none":
-        return None
-    if value == "auto":
-        available = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
-        return "tensorboard" if available else None
-    return value
-
-
 def autocast_dtype(args, device: torch.device) -> torch.dtype | None:
     choice = args.encoder_dtype
     if choice == "auto":
@@ -240,40 +228,14 @@ def run_config(args) -> dict:
 
 
 def check_output_dir(args) -> Path | None:
-    """Refuse to mix runs: a non-empty OUTPUT_DIR needs --resume or --overwrite. Only reads, so it runs
-    before anything slow (the encoder) or destructive. Returns the checkpoint to resume."""
-    out = Path(args.output_dir)
-    checkpoint = None
-    if args.resume:
-        checkpoint = runs.find_checkpoint(out / "checkpoints", args.resume, **CHECKPOINTS)
-        if checkpoint is not None:
-            saved = runs.read_checkpoint_state(checkpoint, CHECKPOINTS["state_file"])["config"]
-            now = run_config(args)
-            changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
-            if changed:
-                raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
-    elif out.is_dir() and any(out.iterdir()):
-        if not args.overwrite:
-            raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
-                             "--overwrite to start over")  # fmt: skip
-        if not (out / RUN_FILE).is_file():
-            raise SystemExit(f"error: refusing to --overwrite {out}: it holds no {RUN_FILE}, so it is not a probe output dir")
+    """The run's output dir (and --save-classifier's folder) checked before anything slow (the encoder) or
+    destructive. Returns the checkpoint to resume."""
+    checkpoint = runs.check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, config=run_config(args),
+                                       compared_keys=RESULT_KEYS, run_file=RUN_FILE, kind="a probe output dir", **CHECKPOINTS)  # fmt: skip
     classifier = Path(args.save_classifier) if args.save_classifier else None
     if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
         raise SystemExit(f"error: --save-classifier {classifier} is not empty; pass --overwrite to replace it")
     return checkpoint
-
-
-def start_output_dir(args, accelerator) -> None:
-    """After every input has been read: clear the old run (--overwrite) and record this one's settings."""
-    out = Path(args.output_dir)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if args.overwrite and not args.resume and out.is_dir() and any(out.iterdir()):
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out / RUN_FILE, run_config(args))
-    accelerator.wait_for_everyone()
 
 
 def class_names_for(args, num_classes: int) -> list[str]:
@@ -344,7 +306,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.time()
     out = Path(args.output_dir)
-    report_to = resolve_report_to(args.report_to)
+    report_to = runs.resolve_report_to(args.report_to)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=report_to,
@@ -381,7 +343,8 @@ def main(argv=None) -> int:
             )  # fmt: skip
         except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
             raise SystemExit(f"error: --model {args.model}: {error}") from None
-    start_output_dir(args, accelerator)
+    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume,
+                          config=run_config(args), run_file=RUN_FILE)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim

@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -165,58 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def resolve_report_to(value: str) -> str | None:
-    import importlib.util
-
-    if value == "none":
-        return None
-    if value == "auto":
-        return "tensorboard" if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX") else None
-    return value
-
-
 def run_config(args) -> dict:
     config = dict(vars(args))
     for key in ("train_csv", "video_dir"):
         if config[key]:
             config[key] = str(Path(config[key]).resolve())
     return config
-
-
-def check_output_dir(args) -> Path | None:
-    """Refuse to mix runs: a non-empty OUTPUT_DIR needs --resume or --overwrite. Only reads, so it runs
-    before anything slow or destructive. Returns the checkpoint to resume from."""
-    out = Path(args.output_dir)
-    if args.resume:
-        try:
-            checkpoint = runs.find_checkpoint(out / "checkpoints", args.resume, prefix=CHECKPOINT_PREFIX, state_file=STATE_FILE)
-        except FileNotFoundError as error:
-            raise SystemExit(f"error: --resume: {error}") from None
-        if checkpoint is not None:
-            saved, now = runs.read_checkpoint_state(checkpoint, STATE_FILE)["config"], run_config(args)
-            changed = {k: (saved.get(k), now[k]) for k in RESULT_KEYS if saved.get(k) != now[k]}
-            if changed:
-                raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
-        return checkpoint
-    if out.is_dir() and any(out.iterdir()):
-        if not args.overwrite:
-            raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
-                             "--overwrite to start over")  # fmt: skip
-        if not (out / RUN_FILE).is_file():
-            raise SystemExit(f"error: refusing to --overwrite {out}: it holds no {RUN_FILE}, so it is not an anneal output dir")
-    return None
-
-
-def start_output_dir(args, accelerator) -> None:
-    """After every input has been read: clear the old run (--overwrite) and record this one's settings."""
-    out = Path(args.output_dir)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if args.overwrite and out.is_dir() and any(out.iterdir()):
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_json(out / RUN_FILE, run_config(args))
-    accelerator.wait_for_everyone()
 
 
 def model_source(args) -> Path:
@@ -271,7 +224,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.time()
     out = Path(args.output_dir)
-    report_to = resolve_report_to(args.report_to)
+    report_to = runs.resolve_report_to(args.report_to)
     mixed_precision = args.mixed_precision
     if mixed_precision == "auto":
         mixed_precision = "bf16" if torch.cuda.is_available() else "no"
@@ -299,10 +252,13 @@ def main(argv=None) -> int:
         )  # fmt: skip
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {'--train-csv' if args.train_csv else '--video-dir'}: {error}") from None
-    checkpoint = check_output_dir(args)
+    checkpoint = runs.check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, config=run_config(args),
+                                       compared_keys=RESULT_KEYS, run_file=RUN_FILE, kind="an anneal output dir",
+                                       prefix=CHECKPOINT_PREFIX, state_file=STATE_FILE)  # fmt: skip
     with accelerator.main_process_first():
         encoder, target_encoder, predictor = load_models(args)
-    start_output_dir(args, accelerator)
+    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume,
+                          config=run_config(args), run_file=RUN_FILE)
 
     config = encoder.config
     grid = token_grid(config, args.frames, args.resolution)

@@ -1,7 +1,7 @@
-"""What the example scripts' runs write: atomic accelerate checkpoints and strict JSON results.
+"""What the example scripts' runs share: their output dir, atomic accelerate checkpoints, strict JSON.
 
 Both `examples/k400_probe.py` (a checkpoint per epoch) and `examples/ssl_anneal.py` (every N steps) resume
-from these; each names its own checkpoints (`prefix`, `state_file`).
+from these; each names its own checkpoints (`prefix`, `state_file`) and run file.
 """
 
 from __future__ import annotations
@@ -84,4 +84,65 @@ def write_json(path: Path, data: dict) -> None:
     write_text_atomically(Path(path), to_json(data), overwrite=True)
 
 
-__all__ = ["save_checkpoint", "find_checkpoint", "read_checkpoint_state", "to_json", "write_json"]
+
+
+def resolve_report_to(value: str) -> str | None:
+    """`--report-to` for accelerate: "auto" is TensorBoard when it is installed, else nothing."""
+    import importlib.util
+
+    if value == "none":
+        return None
+    if value == "auto":
+        available = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
+        return "tensorboard" if available else None
+    return value
+
+
+def check_output_dir(out: Path, *, resume: str | None, overwrite: bool, config: dict, compared_keys, run_file: str,
+                     kind: str, prefix: str, state_file: str) -> Path | None:  # fmt: skip
+    """Refuse to mix runs: a non-empty output dir needs `resume` or `overwrite`, and `overwrite` only replaces
+    a folder holding `run_file` (one of this script's). Only reads, so it runs before anything slow or
+    destructive. Returns the checkpoint to resume from (None: start fresh). Errors are one-line SystemExits."""
+    out = Path(out)
+    if resume:
+        try:
+            checkpoint = find_checkpoint(out / "checkpoints", resume, prefix=prefix, state_file=state_file)
+        except FileNotFoundError as error:
+            raise SystemExit(f"error: --resume: {error}") from None
+        if checkpoint is not None:
+            saved = read_checkpoint_state(checkpoint, state_file)["config"]
+            changed = {k: (saved.get(k), config[k]) for k in compared_keys if saved.get(k) != config[k]}
+            if changed:
+                raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
+        return checkpoint
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
+                             "--overwrite to start over")  # fmt: skip
+        if not (out / run_file).is_file():
+            raise SystemExit(f"error: refusing to --overwrite {out}: it holds no {run_file}, so it is not {kind}")
+    return None
+
+
+def start_output_dir(out: Path, accelerator, *, overwrite: bool, config: dict, run_file: str) -> None:
+    """After every input has been read: clear the old run (`overwrite`) and record this one's settings."""
+    out = Path(out)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if overwrite and out.is_dir() and any(out.iterdir()):
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / run_file, config)
+    accelerator.wait_for_everyone()
+
+
+__all__ = [
+    "save_checkpoint",
+    "find_checkpoint",
+    "read_checkpoint_state",
+    "to_json",
+    "write_json",
+    "resolve_report_to",
+    "check_output_dir",
+    "start_output_dir",
+]

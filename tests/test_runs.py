@@ -43,3 +43,20 @@ def test_write_json_is_strict_json_even_with_nan(tmp_path):
         raise ValueError(f"not JSON: {constant}")
 
     assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}
+
+
+def test_output_dir_refuses_to_mix_runs(tmp_path):
+    out = tmp_path / "run"
+    check = dict(config={"lr": 1.0}, compared_keys=("lr",), run_file="run_config.json", kind="a test output dir", **NAMING)
+    assert runs.check_output_dir(out, resume=None, overwrite=False, **check) is None  # nothing there yet
+    (out / "notes").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="is not empty"):
+        runs.check_output_dir(out, resume=None, overwrite=False, **check)
+    with pytest.raises(SystemExit, match="it holds no run_config.json, so it is not a test output dir"):
+        runs.check_output_dir(out, resume=None, overwrite=True, **check)
+    with pytest.raises(SystemExit, match="--resume: .* is not a complete checkpoint"):
+        runs.check_output_dir(out, resume=str(out / "notes"), overwrite=False, **check)
+    (out / "checkpoints" / "epoch_001").mkdir(parents=True)
+    (out / "checkpoints" / "epoch_001" / "probe_state.json").write_text(json.dumps({"config": {"lr": 2.0}}))
+    with pytest.raises(SystemExit, match=r"other settings than the checkpoint's: \{'lr': \(2.0, 1.0\)\}"):
+        runs.check_output_dir(out, resume="auto", overwrite=False, **check)
