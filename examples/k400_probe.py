@@ -91,9 +91,9 @@ RESULT_KEYS = (
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("encoder")
-    g.add_argument("--model", help="transformers folder / Hub id (model_type vjepa2_area), timm name "
-                   "(vjepa2_vitl_area, hf-hub:ORG/NAME), or 'demo' (built-in random-init encoder; the default "
-                   "without --train-csv)")  # fmt: skip
+    g.add_argument("--model", help="a released source (Meta's vitl.pt, facebook/vjepa2-vitl-fpc64-256 or its folder), "
+                   "our folder / Hub id (model_type vjepa2_area), a timm name (vjepa2_vitl_area, hf-hub:ORG/NAME), or "
+                   "'demo' (built-in random-init encoder; the default without --train-csv)")  # fmt: skip
     g.add_argument("--area-splits", type=int, nargs=3, metavar=("T", "H", "W"), help="use ST-A² with these splits")
     g.add_argument("--area-layers", help="blocks with area attention, e.g. 0:18 (default: the model's, or the first 75%%)")
     g.add_argument("--full-attention", action="store_true", help="turn area attention off (full attention everywhere)")

@@ -161,6 +161,8 @@ def load_encoder(
       - a local folder or Hub id whose config.json has `model_type: vjepa2_area` (written by
         `save_repo_folder` / the converter): `VJEPA2AreaModel.from_pretrained` (a classifier repo's
         encoder loads too; its head is ignored);
+      - a released source, as `load_released` reads it: Meta's `.pt` (`vitl.pt`) or a transformers
+        `facebook/vjepa2-*` Hub id or folder (config.json `model_type: vjepa2`); no conversion needed;
       - a timm name (`vjepa2_vitl_area`, ...) or `hf-hub:ORG/NAME`: `timm.create_model(num_classes=0)`.
     Area options: `area_splits` (time, height, width), `area_layers` ("0:18" or a list), or
     `full_attention=True`. With transformers they rebuild the loaded config; with timm they are model
@@ -171,6 +173,8 @@ def load_encoder(
         encoder = build_demo_encoder(seed, **(_area_overrides(demo, area_splits, area_layers, full_attention) or {}))
     elif model.startswith("hf-hub:") or model.startswith("local-dir:"):
         encoder = _timm_encoder(model, area_splits, area_layers, full_attention, pretrained)
+    elif Path(model).expanduser().is_file():
+        encoder = _released_encoder(model, revision, area_splits, area_layers, full_attention)
     else:
         config_dict = _read_hub_config(model, revision)
         if config_dict is not None and config_dict.get("model_type") == VJEPA2AreaConfig.model_type:
@@ -182,22 +186,26 @@ def load_encoder(
                 encoder = VJEPA2AreaModel(config)
         elif config_dict is None and _is_timm_name(model):
             encoder = _timm_encoder(model, area_splits, area_layers, full_attention, pretrained)
+        elif config_dict is not None and config_dict.get("model_type") == "vjepa2":
+            encoder = _released_encoder(model, revision, area_splits, area_layers, full_attention)
         elif config_dict is not None:
-            model_type = config_dict.get("model_type")
-            hint = (
-                f" Convert it first: `vjepa2-area-convert {model} OUTPUT_DIR --verify` "
-                "(see hf_vjepa_area/conversion/README.md)."
-                if model_type == "vjepa2"
-                else ""
-            )
-            raise ValueError(f"{model!r} is a {model_type!r} model, not a vjepa2_area one.{hint}")
+            raise ValueError(f"{model!r} is a {config_dict.get('model_type')!r} model, not a V-JEPA 2 one")
         else:
             raise ValueError(
-                f"cannot load {model!r}: not a local folder with config.json, a Hub id (ORG/NAME), "
+                f"cannot load {model!r}: not a local folder with config.json, a checkpoint file, a Hub id (ORG/NAME), "
                 "or a registered timm model name (e.g. vjepa2_vitl_area)"
             )
     encoder.eval().requires_grad_(False)
     return encoder
+
+
+def _released_encoder(model: str, revision, area_splits, area_layers, full_attention: bool) -> nn.Module:
+    """Released weights through the conversion's reader, with the area options as config fields."""
+    from .conversion import load_released
+
+    area = _area_overrides(VJEPA2AreaConfig(), area_splits, area_layers, full_attention) or {}
+    loaded = load_released(model, revision=revision, **area)
+    return loaded if isinstance(loaded, VJEPA2AreaModel) else loaded.encoder  # a classifier's head is not probed
 
 
 def _is_timm_name(name: str) -> bool:

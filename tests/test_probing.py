@@ -11,6 +11,7 @@ import torch
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from hf_vjepa_area import probing
+from tests.numerics import assert_matches
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,20 +111,20 @@ def test_load_encoder_from_a_folder_with_area_overrides(tmp_path):
         probing.load_encoder(str(tmp_path / "nothing-here"))
 
 
-def test_load_encoder_points_a_transformers_folder_at_the_converter_as_the_cli_takes_it(tmp_path):
-    from hf_vjepa_area.conversion.cli import build_parser
-
-    (tmp_path / "hf").mkdir()
-    (tmp_path / "hf" / "config.json").write_text(json.dumps({"model_type": "vjepa2"}))
-    with pytest.raises(ValueError, match="not a vjepa2_area one") as error:
-        probing.load_encoder(str(tmp_path / "hf"))
-    message = error.value.args[0]
-    command = message.split("`")[1].split()
-    assert command[0] == "vjepa2-area-convert"
-    args = build_parser().parse_args(command[1:])  # a command the CLI accepts as written
-    assert (args.source, args.output, args.verify) == (str(tmp_path / "hf"), "OUTPUT_DIR", True)
-    guide = message.split("(see ")[1].split(")")[0]
-    assert (REPO / guide).is_file(), guide
+def test_load_encoder_takes_released_sources_directly(tiny_release, offline_release):
+    """Meta's .pt and transformers' facebook/vjepa2-* repo (by folder and by Hub id), with area options:
+    the same weights as transformers' VJEPA2Model, no conversion step."""
+    video = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = tiny_release.model(video.transpose(1, 2), skip_predictor=True).last_hidden_state
+    for source in (str(tiny_release.folder), tiny_release.repo_id):
+        encoder = probing.load_encoder(source, area_splits=(1, 2, 1), area_layers="0:1")
+        assert encoder.config.area_layers == [0] and not any(p.requires_grad for p in encoder.parameters())
+        full = probing.load_encoder(source)
+        with torch.no_grad():
+            assert_matches(full.encode(video).last_hidden_state, expected)
+    with pytest.raises(ValueError, match="pass --variant"):  # a .pt of no released size: the reader's own message
+        probing.load_encoder(str(tiny_release.pt))
 
 
 def test_load_encoder_timm_name_with_area_options():
