@@ -189,7 +189,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, key) is None:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)
     if args.num_workers is None:
-        args.num_workers = 0 if args.demo else default_num_workers()
+        args.num_workers = 0 if args.demo else runs.default_num_workers()
     args.output_dir = args.output_dir or f"outputs/{args.preset}_probe"
     if args.mixed_precision is None:  # V-JEPA 2's eval configs: use_bfloat16 (also halves the heads' graphs)
         args.mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -203,13 +203,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.push_to_hub and args.push_to_hub.count("/") != 1:
         p.error("--push-to-hub needs ORG/NAME")
     return args
-
-
-def default_num_workers() -> int:
-    """The CPUs this process may use, shared by the processes on this machine, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(8, cpus // local_processes))
 
 
 def autocast_dtype(args, device: torch.device) -> torch.dtype | None:

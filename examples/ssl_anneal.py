@@ -62,7 +62,7 @@ MODEL_DIR = "model"
 # The ST-A² report's anneal (V-JEPA 2's cooldown recipe, `is_anneal`): the defaults of a real run.
 ANNEAL_DEFAULTS = dict(
     frames=16, fps=4, resolution=256, batch_size=4, steps=800, lr=5.25e-4, final_lr=1e-6, warmup_steps=0,
-    weight_decay=0.04, ema=[0.99925], checkpoint_every=100, num_workers=8, output_dir="outputs/ssl_anneal",
+    weight_decay=0.04, ema=[0.99925], checkpoint_every=100, num_workers=None, output_dir="outputs/ssl_anneal",
 )  # fmt: skip
 # The no-argument demo: a small encoder + predictor, random init, on the probe demo's generated videos.
 DEMO_DEFAULTS = dict(
@@ -109,7 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--frame-step", type=int, help="a fixed frame step instead of --fps")
     g.add_argument("--resolution", type=int, help="crop size (256)")
     g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default: pad, as V-JEPA 2)")
-    g.add_argument("--num-workers", type=int, help="DataLoader workers per process (8)")
+    g.add_argument("--num-workers", type=int, help="DataLoader workers per process (the CPUs per process, at most 8; the demo 0)")
     g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"])
     g.add_argument("--demo-data-root", default=DEMO_DATA_ROOT, help="where the demo videos are generated")
 
@@ -141,7 +141,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.train_csv and args.video_dir:
         p.error("pass --train-csv or --video-dir, not both")
     if not args.demo and args.model in (None, "demo"):
-        p.error("a real run needs --model (a converted folder or Hub id; see docs/ssl.md)")
+        p.error("a real run needs --model (a released .pt or facebook/vjepa2-* repo, or a converted folder; see docs/ssl.md)")
     if args.demo and args.model not in (None, "demo"):
         p.error("--model needs --train-csv or --video-dir (the demo trains the built-in model on generated videos)")
     args.model = args.model or "demo"
@@ -154,6 +154,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             setattr(args, key, value)
     if args.warmup_steps is None:  # the demo trains from random init: warm up over the first 10% of steps
         args.warmup_steps = args.steps // 10
+    if args.num_workers is None:
+        args.num_workers = runs.default_num_workers()
     for name in ("frames", "resolution", "batch_size", "steps"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")

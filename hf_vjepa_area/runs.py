@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,13 @@ def write_json(path: Path, data: dict) -> None:
 
 
 
+def default_num_workers() -> int:
+    """DataLoader workers: the CPUs this process may use, shared by the processes on this machine, at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(8, cpus // local_processes))
+
+
 def resolve_report_to(value: str) -> str | None:
     """`--report-to` for accelerate: "auto" is TensorBoard when it is installed, else nothing."""
     import importlib.util
@@ -142,6 +150,7 @@ __all__ = [
     "read_checkpoint_state",
     "to_json",
     "write_json",
+    "default_num_workers",
     "resolve_report_to",
     "check_output_dir",
     "start_output_dir",

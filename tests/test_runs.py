@@ -60,3 +60,14 @@ def test_output_dir_refuses_to_mix_runs(tmp_path):
     (out / "checkpoints" / "epoch_001" / "probe_state.json").write_text(json.dumps({"config": {"lr": 2.0}}))
     with pytest.raises(SystemExit, match=r"other settings than the checkpoint's: \{'lr': \(2.0, 1.0\)\}"):
         runs.check_output_dir(out, resume="auto", overwrite=False, **check)
+
+
+def test_default_workers_share_the_cpus_between_local_processes(monkeypatch):
+    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert runs.default_num_workers() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert runs.default_num_workers() == 8  # at most 8
+    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert runs.default_num_workers() == 1  # at least 1
