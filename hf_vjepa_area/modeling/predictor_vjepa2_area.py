@@ -98,7 +98,9 @@ class VJEPA2AreaPredictor(nn.Module):
         ids = torch.cat(checked, dim=1)
 
         x = self.predictor_embed(context)
-        targets = self.mask_tokens[mask_index].to(x.dtype).expand(batch, target_ids.shape[1], -1)
+        # Under autocast the embedded context is bf16 and the mask tokens fp32: the concatenation (and the
+        # residual stream through the blocks) is fp32, as in Meta's predictor.
+        targets = self.mask_tokens[mask_index].expand(batch, target_ids.shape[1], -1)
         x = torch.cat([x, targets], dim=1)
         # Context and targets sorted together by id, as Meta's predictor runs them.
         order = ids.argsort(dim=1)

@@ -194,3 +194,15 @@ def test_key_mapping_refuses_foreign_keys():
         original_predictor_to_transformers(ours)
     with pytest.raises(ValueError, match="no predictor.embeddings.mask_tokens"):
         transformers_predictor_to_original({"encoder.layernorm.weight": torch.ones(1)})
+
+
+def test_residual_stream_stays_float32_under_bf16_autocast():
+    """Meta's predictor concatenates the bf16 embedded context with fp32 mask tokens, so the blocks carry
+    an fp32 residual stream under autocast; a cast of the mask tokens to bf16 would change that."""
+    predictor = VJEPA2AreaPredictor(our_config()).train()
+    seen = []
+    predictor.predictor_blocks[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    context_ids, target_ids = disjoint_masks(2, 64, 16, 24, seed=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = predictor(torch.randn(2, 16, ENCODER_DIM), context_ids, target_ids, (4, 4, 4))
+    assert seen == [torch.float32] and out.shape == (2, 24, ENCODER_DIM)
