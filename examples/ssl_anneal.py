@@ -49,6 +49,8 @@ from hf_vjepa_area import VJEPA2AreaModel, probing, runs, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler, split_skipped
+from hf_vjepa_area.conversion import ConversionError
+from hf_vjepa_area.conversion.load import resolve_folder
 from hf_vjepa_area.hub import save_repo_folder
 from hf_vjepa_area.modeling.predictor_vjepa2_area import PREDICTOR_WEIGHTS_NAME
 
@@ -175,19 +177,15 @@ def run_config(args) -> dict:
 
 
 def model_source(args) -> Path:
-    """--model as a local folder or .pt: itself; a Hub id: its config.json and weight files, downloaded (or
-    from the cache)."""
-    folder = Path(args.model).expanduser()
-    if folder.exists():
-        return folder
-    if args.model.count("/") != 1:
-        raise SystemExit(f"error: --model {args.model}: no such folder, and not a Hub id (ORG/NAME)")
-    from huggingface_hub import snapshot_download
-
+    """--model as a local folder or .pt: itself; a Hub id: its snapshot in the Hugging Face cache (downloaded
+    when missing), as `load_released` resolves it."""
+    path = Path(args.model).expanduser()
+    if path.exists():
+        return path
     try:
-        return Path(snapshot_download(args.model, revision=args.revision, allow_patterns=["config.json", "*.safetensors"]))
-    except Exception as error:  # offline, unknown repo, no access: one line, not a traceback
-        raise SystemExit(f"error: --model {args.model}: cannot download it ({type(error).__name__}: {error})") from None
+        return resolve_folder(args.model, args.revision)
+    except ConversionError as error:
+        raise SystemExit(f"error: --model {error}") from None
 
 
 def area_overrides(args, config: dict) -> dict:

@@ -21,7 +21,6 @@ from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassificat
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
 from .keys import ConversionError, original_parts, original_probe, safe_torch_load
 
-PREDICTOR_HEADS = 12  # not stored in the weights; every released predictor has 12
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
 
 
@@ -87,20 +86,19 @@ def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_si
     if predictor:
         width = predictor["predictor_embed.weight"].shape[0]
         sizes.update(predictor_embed_dim=width, predictor_depth=_depth(predictor, "predictor_blocks"),
-                     predictor_num_heads=PREDICTOR_HEADS,
                      predictor_mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
                      predictor_num_mask_tokens=sum(k.startswith("mask_tokens.") for k in predictor))  # fmt: skip
     try:
         return VJEPA2AreaConfig(
             **sizes, num_heads=heads, in_chans=patch.shape[1], tubelet_size=patch.shape[2], patch_size=patch.shape[-1],
             qkv_bias="blocks.0.attn.qkv.bias" in encoder, img_size=img_size or (released.img_size if released else 256),
-            num_frames=64, **fields,
+            num_frames=released.num_frames if released else 64, **fields,
         )  # fmt: skip
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
 
 
-def _folder(source: str, revision: str | None) -> Path:
+def resolve_folder(source: str, revision: str | None) -> Path:
     """A local folder, or a Hub repo resolved through the Hugging Face cache (or downloaded)."""
     path = Path(source).expanduser()
     if path.is_dir():
@@ -151,7 +149,7 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
         config = config_from_tensors(parts, path.name, variant, img_size, **fields)
         provenance = {"format": "original", "checkpoint_key": checkpoint_key or "target_encoder"}
         return Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
-    folder = _folder(str(source), revision)
+    folder = resolve_folder(str(source), revision)
     try:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
