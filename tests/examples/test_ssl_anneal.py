@@ -209,7 +209,7 @@ def load_example():
     [
         (["--train-csv", "nope.csv"], "error: --train-csv: nope.csv: no such manifest or folder"),
         (["--video-dir", "."], "error: --video-dir: .: no videos"),
-        (["--model", "no/such/folder/x"], "--model no/such/folder/x: no such folder, and not a Hub id"),
+        (["--model", "no/such/folder/x"], "error: --model no/such/folder/x: no such local file or folder"),
     ],
 )
 def test_bad_inputs_end_in_one_line_before_the_output_dir_is_touched(tiny_inputs, tmp_path, monkeypatch, extra, message):
