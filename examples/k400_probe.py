@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, probing, runs
 from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
+from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
 from hf_vjepa_area._files import write_atomically, write_text_atomically
 from hf_vjepa_area.hub import push_folder, save_repo_folder
@@ -76,7 +77,6 @@ PRESETS = {
 assert VJEPA2_K400_TRAIN["erase_prob"] == PRESETS["k400"][-1] and VJEPA2_K400_TRAIN["auto_augment"]
 
 # The demo's videos: a square drifting over 48 frames at 64 px (hf_vjepa_area.data.synthetic).
-DEMO_VIDEOS = dict(frames=48, size=64)
 
 # Arguments that change the numbers a run produces: a resumed run must match them.
 RESULT_KEYS = (
@@ -124,8 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "(exact on every container; torchcodec returns other frames for B-frames in AVI/MPEG-TS)")
     g.add_argument("--demo-data-root", help="where the demo videos are generated "
                    "(default: outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)")
-    g.add_argument("--demo-classes", type=int, default=4, help="demo classes (motion directions), 1-4")
-    g.add_argument("--demo-videos-per-class", type=int, default=40)
+    g.add_argument("--demo-classes", type=int, default=DEMO_VIDEOS["num_classes"], help="demo classes (motion directions), 1-4")
+    g.add_argument("--demo-videos-per-class", type=int, default=DEMO_VIDEOS["videos_per_class"])
 
     g = p.add_argument_group("probe training")
     g.add_argument("--epochs", type=int)
@@ -179,7 +179,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.model is None:
         args.model = "demo"
     if args.demo_data_root is None:  # one folder per data set: changing its size never meets the old one
-        args.demo_data_root = f"outputs/demo_data/{args.demo_classes}x{args.demo_videos_per_class}"
+        args.demo_data_root = demo_data_root(args.demo_classes, args.demo_videos_per_class)
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
     if args.demo and args.preset:
@@ -271,7 +271,8 @@ def make_demo_data(args):
     """The demo's videos and manifests (reused when already there with the same arguments)."""
     try:
         return make_synthetic_video_dataset(args.demo_data_root, num_classes=args.demo_classes,
-                                            videos_per_class=args.demo_videos_per_class, **DEMO_VIDEOS)  # fmt: skip
+                                            videos_per_class=args.demo_videos_per_class,
+                                            frames=DEMO_VIDEOS["frames"], size=DEMO_VIDEOS["size"])  # fmt: skip
     except FileExistsError as error:
         raise SystemExit(f"error: {error}; pass another --demo-data-root (or leave it out: the default depends on "
                          "--demo-classes and --demo-videos-per-class)") from None  # fmt: skip

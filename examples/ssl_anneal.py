@@ -49,6 +49,7 @@ from hf_vjepa_area import VJEPA2AreaModel, probing, runs, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler, split_skipped
+from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.conversion import ConversionError
 from hf_vjepa_area.conversion.load import resolve_folder
 from hf_vjepa_area.hub import save_repo_folder
@@ -74,8 +75,6 @@ DEMO_DEFAULTS = dict(
 # The demo model: the probe demo's encoder (probing.DEMO_ENCODER_CONFIG) at patch 8, so that 64 px clips give
 # an 8 x 8 grid in which V-JEPA 2's mask blocks (15% and 70% of the frame) leave context, with a 2-block predictor.
 DEMO_MODEL = dict(patch_size=8, predictor_embed_dim=48, predictor_depth=2, predictor_num_heads=4, predictor_num_mask_tokens=2)
-DEMO_VIDEOS = dict(num_classes=4, videos_per_class=40, frames=48, size=64)  # = the probe demo's set
-DEMO_DATA_ROOT = "outputs/demo_data/4x40"
 # The anneal's area attention when neither the flags nor the model say: the ST-A² report's.
 REPORT_AREA_SPLITS = (2, 2, 1)
 
@@ -113,7 +112,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default: pad, as V-JEPA 2)")
     g.add_argument("--num-workers", type=int, help="DataLoader workers per process (the CPUs per process, at most 8; the demo 0)")
     g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"])
-    g.add_argument("--demo-data-root", default=DEMO_DATA_ROOT, help="where the demo videos are generated")
+    g.add_argument("--demo-data-root", default=demo_data_root(DEMO_VIDEOS["num_classes"], DEMO_VIDEOS["videos_per_class"]),
+                   help="where the demo videos are generated (the probe demo's set)")
 
     g = p.add_argument_group("optimization")
     g.add_argument("--steps", type=int, help="optimizer steps (800)")

@@ -36,6 +36,15 @@ DIRECTIONS = {
 }
 SPEC_FILE = "synthetic.json"
 
+# The examples' built-in demo set (the probe and the anneal share it): 4 motion classes x 40 videos of
+# 48 frames at 64 px, under outputs/demo_data/CLASSESxVIDEOS.
+DEMO_VIDEOS = dict(num_classes=4, videos_per_class=40, frames=48, size=64)
+
+
+def demo_data_root(num_classes: int, videos_per_class: int) -> str:
+    """One folder per demo set, so a set of another size never meets an old one."""
+    return f"outputs/demo_data/{num_classes}x{videos_per_class}"
+
 
 @dataclass(frozen=True)
 class SyntheticVideoDataset:
