@@ -51,7 +51,7 @@ from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollat
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler, split_skipped
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.conversion import ConversionError
-from hf_vjepa_area.conversion.load import resolve_folder
+from hf_vjepa_area.conversion.load import CONVERT_FIRST, resolve_folder
 from hf_vjepa_area.hub import save_repo_folder
 from hf_vjepa_area.modeling.predictor_vjepa2_area import PREDICTOR_WEIGHTS_NAME
 
@@ -216,7 +216,9 @@ def load_models(args) -> ssl.SSLModels:
         torch.manual_seed(args.seed)
         try:
             return ssl.load_ssl_models(source, init_predictor=init_predictor, **area_overrides(args, config))
-        except (FileNotFoundError, ValueError, OSError) as error:  # ConversionError is a ValueError
+        except ConversionError as error:
+            raise SystemExit(f"error: --model {args.model}: {error}; {CONVERT_FIRST}") from None
+        except (FileNotFoundError, ValueError, OSError) as error:
             raise SystemExit(f"error: --model {args.model}: {error}") from None
 
 

@@ -89,7 +89,7 @@ def save_repo_folder(
     temporary name and renamed into place: a failure leaves no half-written repo. An existing non-empty
     `folder` is refused unless `overwrite=True`. `extra_files` maps relative names to contents.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
     from transformers import VJEPA2VideoProcessor
 
     if getattr(getattr(model, "config", None), "model_type", None) != VJEPA2AreaConfig.model_type:
@@ -110,8 +110,8 @@ def save_repo_folder(
         model.save_pretrained(staging, state_dict=repo_state_dict(model))
         weights = staging / "model.safetensors"
         if safetensors_metadata:
-            save_file(load_file(weights), weights, metadata={"format": "pt", **safetensors_metadata})
-        weights.chmod(0o644)  # safetensors writes through a private (0600) temporary file
+            save_safetensors(load_file(weights), weights, metadata=safetensors_metadata)
+        weights.chmod(_FILE_MODE)  # transformers' save_pretrained writes through safetensors too
         height, width = model.config.img_size  # the released recipe: short side to crop * 256 / 224, center crop
         VJEPA2VideoProcessor(crop_size={"height": height, "width": width}).save_pretrained(staging)
         files = {**({"README.md": model_card} if model_card is not None else {}), **(extra_files or {})}
@@ -125,6 +125,24 @@ def save_repo_folder(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# The mode `open()` gives the folder's other files; safetensors writes through a private (0600) temporary file.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
+    """`safetensors.torch.save_file` with the permissions of the folder's other files (contiguous tensors)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"format": "pt", **(metadata or {})})
+    pathlib.Path(path).chmod(_FILE_MODE)
 
 
 def check_repo_id(repo_id: str) -> None:

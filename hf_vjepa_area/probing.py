@@ -203,8 +203,14 @@ def _released_encoder(model: str, revision, area_splits, area_layers, full_atten
     """Released weights through the conversion's reader, with the area options as config fields."""
     from .conversion import load_released
 
+    from .conversion import ConversionError
+    from .conversion.load import CONVERT_FIRST
+
     area = _area_overrides(VJEPA2AreaConfig(), area_splits, area_layers, full_attention) or {}
-    loaded = load_released(model, revision=revision, **area)
+    try:
+        loaded = load_released(model, revision=revision, **area)
+    except ConversionError as error:  # what a custom .pt does not store is given to the converter
+        raise ValueError(f"{error}; {CONVERT_FIRST}") from None
     return loaded if isinstance(loaded, VJEPA2AreaModel) else loaded.encoder  # a classifier's head is not probed
 
 

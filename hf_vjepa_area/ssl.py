@@ -178,7 +178,7 @@ def _load_into(model_class, config, state: dict, what: str):
     return model.float()
 
 
-def _read_weights(source, variant: str | None) -> tuple[dict, dict, dict | None, dict | None, str]:
+def _read_weights(source, read_options: dict) -> tuple[dict, dict, dict | None, dict | None, str]:
     """(config dict, encoder state, predictor state, context-encoder state, what) of any source we take."""
     if isinstance(source, VJEPA2AreaModel):
         state = {key: value.detach().clone() for key, value in source.state_dict().items()}
@@ -191,8 +191,11 @@ def _read_weights(source, variant: str | None) -> tuple[dict, dict, dict | None,
     if released:  # Meta's .pt or a transformers facebook/vjepa2-* folder, read by the conversion's reader
         from .conversion.load import read_source
 
-        read = read_source(path, variant=variant)
+        read = read_source(path, **read_options)
         return read.config.to_dict(), read.encoder, read.predictor or None, read.context_encoder or None, str(path)
+    given = sorted(name for name, value in read_options.items() if value and name != "with_predictor")
+    if given:
+        raise ValueError(f"{path}: {', '.join(given)} are for a .pt or transformers source; our folders' config.json says")
     for name in ("config.json", ENCODER_WEIGHTS_NAME):
         if not (path / name).is_file():
             raise FileNotFoundError(
@@ -210,7 +213,7 @@ def _read_weights(source, variant: str | None) -> tuple[dict, dict, dict | None,
 
 
 def load_ssl_models(source: str | os.PathLike | VJEPA2AreaModel, *, init_predictor: str = "checkpoint",
-                    variant: str | None = None, **overrides) -> SSLModels:
+                    read_options: dict | None = None, **overrides) -> SSLModels:
     """Encoder, target encoder and predictor for V-JEPA 2 training, all float32.
 
     `source`: one of our folders (`config.json`, `model.safetensors` = the target encoder, optional
@@ -219,13 +222,14 @@ def load_ssl_models(source: str | os.PathLike | VJEPA2AreaModel, *, init_predict
     encoder and predictor), or a `VJEPA2AreaModel`. The context encoder starts from the source's context
     encoder when it has one, else from the target encoder.
     `init_predictor`: "checkpoint" (the source's predictor; its mask-token count wins over the config's)
-    or "random" (released init). `variant`: the head count of a `.pt` whose size is no variant's (as for
-    `load_released`). `overrides`: config fields, e.g. `area_splits=(2, 2, 1),
+    or "random" (released init). `read_options`: what a `.pt` does not store (`variant`, `predictor_heads`,
+    `img_size`, `num_frames`), as for `load_released`. `overrides`: config fields, e.g. `area_splits=(2, 2, 1),
     area_layers="0:18"`, applied to the encoder and the target encoder alike (and `predictor_*` fields).
     """
     if init_predictor not in ("checkpoint", "random"):
         raise ValueError(f"init_predictor must be 'checkpoint' or 'random', got {init_predictor!r}")
-    config_dict, encoder_state, predictor_state, context_state, what = _read_weights(source, variant)
+    read_options = {**(read_options or {}), "with_predictor": init_predictor == "checkpoint"}
+    config_dict, encoder_state, predictor_state, context_state, what = _read_weights(source, read_options)
     # A classifier's file holds its probe as `head.*` beside the encoder: not part of SSL training.
     encoder_state = {key: value for key, value in encoder_state.items() if not key.startswith("head.")}
 

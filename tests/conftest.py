@@ -77,6 +77,10 @@ def offline_hub(tiny_hub, monkeypatch) -> TinyHub:
 RELEASED_TINY = dict(crop_size=32, frames_per_clip=4, hidden_size=192, num_attention_heads=3, num_hidden_layers=2,
                      pred_hidden_size=96, pred_num_attention_heads=12, pred_num_hidden_layers=2, pred_num_mask_tokens=3)
 RELEASED_REPO = "facebook/vjepa2-tiny-test"
+# What the tiny `.pt` does not store, as a user gives it (it is no released file, of no released size).
+TINY_PT_OPTIONS = dict(variant="tiny", predictor_heads=RELEASED_TINY["pred_num_attention_heads"],
+                       img_size=RELEASED_TINY["crop_size"], num_frames=RELEASED_TINY["frames_per_clip"])  # fmt: skip
+TINY_PT_FLAGS = [arg for name, value in TINY_PT_OPTIONS.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
 
 
 @dataclass
@@ -109,8 +113,18 @@ def tiny_release(tmp_path_factory) -> TinyRelease:
     folder = root / "vjepa2-tiny"
     model.save_pretrained(folder)
     add_folder_to_hub_cache(folder, RELEASED_REPO, root / "cache", commit_hash="c" * 40)
+    pt = root / "vit-tiny.pt"
+    torch.save(meta_checkpoint(model), pt)
+    return TinyRelease(root / "cache", RELEASED_REPO, folder, pt, model)
+
+
+def meta_checkpoint(model: torch.nn.Module) -> dict:
+    """transformers' VJEPA2Model's weights in the layout of Meta's released `.pt`: target_encoder (= the model's
+    encoder), encoder (the context encoder: the same + 0.25), predictor, training state."""
     # Meta's names, written out by hand (not through our key table): fused qkv rows, one tensor per mask token.
     state = model.state_dict()
+    encoder_depth = len(model.encoder.layer)
+    predictor_depth = len(model.predictor.layer)
 
     def original(prefix: str, blocks: str, layers: int) -> dict:
         out = {}
@@ -122,25 +136,23 @@ def tiny_release(tmp_path_factory) -> TinyRelease:
                     out[f"{blocks}.{i}.{o}.{p}"] = state[f"{t}{n}.{p}"]
         return out
 
-    encoder = original("encoder", "blocks", 2)
+    encoder = original("encoder", "blocks", encoder_depth)
     for p in ("weight", "bias"):
         encoder[f"patch_embed.proj.{p}"] = state[f"encoder.embeddings.patch_embeddings.proj.{p}"]
         encoder[f"norm.{p}"] = state[f"encoder.layernorm.{p}"]
-    predictor = original("predictor", "predictor_blocks", 2)
+    predictor = original("predictor", "predictor_blocks", predictor_depth)
     for p in ("weight", "bias"):
         predictor[f"predictor_embed.{p}"] = state[f"predictor.embeddings.predictor_embeddings.{p}"]
         predictor[f"predictor_norm.{p}"] = state[f"predictor.layernorm.{p}"]
         predictor[f"predictor_proj.{p}"] = state[f"predictor.proj.{p}"]
     for i, token in enumerate(state["predictor.embeddings.mask_tokens"]):
         predictor[f"mask_tokens.{i}"] = token
-    pt = root / "vit-tiny.pt"
-    torch.save({
+    return {
         "target_encoder": {"module.backbone." + k: v.clone() for k, v in encoder.items()},
         "encoder": {"module.backbone." + k: v + 0.25 for k, v in encoder.items()},
         "predictor": {"module.backbone." + k: v.clone() for k, v in predictor.items()},
         "opt": {"state": {}, "param_groups": [{"lr": 1e-4}]}, "epoch": 10, "loss": 0.5,
-    }, pt)  # fmt: skip
-    return TinyRelease(root / "cache", RELEASED_REPO, folder, pt, model)
+    }
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from hf_vjepa_area.ssl import (
     param_groups,
     target_tokens,
 )
+from tests.conftest import TINY_PT_OPTIONS
 from tests.modeling.reference import randomize, reference_encoder, reference_predictor
 
 GRID = (2, 4, 4)  # 4 frames, 64 px, tubelet 2, patch 16
@@ -330,7 +331,7 @@ def test_load_released_sources_directly(tiny_release):
     from hf_vjepa_area.conversion.keys import original_parts, safe_torch_load
 
     parts = original_parts(safe_torch_load(tiny_release.pt))
-    from_pt = load_ssl_models(tiny_release.pt, variant="tiny", area_splits=(2, 2, 1))
+    from_pt = load_ssl_models(tiny_release.pt, read_options=TINY_PT_OPTIONS, area_splits=(2, 2, 1))
     from_folder = load_ssl_models(tiny_release.folder)
     assert from_pt.target_encoder.config.area_layers and not from_folder.target_encoder.config.area_layers
     assert states_equal(from_pt.target_encoder, parts["encoder"]) and states_equal(from_folder.target_encoder, parts["encoder"])

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..modeling import VARIANTS
 from .convert import DEFAULT_TOLERANCE, VerificationError, convert, export_to_transformers
 from .keys import ConversionError
+from .load import PT_OPTIONS
 
 DESCRIPTION = """\
 Write a V-JEPA 2 checkpoint as an hf_vjepa_area repo folder (config.json, model.safetensors in the original
@@ -28,6 +29,7 @@ examples:
   vjepa2-area-convert vitl.pt out/vjepa2-vitl --verify
   vjepa2-area-convert facebook/vjepa2-vitl-fpc64-256 out/vjepa2-vitl-st-a2 --area-splits 2,2,1 --verify
   vjepa2-area-convert vitl.pt out/vjepa2-vitl-ssv2 --probe ssv2-vitl-16x2x3.pt --verify
+  vjepa2-area-convert my-vits.pt out/my-vits --variant small --predictor-heads 4 --img-size 64 --num-frames 8 --verify
   vjepa2-area-convert vitl.pt out/vjepa2-vitl --verify --push-to-hub ORG/vjepa2-vitl
   vjepa2-area-convert out/vjepa2-vitl out/vjepa2-vitl-transformers --to transformers
 
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--probe", help="a released probe .pt (classifiers[0]) to convert with the encoder")
     parser.add_argument("--labels", help="class names of a classifier, one per line")
     parser.add_argument("--variant", choices=list(VARIANTS), help="head count of a size not in the table (sizes come from the tensors)")
-    parser.add_argument("--img-size", type=int, help="training resolution of a .pt (default: the released file's, else 256)")
+    parser.add_argument("--predictor-heads", type=int, metavar="N",
+                        help="head count of a .pt's predictor whose width is not the released one (384, 12 heads)")
+    parser.add_argument("--img-size", type=int, help="training resolution of a .pt that is not a released file (required there)")
+    parser.add_argument("--num-frames", type=int, help="frames per clip of a .pt that is not a released file (required there)")
     parser.add_argument("--revision", help="revision of a Hub-id SOURCE")
     parser.add_argument("--area-splits", type=_ints, metavar="T,H,W", help="area attention: areas along time, height, width")
     parser.add_argument("--area-layers", metavar="START:END", help="blocks with area attention (default the first 75%%)")
@@ -73,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options of `load_released` / `convert` (refused with --to transformers, which exports a folder as is).
-READ_OPTIONS = ("checkpoint_key", "variant", "img_size", "revision", "area_splits", "area_layers")
+READ_OPTIONS = ("checkpoint_key", *PT_OPTIONS, "revision", "area_splits", "area_layers")
 CONVERSION_ONLY = (*READ_OPTIONS, "context_encoder", "probe", "labels")
 
 

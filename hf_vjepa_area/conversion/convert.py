@@ -2,7 +2,7 @@
 
 Nothing half-done is ever visible at the output: the folder is written beside it under a temporary
 name, loaded back and (with `verify`) compared with transformers' implementation holding the source's
-tensors, then renamed into place. Folder layout (SSL_CONTRACT.md): `save_repo_folder`'s files, plus
+tensors, then renamed into place. Folder layout: `save_repo_folder`'s files, plus
 `predictor.safetensors` (Meta's predictor keys) when the source has a predictor, `context_encoder.safetensors`
 on request (a `.pt`'s `encoder` entry), `conversion_report.json` and the model card.
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..hub import move_into_place, repo_id_for, save_repo_folder
+from ..hub import move_into_place, repo_id_for, save_repo_folder, save_safetensors
 from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, VJEPA2AreaPredictor
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
 from ..modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME
@@ -236,7 +236,7 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
         extra = {PREDICTOR_WEIGHTS_NAME: read.predictor, CONTEXT_ENCODER_WEIGHTS_NAME: read.context_encoder if context_encoder else {}}
         for name, state in extra.items():
             if state:
-                save_file({k: v.contiguous() for k, v in state.items()}, folder / name, metadata={"format": "pt"})
+                save_safetensors(state, folder / name)
         if verify:
             pixels, grid, context_ids, target_ids = verification_input(config)
             reference = transformers_outputs(read, config, pixels, context_ids, target_ids)

@@ -18,7 +18,7 @@ import torch
 from accelerate import init_empty_weights
 
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
+from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, RELEASED_PREDICTOR_HEADS, variant_of
 from .keys import ConversionError, original_parts, original_probe, safe_torch_load
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
@@ -59,9 +59,45 @@ def _depth(state: dict, blocks: str) -> int:
     return 1 + max((int(k[len(blocks) + 1:].split(".")[0]) for k in state if k.startswith(blocks + ".")), default=-1)
 
 
-def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_size: int | None, **fields) -> VJEPA2AreaConfig:
-    """An original encoder's config: sizes from its tensors, heads from `variant` (inferred for the
-    table's sizes), img_size from the released file of that name (else 256), predictor sizes likewise."""
+def _released_file(file_name: str, img_size: int | None, num_frames: int | None) -> dict:
+    """img_size and num_frames of a `.pt`: the released-models table's for a released file name (flags that
+    contradict it are refused), the caller's for any other file (its tensors do not store them)."""
+    released = next((r for r in RELEASED_MODELS.values() if r.pt_file == file_name), None)
+    if released is not None:
+        contradicting = [f"{flag} {given}" for flag, given, table in (("--img-size", img_size, released.img_size),
+                         ("--num-frames", num_frames, released.num_frames)) if given is not None and given != table]  # fmt: skip
+        if contradicting:
+            raise ConversionError(f"{file_name} is Meta's release at {released.img_size} px, {released.num_frames} frames; "
+                                  f"{', '.join(contradicting)} contradicts it (rename the file if it holds another model)")  # fmt: skip
+        return dict(img_size=released.img_size, num_frames=released.num_frames)
+    missing = [flag for flag, given in (("--img-size", img_size), ("--num-frames", num_frames)) if given is None]
+    if missing:
+        names = ", ".join(r.pt_file for r in RELEASED_MODELS.values())
+        raise ConversionError(f"{file_name} is not one of Meta's released files ({names}) and its tensors do not store the "
+                              f"training resolution and frame count: pass {' and '.join(missing)} "
+                              "(img_size=, num_frames= in Python)")  # fmt: skip
+    return dict(img_size=img_size, num_frames=num_frames)
+
+
+def _predictor_sizes(predictor: dict, heads: int | None) -> dict:
+    """Predictor config fields: sizes from its tensors, heads from `heads` or the released width's count."""
+    width = predictor["predictor_embed.weight"].shape[0]
+    if heads is None:
+        heads = RELEASED_PREDICTOR_HEADS.get(width)
+    if heads is None:
+        released = ", ".join(f"width {w}: {h} heads" for w, h in RELEASED_PREDICTOR_HEADS.items())
+        raise ConversionError(f"the predictor's width {width} is not a released one ({released}) and its tensors do not "
+                              "store the head count: pass --predictor-heads N (predictor_heads= in Python)")  # fmt: skip
+    return dict(predictor_embed_dim=width, predictor_depth=_depth(predictor, "predictor_blocks"), predictor_num_heads=heads,
+                predictor_mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
+                predictor_num_mask_tokens=sum(k.startswith("mask_tokens.") for k in predictor))  # fmt: skip
+
+
+def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = None, predictor_heads: int | None = None,
+                        img_size: int | None = None, num_frames: int | None = None, **fields) -> VJEPA2AreaConfig:  # fmt: skip
+    """An original checkpoint's config: sizes from its tensors; what they do not store (encoder and predictor
+    heads, resolution, frame count) from the released tables for released files and sizes, else from the
+    caller (`variant`, `predictor_heads`, `img_size`, `num_frames`), refused with the flag to pass when missing."""
     encoder = parts["encoder"]
     if "pos_embed" in encoder:
         raise ConversionError("the encoder has a pos_embed: V-JEPA 1-style (non-RoPE) encoders are not supported")
@@ -81,18 +117,15 @@ def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_si
     heads = VARIANTS[fits or variant]["num_heads"]
     if fits:
         sizes["mlp_ratio"] = VARIANTS[fits]["mlp_ratio"]
-    released = next((r for r in RELEASED_MODELS.values() if r.pt_file == file_name), None)
-    predictor = parts["predictor"]
-    if predictor:
-        width = predictor["predictor_embed.weight"].shape[0]
-        sizes.update(predictor_embed_dim=width, predictor_depth=_depth(predictor, "predictor_blocks"),
-                     predictor_mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
-                     predictor_num_mask_tokens=sum(k.startswith("mask_tokens.") for k in predictor))  # fmt: skip
+    if parts["predictor"]:
+        sizes.update(_predictor_sizes(parts["predictor"], predictor_heads))
+    elif predictor_heads is not None:
+        raise ConversionError("--predictor-heads: the checkpoint has no predictor")
+    sizes.update(_released_file(file_name, img_size, num_frames))
     try:
         return VJEPA2AreaConfig(
             **sizes, num_heads=heads, in_chans=patch.shape[1], tubelet_size=patch.shape[2], patch_size=patch.shape[-1],
-            qkv_bias="blocks.0.attn.qkv.bias" in encoder, img_size=img_size or (released.img_size if released else 256),
-            num_frames=released.num_frames if released else 64, **fields,
+            qkv_bias="blocks.0.attn.qkv.bias" in encoder, **fields,
         )  # fmt: skip
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
@@ -131,22 +164,33 @@ def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
     return state, [file_record(f) for f in files]
 
 
+# What a `.pt` does not store, given by the caller: `load_released`, the SSL loader and the CLI's flags.
+PT_OPTIONS = ("variant", "predictor_heads", "img_size", "num_frames")
+# The way forward for the examples, which read released sources directly but take none of those flags.
+CONVERT_FIRST = "convert such a checkpoint first (vjepa2-area-convert SOURCE OUT with those flags) and pass OUT"
+
+
 def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe: str | Path | None = None,
-                variant: str | None = None, img_size: int | None = None, revision: str | None = None,
+                variant: str | None = None, predictor_heads: int | None = None, img_size: int | None = None,
+                num_frames: int | None = None, revision: str | None = None, with_predictor: bool = True,
                 **fields) -> Source:  # fmt: skip
-    """Read a released source into original key names; `fields` set config fields (area options, labels)."""
+    """Read a released source into original key names; `fields` set config fields (area options, labels).
+    `with_predictor=False` reads the encoder alone (the predictor's sizes and heads are then not needed)."""
     path = Path(source).expanduser()
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
         parts = original_parts(safe_torch_load(path), checkpoint_key)
+        if not with_predictor:
+            parts["predictor"], predictor_heads = {}, None
         files = [file_record(path)]
         if probe is not None:
             parts["encoder"] = {**parts["encoder"], **original_probe(safe_torch_load(probe))}
             head = parts["encoder"]
             fields = dict(num_labels=head["head.linear.weight"].shape[0], probe_depth=_depth(head, "head.pooler.blocks") + 1, **fields)
             files.append(file_record(Path(probe)))
-        config = config_from_tensors(parts, path.name, variant, img_size, **fields)
+        config = config_from_tensors(parts, path.name, variant=variant, predictor_heads=predictor_heads, img_size=img_size,
+                                     num_frames=num_frames, **fields)  # fmt: skip
         provenance = {"format": "original", "checkpoint_key": checkpoint_key or "target_encoder"}
         return Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
     folder = resolve_folder(str(source), revision)
@@ -157,7 +201,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     if raw.get("model_type") != "vjepa2":
         raise ConversionError(f"{source}: model_type {raw.get('model_type')!r}, not transformers' 'vjepa2' "
                               "(one of our folders loads with from_pretrained, or converts with --to transformers)")  # fmt: skip
-    given = [flag for flag, value in (("--checkpoint-key", checkpoint_key), ("--probe", probe), ("--img-size", img_size)) if value]
+    given = [flag for flag, value in (("--checkpoint-key", checkpoint_key), ("--probe", probe), ("--img-size", img_size),
+                                      ("--num-frames", num_frames), ("--predictor-heads", predictor_heads)) if value]  # fmt: skip
     if given:
         raise ConversionError(f"{', '.join(given)}: not for a transformers source (its config.json says)")
     from transformers import VJEPA2Config
@@ -165,6 +210,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     classifier = (raw.get("architectures") or [""])[0] == "VJEPA2ForVideoClassification"
     state, files = _safetensors(folder)
     parts = original_parts(state)
+    if not with_predictor:
+        parts["predictor"] = {}
     try:
         config = VJEPA2AreaConfig.from_transformers_config(VJEPA2Config.from_pretrained(folder), classifier, **fields)
     except ValueError as err:
@@ -201,8 +248,9 @@ def load_released(source: str | Path, **options):
         load_released("vitl.pt", probe="ssv2-vitl-16x2x3.pt")
 
     Options: `checkpoint_key` (a `.pt`'s entry, default `target_encoder`), `probe` (a released probe
-    `.pt`), `variant` (heads of a size not in the table), `img_size`, `revision` (of a Hub id), and
-    `VJEPA2AreaConfig` fields. Files are read with `torch.load(weights_only=True)` or safetensors only.
+    `.pt`), `variant` (heads of a size not in the table), `img_size` and `num_frames` (of a `.pt` that is
+    not a released file), `revision` (of a Hub id), and `VJEPA2AreaConfig` fields. Files are read with
+    `torch.load(weights_only=True)` or safetensors only. The predictor is not read (`read_source` reads it).
     """
-    read = read_source(source, **options)
+    read = read_source(source, with_predictor=False, **options)
     return build_model(read.model_class, read.config, read.encoder)

@@ -42,6 +42,9 @@ RELEASED_MODELS: dict[str, ReleasedModel] = {
     "vjepa2_vitg_384": ReleasedModel("giant", 384, 64, "vitg-384.pt", "facebook/vjepa2-vitg-fpc64-384"),
 }
 
+# Head counts of the released predictors by width (a checkpoint stores sizes, not heads): 12 heads of 32.
+RELEASED_PREDICTOR_HEADS: dict[int, int] = {384: 12}
+
 
 def variant_of(config) -> str | None:
     """The named size of a config (width, depth, heads and MLP ratio all equal), or None for a custom size."""

@@ -11,6 +11,8 @@ import pytest
 
 from hf_vjepa_area.conversion.cli import main
 
+from tests.conftest import TINY_PT_FLAGS
+
 
 class RecordingApi:
     """Stands in for huggingface_hub.HfApi and records the calls, each checked against the real signature."""
@@ -43,7 +45,7 @@ def recording_api(monkeypatch):
 
 def test_converts_verifies_and_pushes(tmp_path, tiny_release, recording_api, capsys):
     out = tmp_path / "vjepa2-tiny"
-    argv = [str(tiny_release.pt), str(out), "--variant", "tiny", "--verify", "--area-splits", "2,2,1",
+    argv = [str(tiny_release.pt), str(out), *TINY_PT_FLAGS, "--verify", "--area-splits", "2,2,1",
             "--push-to-hub", "someone/vjepa2-tiny", "--private"]  # fmt: skip
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -62,8 +64,8 @@ def test_refusals_exit_2_in_one_line(tmp_path, tiny_release, capsys):
     for argv, expected in (
         ([str(tiny_release.pt), str(tmp_path / "a")], "pass --variant NAME for its heads"),
         ([str(tmp_path / "missing.pt"), str(tmp_path / "b")], "missing.pt: no such local file or folder"),
-        ([str(tiny_release.pt), str(tmp_path / "c"), "--variant", "tiny", "--private"], "--private: only with --push-to-hub"),
-        ([str(tiny_release.pt), str(tmp_path / "d"), "--variant", "tiny", "--push-to-hub", "no-org"], "--push-to-hub needs ORG/NAME"),
+        ([str(tiny_release.pt), str(tmp_path / "c"), *TINY_PT_FLAGS, "--private"], "--private: only with --push-to-hub"),
+        ([str(tiny_release.pt), str(tmp_path / "d"), *TINY_PT_FLAGS, "--push-to-hub", "no-org"], "--push-to-hub needs ORG/NAME"),
         ([str(tiny_release.folder), str(tmp_path / "e"), "--to", "transformers", "--area-splits", "2,2,1"],
          "--area-splits: not applicable with --to transformers"),
     ):  # fmt: skip
@@ -98,14 +100,14 @@ def test_failed_verification_exits_1_and_failed_upload_exits_3(tmp_path, tiny_re
     with monkeypatch.context() as patch:
         real = convert_module.transformers_outputs
         patch.setattr(convert_module, "transformers_outputs", lambda *a: {k: v + 1e-2 for k, v in real(*a).items()})
-        assert main([str(tiny_release.pt), str(tmp_path / "out"), "--variant", "tiny", "--verify"]) == 1
+        assert main([str(tiny_release.pt), str(tmp_path / "out"), *TINY_PT_FLAGS, "--verify"]) == 1
     assert "verification failed" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
     def interrupted(self, *args, **kwargs):
         raise OSError("connection reset (simulated)")
 
     monkeypatch.setattr(RecordingApi, "upload_folder", interrupted)
-    assert main([str(tiny_release.pt), str(tmp_path / "out"), "--variant", "tiny", "--push-to-hub", "org/x"]) == 3
+    assert main([str(tiny_release.pt), str(tmp_path / "out"), *TINY_PT_FLAGS, "--push-to-hub", "org/x"]) == 3
     err = capsys.readouterr().err
     assert "OSError: connection reset (simulated)" in err and "hf upload org/x" in err
     assert (tmp_path / "out" / "model.safetensors").is_file()

@@ -14,6 +14,7 @@ from hf_vjepa_area.conversion import convert as convert_module
 from hf_vjepa_area.conversion.convert import VerificationError, convert, export_to_transformers, full_attention
 
 from tests.numerics import assert_matches
+from ..conftest import TINY_PT_OPTIONS
 from .conftest import NUM_LABELS
 
 
@@ -28,7 +29,7 @@ def _keys(path):
 
 def test_pt_with_predictor_and_context_encoder(tmp_path, tiny_release):
     out = tmp_path / "out"
-    report = convert(tiny_release.pt, out, verify=True, variant="tiny", context_encoder=True)
+    report = convert(tiny_release.pt, out, verify=True, **TINY_PT_OPTIONS, context_encoder=True)
     verification = report["verification"]
     assert verification["passed"] and set(verification["outputs"]) == {"last_hidden_state", "predictor"}
     assert "VJEPA2Predictor with mask_tokens[1]" in verification["reference"]
@@ -92,13 +93,13 @@ def test_transformers_classifier_and_back(tmp_path, hf_classifier_dir):
 
 def test_pt_with_a_released_probe_and_labels(tmp_path, tiny_release, probe_pt):
     labels = [f"Pushing thing {i}" for i in range(NUM_LABELS)]
-    report = convert(tiny_release.pt, tmp_path / "cls", verify=True, variant="tiny", probe=probe_pt, labels=labels)
+    report = convert(tiny_release.pt, tmp_path / "cls", verify=True, **TINY_PT_OPTIONS, probe=probe_pt, labels=labels)
     assert report["verification"]["passed"] and "VJEPA2AttentivePooler" in report["verification"]["reference"]
     config = json.loads((tmp_path / "cls" / "config.json").read_text())
     assert (config["probe_num_heads"], config["probe_depth"], config["id2label"]["4"]) == (16, 2, "Pushing thing 4")
     assert {"head.linear.weight", "blocks.0.norm1.weight"} <= _keys(tmp_path / "cls" / "model.safetensors")
     with pytest.raises(ConversionError, match="3 names for a model with 5 classes"):
-        convert(tiny_release.pt, tmp_path / "x", variant="tiny", probe=probe_pt, labels=labels[:3])
+        convert(tiny_release.pt, tmp_path / "x", **TINY_PT_OPTIONS, probe=probe_pt, labels=labels[:3])
     with pytest.raises(ConversionError, match="cannot export cls: .*a probe whose heads differ"):
         export_to_transformers(tmp_path / "cls", tmp_path / "hf")
 
@@ -107,7 +108,7 @@ def test_failed_verification_writes_nothing(tmp_path, tiny_release, monkeypatch)
     real = convert_module.transformers_outputs
     monkeypatch.setattr(convert_module, "transformers_outputs", lambda *a: {k: v + 1e-3 for k, v in real(*a).items()})
     with pytest.raises(VerificationError, match="nothing written"):
-        convert(tiny_release.pt, tmp_path / "out", verify=True, variant="tiny")
+        convert(tiny_release.pt, tmp_path / "out", verify=True, **TINY_PT_OPTIONS)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -116,13 +117,13 @@ def test_existing_output_needs_overwrite_and_inputs_inside_it_are_refused(tmp_pa
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(ConversionError, match="--overwrite"):
-        convert(tiny_release.pt, out, variant="tiny")
+        convert(tiny_release.pt, out, **TINY_PT_OPTIONS)
     assert (out / "keep.txt").read_text() == "mine"
-    convert(tiny_release.pt, out, variant="tiny", overwrite=True)
+    convert(tiny_release.pt, out, **TINY_PT_OPTIONS, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
     with pytest.raises(ConversionError, match="holds .* which replacing it would delete"):
         convert(out, out, overwrite=True)  # our folder as its own output
     monkeypatch.chdir(out)
     with pytest.raises(ConversionError, match="working directory"):
-        convert(tiny_release.pt, tmp_path, variant="tiny", overwrite=True)
+        convert(tiny_release.pt, tmp_path, **TINY_PT_OPTIONS, overwrite=True)
     assert (out / "model.safetensors").is_file()
