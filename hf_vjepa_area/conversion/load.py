@@ -59,7 +59,7 @@ def _depth(state: dict, blocks: str) -> int:
     return 1 + max((int(k[len(blocks) + 1:].split(".")[0]) for k in state if k.startswith(blocks + ".")), default=-1)
 
 
-def _released_file(file_name: str, img_size: int | None, num_frames: int | None) -> dict:
+def _released_file(file_name: str, img_size: int | None, num_frames: int | None, missing: list[str]) -> dict:
     """img_size and num_frames of a `.pt`: the released-models table's for a released file name (flags that
     contradict it are refused), the caller's for any other file (its tensors do not store them)."""
     released = next((r for r in RELEASED_MODELS.values() if r.pt_file == file_name), None)
@@ -70,24 +70,20 @@ def _released_file(file_name: str, img_size: int | None, num_frames: int | None)
             raise ConversionError(f"{file_name} is Meta's release at {released.img_size} px, {released.num_frames} frames; "
                                   f"{', '.join(contradicting)} contradicts it (rename the file if it holds another model)")  # fmt: skip
         return dict(img_size=released.img_size, num_frames=released.num_frames)
-    missing = [flag for flag, given in (("--img-size", img_size), ("--num-frames", num_frames)) if given is None]
-    if missing:
+    flags = [flag for flag, given in (("--img-size", img_size), ("--num-frames", num_frames)) if given is None]
+    if flags:
         names = ", ".join(r.pt_file for r in RELEASED_MODELS.values())
-        raise ConversionError(f"{file_name} is not one of Meta's released files ({names}) and its tensors do not store the "
-                              f"training resolution and frame count: pass {' and '.join(missing)} "
-                              "(img_size=, num_frames= in Python)")  # fmt: skip
+        missing.append(f"{file_name} is not one of Meta's released files ({names}): pass {' and '.join(flags)}")
     return dict(img_size=img_size, num_frames=num_frames)
 
 
-def _predictor_sizes(predictor: dict, heads: int | None) -> dict:
+def _predictor_sizes(predictor: dict, heads: int | None, missing: list[str]) -> dict:
     """Predictor config fields: sizes from its tensors, heads from `heads` or the released width's count."""
     width = predictor["predictor_embed.weight"].shape[0]
-    if heads is None:
-        heads = RELEASED_PREDICTOR_HEADS.get(width)
+    heads = heads or RELEASED_PREDICTOR_HEADS.get(width)
     if heads is None:
         released = ", ".join(f"width {w}: {h} heads" for w, h in RELEASED_PREDICTOR_HEADS.items())
-        raise ConversionError(f"the predictor's width {width} is not a released one ({released}) and its tensors do not "
-                              "store the head count: pass --predictor-heads N (predictor_heads= in Python)")  # fmt: skip
+        missing.append(f"the predictor's width {width} is not a released one ({released}): pass --predictor-heads N")
     return dict(predictor_embed_dim=width, predictor_depth=_depth(predictor, "predictor_blocks"), predictor_num_heads=heads,
                 predictor_mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
                 predictor_num_mask_tokens=sum(k.startswith("mask_tokens.") for k in predictor))  # fmt: skip
@@ -97,7 +93,8 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
                         img_size: int | None = None, num_frames: int | None = None, **fields) -> VJEPA2AreaConfig:  # fmt: skip
     """An original checkpoint's config: sizes from its tensors; what they do not store (encoder and predictor
     heads, resolution, frame count) from the released tables for released files and sizes, else from the
-    caller (`variant`, `predictor_heads`, `img_size`, `num_frames`), refused with the flag to pass when missing."""
+    caller (`variant`, `predictor_heads`, `img_size`, `num_frames`): all that is missing is refused in one
+    message that names the flags to pass."""
     encoder = parts["encoder"]
     if "pos_embed" in encoder:
         raise ConversionError("the encoder has a pos_embed: V-JEPA 1-style (non-RoPE) encoders are not supported")
@@ -110,22 +107,24 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
                  if (v["embed_dim"], v["depth"], int(dim * v["mlp_ratio"])) == (dim, depth, hidden)), None)  # fmt: skip
     if variant and fits and variant != fits or variant not in (None, *VARIANTS):
         raise ConversionError(f"--variant {variant}: the weights (width {dim}, {depth} blocks, MLP {hidden}) are {fits or 'no variant'}")
+    missing: list[str] = []
     if fits is None and variant is None:
         table = ", ".join(f"{n} {v['num_heads']}" for n, v in VARIANTS.items())
-        raise ConversionError(f"width {dim}, {depth} blocks is no released size and the weights do not store the head count: "
-                              f"pass --variant NAME for its heads ({table})")  # fmt: skip
-    heads = VARIANTS[fits or variant]["num_heads"]
+        missing.append(f"width {dim}, {depth} blocks is no released size: pass --variant NAME for its heads ({table})")
     if fits:
         sizes["mlp_ratio"] = VARIANTS[fits]["mlp_ratio"]
     if parts["predictor"]:
-        sizes.update(_predictor_sizes(parts["predictor"], predictor_heads))
+        sizes.update(_predictor_sizes(parts["predictor"], predictor_heads, missing))
     elif predictor_heads is not None:
         raise ConversionError("--predictor-heads: the checkpoint has no predictor")
-    sizes.update(_released_file(file_name, img_size, num_frames))
+    sizes.update(_released_file(file_name, img_size, num_frames, missing))
+    if missing:
+        raise ConversionError(f"the weights do not store these, so they are asked for: {'; '.join(missing)} "
+                              "(in Python: variant=, predictor_heads=, img_size=, num_frames=)")  # fmt: skip
     try:
         return VJEPA2AreaConfig(
-            **sizes, num_heads=heads, in_chans=patch.shape[1], tubelet_size=patch.shape[2], patch_size=patch.shape[-1],
-            qkv_bias="blocks.0.attn.qkv.bias" in encoder, **fields,
+            **sizes, num_heads=VARIANTS[fits or variant]["num_heads"], in_chans=patch.shape[1], tubelet_size=patch.shape[2],
+            patch_size=patch.shape[-1], qkv_bias="blocks.0.attn.qkv.bias" in encoder, **fields,
         )  # fmt: skip
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
