@@ -31,6 +31,8 @@ from hf_vjepa_area.modeling.modeling_vjepa2_area import sincos_3d
 
 from .conftest import TINY, tiny_video
 
+from tests.numerics import assert_matches
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -148,7 +150,7 @@ def test_save_pretrained_round_trip_writes_remote_code(tmp_path, cls):
         assert torch.equal(value, loaded.state_dict()[key]), key
     video = tiny_video().transpose(1, 2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(video)[0], model(video)[0], rtol=0, atol=1e-6)
+        assert_matches(loaded(video)[0], model(video)[0])
 
 
 def test_dtype(tmp_path):
@@ -170,7 +172,7 @@ def test_device_map_auto_splits_at_blocks(tmp_path):
     assert all(not name.startswith("encoder.blocks.") or name.count(".") == 2 for name in placement), placement
     video = tiny_video().transpose(1, 2)
     with torch.no_grad():
-        torch.testing.assert_close(loaded(video).logits, model(video).logits, rtol=0, atol=1e-6)
+        assert_matches(loaded(video).logits, model(video).logits)
 
     # Saving the offloaded model brings the disk-offloaded blocks back: the same weights, none missing.
     from hf_vjepa_area.hub import repo_state_dict, save_repo_folder
@@ -214,7 +216,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert all(b.gradient_checkpointing for b in model.encoder.blocks)
     checkpointed = grads()
     for name, grad in reference.items():
-        torch.testing.assert_close(checkpointed[name], grad, msg=name)
+        assert_matches(checkpointed[name], grad, msg=name)
 
 
 def test_sincos_pos_embed_rebuilt_after_loading(tmp_path):
@@ -223,13 +225,13 @@ def test_sincos_pos_embed_rebuilt_after_loading(tmp_path):
 
     model = VJEPA2AreaModel(_config(use_rope=False, area_splits=None)).eval()
     expected = sincos_3d(TINY["embed_dim"], (2, 2, 2)).unsqueeze(0)
-    torch.testing.assert_close(model.pos_embed, expected)
+    assert_matches(model.pos_embed, expected)
     model.save_pretrained(tmp_path)
     state = load_file(tmp_path / "model.safetensors")
     state.pop("pos_embed")
     save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
     loaded = VJEPA2AreaModel.from_pretrained(tmp_path)
-    torch.testing.assert_close(loaded.pos_embed, expected)
+    assert_matches(loaded.pos_embed, expected)
 
 
 # ---- video processor -----------------------------------------------------------------------
