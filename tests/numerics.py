@@ -10,8 +10,8 @@ magnitude. Bounds are therefore relative to the reference: `max|got - expected| 
   weight or position still moves the outputs by a sizeable fraction of their scale.
 - Checks of what users run in float32 use `FLOAT32_RTOL`, the conversion tool's default tolerance.
 - `BFLOAT16_RTOL`: what users run in bfloat16 (8 significant bits, ~4e-3 per rounding, a few roundings
-  deep) against float32 of the same maths; also the bound on the benchmarks' bf16 errors relative to the
-  reference's norm.
+  deep) against float32 of the same maths; also the bound on bf16 errors relative to the reference's norm
+  (the benchmarks' parity columns, the GPU kernels' tests).
 - `SAMPLE_STD_RTOL`: not an equivalence. A random init's sample standard deviation against the std it
   draws from, as a ratio: over the n >= ~400 weights of a tensor its relative spread is ~1/sqrt(2n) <= 4%,
   while a wrong init rule (another std, a missing 1/sqrt(2 * layer) rescale) is off by 30% or more.
@@ -38,7 +38,7 @@ import torch
 
 FLOAT64_RTOL = 1e-12
 FLOAT32_RTOL = 1e-4
-BFLOAT16_RTOL = 3e-2
+BFLOAT16_RTOL = 2e-2
 SIMILAR_RTOL = 5e-2
 SAMPLE_STD_RTOL = 0.1
 
