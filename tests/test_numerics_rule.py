@@ -1,7 +1,7 @@
 """Every float comparison in tests/ goes through tests/numerics.py: this parses the suite and names each
 file:line that compares floats another way.
 
-Flagged, outside tests/numerics.py:
+Flagged, outside tests/numerics.py (and this file's planted examples):
 - calls to `assert_close`, `allclose`, `isclose` or `approx` that are not tests.numerics' own (e.g.
   `torch.testing.assert_close`, `torch.allclose`, `math.isclose`, `pytest.approx`);
 - keyword arguments `rtol`, `atol`, `rel`, `abs` given a nonzero number literal (name the bound in
@@ -9,7 +9,8 @@ Flagged, outside tests/numerics.py:
   whose name starts with `assert` (a local helper taking its bound by position);
 - a tolerance-like literal bound to a name that says it is a bound (`tol`, `atol`, `tolerance`, `bound`, ...; not `eps`, a hyperparameter);
 - ordering comparisons (<, <=, >, >=) with a tolerance-like literal, a float 0 < |v| < 0.1, in an operand.
-Integer and count comparisons, and ranges such as `0 < x < 1`, pass.
+Integer and count comparisons, and ranges such as `0 < x < 1`, pass. Multi-line strings that parse as Python
+(scripts a test runs in a subprocess) are checked too.
 """
 
 from __future__ import annotations
@@ -60,9 +61,22 @@ def _numerics_imports(tree: ast.Module) -> tuple[set[str], set[str]]:
     return functions, modules
 
 
-def violations(source: str, filename: str = "<string>") -> list[str]:
+def _embedded_scripts(tree: ast.Module):
+    """(line, source) of the multi-line string literals that parse as Python code."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and "\n" in node.value.strip():
+            try:
+                script = ast.parse(node.value)
+            except SyntaxError:
+                continue
+            if any(not isinstance(s, ast.Expr) or isinstance(s.value, ast.Call) for s in script.body):
+                yield node.lineno, node.value
+
+
+def violations(source: str, filename: str = "<string>", first_line: int = 1) -> list[str]:
     """`file:line: what` for each float comparison in `source` that bypasses tests/numerics.py."""
     tree = ast.parse(source, filename)
+    ast.increment_lineno(tree, first_line - 1)
     functions, modules = _numerics_imports(tree)
     found = []
     for node in ast.walk(tree):
@@ -87,13 +101,16 @@ def violations(source: str, filename: str = "<string>") -> list[str]:
         elif isinstance(node, ast.Compare) and any(isinstance(op, ORDERINGS) for op in node.ops):
             if any(_tolerance_like(operand) for operand in [node.left, *node.comparators]):
                 found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}, a bare tolerance")
+    for line, script in _embedded_scripts(tree):
+        found += violations(script, filename, line)
     return sorted(set(found), key=lambda line: int(line.split(":")[1]))
 
 
 def test_the_suite_compares_floats_only_through_tests_numerics():
     found = []
+    exempt = {TESTS / "numerics.py", Path(__file__).resolve()}  # the rule itself; this file's planted examples
     for path in sorted(TESTS.rglob("*.py")):
-        if path.name != "numerics.py" or path.parent != TESTS:
+        if path not in exempt:
             found += violations(path.read_text(), str(path.relative_to(TESTS.parent)))
     assert not found, "float comparisons outside tests/numerics.py (use its helpers and bounds):\n" + "\n".join(found)
 
@@ -115,12 +132,15 @@ def test_the_suite_compares_floats_only_through_tests_numerics():
         "assert_matches(a, b, rtol=0.5)",
         "from tests.numerics import assert_matches\nassert_matches(a, b, 1e-3)",
         "assert_scaled(got, ref, 1e-5, 'loss')",
+        'SCRIPT = """\nimport torch\ntorch.testing.assert_close(a, b)\n"""',
         "atol = 1e-6",
         "loss_tol: float = 2e-3",
     ],
 )
 def test_the_rule_names_a_bare_float_comparison(source):
-    assert [line.split(":")[1] for line in violations(source, "planted.py")] == [str(source.count("\n") + 1)]
+    """Each planted source is reported once, at its offending (last code) line."""
+    lines = [i for i, text in enumerate(source.split("\n"), start=1) if text.strip() != '"""']
+    assert [line.split(":")[1] for line in violations(source, "planted.py")] == [str(lines[-1])]
 
 
 @pytest.mark.parametrize(
@@ -139,6 +159,7 @@ def test_the_rule_names_a_bare_float_comparison(source):
         "lr = 1e-3\nassert_matches(a, b, msg='step 0.01')",
         "assert_differs(a, b, factor=10)",
         "beta1, beta2, eps = 0.9, 0.999, 1e-8",
+        'doc = """Compares within 1e-5.\nSee the notes: x < 1e-3 there."""',
     ],
 )
 def test_the_rule_passes_counts_ranges_and_its_own_helpers(source):
