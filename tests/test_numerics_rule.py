@@ -7,7 +7,8 @@ Flagged, outside tests/numerics.py (and this file's planted examples):
 - keyword arguments `rtol`, `atol`, `rel`, `abs` given a nonzero number literal (name the bound in
   tests/numerics.py instead), and a tolerance-like literal (a float 0 < |v| < 0.1) passed to any function
   whose name starts with `assert` (a local helper taking its bound by position);
-- a tolerance-like literal bound to a name that says it is a bound (`tol`, `atol`, `tolerance`, `bound`, ...; not `eps`, a hyperparameter);
+- a tolerance-like literal bound to a name that says it is a bound (`tol`, `atol`, `tolerance`, `bound`, ...;
+  not `eps`, a hyperparameter);
 - ordering comparisons (<, <=, >, >=) with a tolerance-like literal, a float 0 < |v| < 0.1, in an operand.
 Integer and count comparisons, and ranges such as `0 < x < 1`, pass. Multi-line strings that parse as Python
 (scripts a test runs in a subprocess) are checked too.
@@ -91,7 +92,7 @@ def violations(source: str, filename: str = "<string>", first_line: int = 1) -> 
             for keyword in node.keywords:
                 if keyword.arg in TOLERANCE_KEYWORDS and _number(keyword.value):
                     found.append(f"{filename}:{node.lineno}: {keyword.arg}={ast.unparse(keyword.value)}, a bare bound")
-            if (name or "").startswith("assert") and any(_tolerance_like(a) for a in [*node.args, *node.keywords]):
+            if (name or "").startswith("assert") and name not in FLOAT_CALLS and any(_tolerance_like(a) for a in [*node.args, *node.keywords]):
                 found.append(f"{filename}:{node.lineno}: {ast.unparse(node)}, a bare tolerance")
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _tolerance_like(node.value):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
