@@ -13,8 +13,8 @@ magnitude. Bounds are therefore relative to the reference: `max|got - expected| 
   deep) against float32 of the same maths; also the bound on bf16 errors relative to the reference's norm
   (the benchmarks' parity columns, the GPU kernels' tests).
 - `SAMPLE_STD_RTOL`: not an equivalence. A random init's sample standard deviation against the std it
-  draws from, as a ratio: over the n >= ~400 weights of a tensor its relative spread is ~1/sqrt(2n) <= 4%,
-  while a wrong init rule (another std, a missing 1/sqrt(2 * layer) rescale) is off by 30% or more.
+  draws from, as a ratio: over the thousands of weights of a tensor its relative spread is ~1/sqrt(2n),
+  about 1%, while a wrong init rule (another std, a missing 1/sqrt(2 * layer) rescale) is off by 29% or more.
 - `SIMILAR_RTOL`: not an equivalence. Two different computations that should land close, e.g. the first
   SSL loss with area attention and with full attention from the same weights, clips and masks (the
   attention pattern changes, the loss's scale does not); a gross error (a wrong mask, a NaN, a swapped
