@@ -112,9 +112,9 @@ def test_area_attention_changes_the_prediction():
     area.load_state_dict(full.state_dict())
     grid = full.config.grid_size
     context_ids, target_ids = disjoint_masks(2, math.prod(grid), 30, 30, seed=5)
-    context = torch.randn(2, 30, ENCODER_DIM)
-    with torch.no_grad():
-        assert_differs(full(context, context_ids, target_ids, grid), area(context, context_ids, target_ids, grid))
+    context = torch.randn(2, 30, ENCODER_DIM, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # ~1e-2 of the outputs' scale over random contexts: 10x the float32 rule is far below
+        assert_differs(full(context, context_ids, target_ids, grid), area(context, context_ids, target_ids, grid), factor=10)
 
 
 def test_gradients_with_checkpointing_match():
