@@ -39,7 +39,8 @@ def target_tokens(target_encoder: VJEPA2AreaModel, clips: torch.Tensor) -> torch
     """What the predictor regresses: the target encoder's tokens for the whole clip [B, C, T, H, W],
     layer-normed again without affine parameters (on top of the encoder's own final norm)."""
     tokens = target_encoder(clips.transpose(1, 2)).last_hidden_state  # the model takes [B, T, C, H, W]
-    return F.layer_norm(tokens.float(), tokens.shape[-1:])  # float32 under any autocast, as on CUDA
+    # at least float32 under any autocast, as on CUDA; float64 stays float64
+    return F.layer_norm(tokens.to(torch.promote_types(tokens.dtype, torch.float32)), tokens.shape[-1:])
 
 
 class SSLLoss(NamedTuple):
@@ -85,7 +86,7 @@ class JEPA(nn.Module):
             context = self.encoder(clips.transpose(1, 2), masks=context_ids).last_hidden_state
             prediction = self.predictor(context, context_ids, target_ids, grid, mask_index=self.mask_index)
             target = targets.gather(1, target_ids.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
-            losses.append((prediction.float() - target).abs().mean())
+            losses.append((prediction.to(torch.promote_types(prediction.dtype, torch.float32)) - target).abs().mean())
         return SSLLoss(torch.stack(losses).mean(), losses)
 
 

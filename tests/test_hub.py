@@ -23,6 +23,8 @@ from hf_vjepa_area.modeling.timm_metadata import timm_architecture, timm_model_a
 
 from .conftest import TINY, tiny_video
 
+from tests.numerics import assert_matches
+
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 # ---- repo ids ------------------------------------------------------------------------------
@@ -265,14 +267,14 @@ def test_same_outputs_from_the_same_file(offline_hub):
             "timm name, pretrained=True": timm_named.forward_features(video),
         }
         for name, tokens in outputs.items():
-            torch.testing.assert_close(tokens, expected_tokens, rtol=0, atol=1e-6, msg=name)
+            assert_matches(tokens, expected_tokens, msg=name)
         logits = {
             "AutoModelForVideoClassification": hf_classifier(video.transpose(1, 2)).logits,
             "timm hf-hub classifier": timm_hub_classifier(video),
             "timm local-dir classifier": timm_local(video),
         }
         for name, value in logits.items():
-            torch.testing.assert_close(value, expected_logits, rtol=0, atol=1e-6, msg=name)
+            assert_matches(value, expected_logits, msg=name)
         # timm and transformers read identical tensors
         assert torch.equal(timm_hub_classifier.forward_features(video), hf_classifier.encoder(video.transpose(1, 2))[0])
 
@@ -289,10 +291,10 @@ def test_timm_adapts_the_conv3d_stem_to_other_channel_counts(offline_hub, in_cha
     adapted = model.patch_embed.proj.weight
     assert adapted.shape == (source.shape[0], in_chans, *source.shape[2:])
     if in_chans == 1:  # grey input: the three colour filters summed
-        torch.testing.assert_close(adapted, source.sum(1, keepdim=True))
+        assert_matches(adapted, source.sum(1, keepdim=True))
     else:  # channels repeated (r, g, b, r) and rescaled by 3 / in_chans
-        torch.testing.assert_close(adapted, source[:, [0, 1, 2, 0]] * 3 / in_chans)
-    torch.testing.assert_close(model.blocks[0].attn.qkv.weight, offline_hub.encoder.blocks[0].attn.qkv.weight)
+        assert_matches(adapted, source[:, [0, 1, 2, 0]] * 3 / in_chans)
+    assert_matches(model.blocks[0].attn.qkv.weight, offline_hub.encoder.blocks[0].attn.qkv.weight)
 
 
 def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
@@ -301,13 +303,11 @@ def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
     video = tiny_video()
     with torch.no_grad():
         expected = offline_hub.classifier.encoder(video.transpose(1, 2)).last_hidden_state
-        torch.testing.assert_close(encoder(video.transpose(1, 2)).last_hidden_state, expected, rtol=0, atol=1e-6)
-        torch.testing.assert_close(timm_encoder.forward_features(video), expected, rtol=0, atol=1e-6)
+        assert_matches(encoder(video.transpose(1, 2)).last_hidden_state, expected)
+        assert_matches(timm_encoder.forward_features(video), expected)
         # the new 5-class linear is fresh, the pooler is the checkpoint's
         pooled = timm_encoder.forward_head(timm_encoder.forward_features(video), pre_logits=True)
-        torch.testing.assert_close(
-            pooled, offline_hub.classifier.head(expected, pre_logits=True), rtol=0, atol=1e-6
-        )
+        assert_matches(pooled, offline_hub.classifier.head(expected, pre_logits=True))
     assert timm_encoder(video).shape == (2, 5)
 
     # num_classes=0 keeps the trained attentive pooler (timm: "remove the classifier, keep the pooling")
@@ -316,9 +316,9 @@ def test_encoder_from_a_classifier_repo_and_a_new_head(offline_hub):
         f"hf-hub:{offline_hub.classifier_id}", pretrained=True, features_only=True, out_indices=(-1,)
     ).eval()
     with torch.no_grad():
-        torch.testing.assert_close(pooled_model(video), pooled, rtol=0, atol=1e-6)
+        assert_matches(pooled_model(video), pooled)
         last_block = offline_hub.classifier.encoder(video.transpose(1, 2), output_hidden_states=True).hidden_states[-1]
-        torch.testing.assert_close(features(video)[0], last_block.transpose(1, 2).reshape(2, -1, 2, 2, 2))
+        assert_matches(features(video)[0], last_block.transpose(1, 2).reshape(2, -1, 2, 2, 2))
 
 
 def test_transformers_save_pretrained_keeps_the_timm_keys_fresh(offline_hub, tmp_path):
@@ -334,4 +334,4 @@ def test_transformers_save_pretrained_keeps_the_timm_keys_fresh(offline_hub, tmp
     timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     video = tiny_video()
     with torch.no_grad():
-        torch.testing.assert_close(timm_model(video), model(video.transpose(1, 2)).logits, rtol=0, atol=1e-6)
+        assert_matches(timm_model(video), model(video.transpose(1, 2)).logits)

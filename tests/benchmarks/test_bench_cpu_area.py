@@ -6,6 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.numerics import FLOAT32_RTOL
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -40,7 +42,8 @@ def test_tiny_run_reports_every_case_kernel_and_flop_ratio(bench, tmp_path, caps
     assert [r["case"] for r in attention] == [c.tiny().name for c in bench_cpu_area.CASES if c.train]
     for row in attention:
         assert set(row["ms"]) == set(bench_cpu_area.ATTENTION_KERNELS)
-        assert max(row["rel_err_vs_mask"].values()) < 1e-5  # segment and padded compute the mask kernel's result
+        # segment and padded compute the mask kernel's result (float32, relative to its norm)
+        assert max(row["rel_err_vs_mask"].values()) <= FLOAT32_RTOL
 
     saved = json.loads((tmp_path / "bench_cpu_area_tiny.json").read_text())
     assert saved["meta"]["threads"] == 1 and saved["meta"]["variant"] == "tiny"

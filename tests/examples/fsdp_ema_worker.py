@@ -1,6 +1,7 @@
 """Run by tests/examples/test_ssl_anneal.py: 3 SSL steps of a tiny model, sharded with FSDP 2 the way
 `accelerate` prepares it (one unit per block, then the root) when started by `torchrun --nproc_per_node 2`
-(gloo, CPU), or plainly in one process. Global batch 4 either way; writes the EMA target encoder's full state
+(gloo, CPU), or plainly in one process. Global batch 4 either way, in float64 (the claim is exactness: only
+the order of the sums differs, see tests/numerics.py); writes the EMA target encoder's full state
 (through the example's `FullState`) before and after to argv[1]."""
 
 import importlib.util
@@ -29,6 +30,7 @@ torch.manual_seed(0)
 encoder = probing.build_demo_encoder(0, img_size=32, patch_size=8, num_frames=4, predictor_embed_dim=16,
                                      predictor_depth=1, predictor_num_heads=2, predictor_num_mask_tokens=1)
 models = ssl.load_ssl_models(encoder, init_predictor="random")
+models = ssl.SSLModels(*(m.double() for m in models))
 model = ssl.JEPA(models.encoder, models.predictor)
 target = models.target_encoder
 if sharded:
@@ -43,7 +45,7 @@ initial = {k: v.clone() for k, v in state.state_dict().items()}  # on CPU the st
 collator = MultiBlockMaskCollator((2, 4, 4), seed=0)
 mine = slice(rank * 4 // world, (rank + 1) * 4 // world)
 for step in range(3):
-    clips = torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(step))[mine]
+    clips = torch.randn(4, 3, 4, 32, 32, generator=torch.Generator().manual_seed(step), dtype=torch.float64)[mine]
     masks_context, masks_target = collator.masks(step, 4)
     loss, _ = model(clips, [m[mine] for m in masks_context], [m[mine] for m in masks_target], ssl.target_tokens(target, clips))
     loss.backward()

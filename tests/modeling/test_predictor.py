@@ -16,7 +16,7 @@ from hf_vjepa_area.conversion.predictor_keys import (
     transformers_predictor_to_original,
 )
 from tests.modeling.reference import randomize, reference_predictor
-from tests.numerics import assert_matches
+from tests.numerics import SAMPLE_STD_RTOL, approx, assert_differs, assert_matches
 
 ENCODER_DIM, WIDTH, HEADS, DEPTH = 48, 64, 2, 3  # head_dim 32 as released: 10 channels per axis, 2 unrotated
 
@@ -76,7 +76,7 @@ def test_matches_transformers_predictor(transformers_pair, batch, num_context, n
     # The mask token matters: with another index the prediction changes.
     with torch.no_grad():
         other = ours(context, context_ids, target_ids, grid, mask_index=0)
-    assert (other - ref).abs().max() > 1e-3
+    assert_differs(other, ref)
 
 
 @pytest.mark.parametrize(
@@ -112,10 +112,9 @@ def test_area_attention_changes_the_prediction():
     area.load_state_dict(full.state_dict())
     grid = full.config.grid_size
     context_ids, target_ids = disjoint_masks(2, math.prod(grid), 30, 30, seed=5)
-    context = torch.randn(2, 30, ENCODER_DIM)
-    with torch.no_grad():
-        diff = (full(context, context_ids, target_ids, grid) - area(context, context_ids, target_ids, grid)).abs().max()
-    assert diff > 1e-3
+    context = torch.randn(2, 30, ENCODER_DIM, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():  # ~1e-2 of the outputs' scale over random contexts: 10x the float32 rule is far below
+        assert_differs(full(context, context_ids, target_ids, grid), area(context, context_ids, target_ids, grid), factor=10)
 
 
 def test_gradients_with_checkpointing_match():
@@ -135,7 +134,7 @@ def test_gradients_with_checkpointing_match():
     checkpointed = grads()
     assert plain.keys() == checkpointed.keys()
     for name in plain:
-        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-7, msg=name)
+        assert_matches(checkpointed[name], plain[name], msg=name)
     assert plain["mask_tokens.0"].abs().max() > 0 and "mask_tokens.1" not in plain  # only the chosen token learns
     assert len(plain) == len(list(predictor.parameters())) - 9
 
@@ -152,7 +151,7 @@ def test_released_init_and_keys():
     assert set(state) == expected
     assert all(state[f"mask_tokens.{i}"].shape == (1, 1, WIDTH) and not state[f"mask_tokens.{i}"].any() for i in range(10))
     assert not predictor.predictor_embed.bias.any()
-    assert abs(predictor.predictor_proj.weight.std().item() - 0.02) < 0.003
+    assert predictor.predictor_proj.weight.std().item() / 0.02 == approx(1.0, rtol=SAMPLE_STD_RTOL)
     for i, block in enumerate(predictor.predictor_blocks):  # residual outputs rescaled by 1/sqrt(2 * (i + 1))
         for linear in (block.attn.proj, block.mlp.fc2):
             expected_std = 0.02 / math.sqrt(2 * (i + 1))
