@@ -563,7 +563,7 @@ def test_two_processes_reduce_gradients_once_per_step_and_match_one(tmp_path):
     outputs = {}
     for world in (1, 2):
         out = tmp_path / f"world{world}.pt"
-        command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", str(world), str(helper), str(out)]
+        command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node", str(world), str(helper), str(out)]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr[-4000:]
         outputs[world] = torch.load(out)

@@ -117,7 +117,7 @@ def test_demo_runs_with_no_arguments_and_learns(tmp_path):
 def test_two_processes_report_the_one_process_metrics(tiny_set, reference, tmp_path):
     """Same global batch (2 x 1 vs 1 x 2), uneven per-process batches from the skipped videos."""
     out = tmp_path / "run"
-    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, out, 1)], cwd=tmp_path)
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, out, 1)], cwd=tmp_path)
     one, two = metrics(results(reference[0])), metrics(results(out))
     assert results(out)["num_processes"] == 2 and results(reference[0])["num_processes"] == 1
     for h1, h2 in zip(one["heads"], two["heads"]):
@@ -136,7 +136,7 @@ def test_feature_cache_two_processes_match_one(tiny_set, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     cache = ["--cache-features", "--epochs", "2"]
     run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, one, 2, *cache)], cwd=tmp_path)
-    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, two, 1, *cache)], cwd=tmp_path)
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_set, two, 1, *cache)], cwd=tmp_path)
     assert sorted(p.name for p in (two / "features").iterdir()) == ["train.safetensors", "val.safetensors"]
     a, b = metrics(results(one)), metrics(results(two))
     for h1, h2 in zip(a["heads"], b["heads"]):

@@ -139,7 +139,7 @@ def test_killed_run_resumes_to_the_uninterrupted_losses(tiny_inputs, reference, 
 
 def test_two_processes_train_like_one_at_the_same_global_batch(tiny_inputs, reference, tmp_path):
     out = tmp_path / "run"
-    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_inputs, out, 1)], cwd=tmp_path)
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(SCRIPT), *tiny_args(tiny_inputs, out, 1)], cwd=tmp_path)
     one, two = results(reference[0]), results(out)
     assert (one["num_processes"], two["num_processes"], two["global_batch_size"]) == (1, 2, 2)
     # The same clips and masks every step; gradients averaged over 2 processes instead of summed in one
@@ -186,7 +186,7 @@ def test_fsdp2_shards_the_ema_target_like_the_encoder(tmp_path):
     at the same global batch. (accelerate itself runs FSDP on GPUs only, so the example's FSDP launch is not
     run here.)"""
     worker = REPO / "tests" / "examples" / "fsdp_ema_worker.py"
-    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(worker), str(tmp_path / "sharded.pt")], cwd=tmp_path)
+    run([str(BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", str(worker), str(tmp_path / "sharded.pt")], cwd=tmp_path)
     run([sys.executable, str(worker), str(tmp_path / "plain.pt")], cwd=tmp_path)
     sharded, plain = torch.load(tmp_path / "sharded.pt"), torch.load(tmp_path / "plain.pt")
     assert sharded["initial"].keys() == plain["trained"].keys()
