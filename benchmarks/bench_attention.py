@@ -1,4 +1,4 @@
-"""Attention-only microbenchmark: global SDPA vs our area kernels vs the seed's "pad + mask" (DESIGN.md section 5).
+"""Attention-only microbenchmark: global SDPA vs our area kernels vs the prototype's "pad + mask".
 
 Why: the encoder timings mix attention with the linears; this isolates the kernel choice. Inputs mimic
 one attention layer of ViT-L at 384px / 64 frames (token grid 32 x 24 x 24 = 18,432 tokens, 16 heads x 64,
@@ -214,7 +214,7 @@ def report(result: dict) -> str:
     title = (f"Attention only, {meta['heads']} heads x {meta['head_dim']}, {meta['dtype']}, "
              f"token grid {tuple(meta['grid'])}, {meta.get('gpu', meta['device'])}, torch {meta['torch']}, "
              f"median of {meta['iters']} after {meta['warmup']} warm-up")
-    return "\n\n".join([title, detail, "Summary (DESIGN.md section 5 layout):", summary])
+    return "\n\n".join([title, detail, "Summary (one row per case, one column per kernel):", summary])
 
 
 def parse_args(argv=None):

@@ -1,7 +1,7 @@
-"""CPU timings of area attention (issue 15): ViT-S, fp32, our full attention vs our area attention.
+"""CPU timings of area attention: ViT-S, fp32, our full attention vs our area attention.
 
-Why: masked inputs off the CUDA varlen path (every CPU user, the self-supervised demo) used to take the
-`mask` kernel, i.e. the FLOPs of full attention; the `segment` kernel attends per (sample, area)
+Why: masked inputs off the CUDA varlen path (every CPU user, the self-supervised demo) would cost the
+FLOPs of full attention on the `mask` kernel; the `segment` kernel attends per (sample, area)
 segment. The encoder table compares, with the same weights and masks, full attention, area attention
 as `auto` runs it, and area attention forced onto the `mask` kernel, beside the FLOP-ideal area / full
 ratio; masked forward + backward at 25% visible, and full-token inference. The attention table shows

@@ -1,4 +1,4 @@
-"""Encoder timings for issue 3: ViT-L with full attention, with ST-A² area attention, and transformers' VJEPA2Model.
+"""Encoder timings: ViT-L with full attention, with ST-A² area attention, and transformers' VJEPA2Model.
 
 Why this shape: the claim to check is that area attention turns its FLOP savings into wall-clock savings
 in the two regimes that matter, a V-JEPA masked training step (25% of tokens visible, forward + backward)

@@ -5,7 +5,7 @@ forward + backward of every probe head on the joined tokens; evaluation encodes 
 runs every head forward on every view. Each phase runs in a fresh process, so its peak resident memory
 (ru_maxrss) is its own; decode only (no transform) is the ceiling every other rate is compared with.
 
-    python benchmarks/bench_probe.py                        # the run: K400 defaults, tiny encoder
+    python benchmarks/bench_probe.py                        # K400 defaults, tiny encoder
     python benchmarks/bench_probe.py --reduced              # 8 frames, 128 px, 4 heads: minutes, not hours
     python benchmarks/bench_probe.py --time-heads 1         # time 1 head of 20 and scale (heads run in turn)
 

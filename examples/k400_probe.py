@@ -52,8 +52,10 @@ from hf_vjepa_area.hub import push_folder, save_repo_folder
 
 logger = logging.getLogger("k400_probe")
 
-RUN_FILE = "run_config.json"
 CHECKPOINTS = dict(prefix="epoch_", state_file="probe_state.json")  # one per epoch
+# What a run writes in its output dir: --overwrite removes these and nothing else.
+RUN_FOLDER = dict(script="k400_probe", outputs=("checkpoints", "logs", "features", "classifier", "probe.safetensors",
+                  "probe_heads.safetensors", "accuracy.svg", "accuracy.png", "results.json"))  # fmt: skip
 
 # The protocols, one row each. V-JEPA 2's frozen evals, configs/eval/vitl/: k400-area-attn.yaml and
 # ssv2-area-attn.yaml (facebookresearch/vjepa2), diving48.yaml, jester.yaml, coin.yaml (the same repo's
@@ -224,7 +226,7 @@ def check_output_dir(args) -> Path | None:
     """The run's output dir (and --save-classifier's folder) checked before anything slow (the encoder) or
     destructive. Returns the checkpoint to resume."""
     checkpoint = runs.check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, config=run_config(args),
-                                       compared_keys=RESULT_KEYS, run_file=RUN_FILE, kind="a probe output dir", **CHECKPOINTS)  # fmt: skip
+                                       compared_keys=RESULT_KEYS, **RUN_FOLDER, **CHECKPOINTS)  # fmt: skip
     classifier = Path(args.save_classifier) if args.save_classifier else None
     if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
         raise SystemExit(f"error: --save-classifier {classifier} is not empty; pass --overwrite to replace it")
@@ -337,8 +339,8 @@ def main(argv=None) -> int:
             )  # fmt: skip
         except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
             raise SystemExit(f"error: --model {args.model}: {error}") from None
-    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume,
-                          config=run_config(args), run_file=RUN_FILE)
+    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume, config=run_config(args),
+                          **RUN_FOLDER)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim

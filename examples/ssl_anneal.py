@@ -57,10 +57,11 @@ from hf_vjepa_area.modeling.predictor_vjepa2_area import PREDICTOR_WEIGHTS_NAME
 
 logger = logging.getLogger("ssl_anneal")
 
-RUN_FILE = "run_config.json"
 STATE_FILE = "anneal_state.json"
 CHECKPOINT_PREFIX = "step_"
 MODEL_DIR = "model"
+# What a run writes in its output dir: --overwrite removes these and nothing else.
+RUN_FOLDER = dict(script="ssl_anneal", outputs=("checkpoints", "logs", MODEL_DIR, "results.json"))
 
 # The ST-A² report's anneal (V-JEPA 2's cooldown recipe, `is_anneal`): the defaults of a real run.
 ANNEAL_DEFAULTS = dict(
@@ -255,12 +256,12 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {'--train-csv' if args.train_csv else '--video-dir'}: {error}") from None
     checkpoint = runs.check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, config=run_config(args),
-                                       compared_keys=RESULT_KEYS, run_file=RUN_FILE, kind="an anneal output dir",
-                                       prefix=CHECKPOINT_PREFIX, state_file=STATE_FILE)  # fmt: skip
+                                       compared_keys=RESULT_KEYS, **RUN_FOLDER, prefix=CHECKPOINT_PREFIX,
+                                       state_file=STATE_FILE)  # fmt: skip
     with accelerator.main_process_first():
         encoder, target_encoder, predictor = load_models(args)
-    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume,
-                          config=run_config(args), run_file=RUN_FILE)
+    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume, config=run_config(args),
+                          **RUN_FOLDER)
 
     config = encoder.config
     grid = token_grid(config, args.frames, args.resolution)

@@ -11,7 +11,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ._files import write_text_atomically
 from .hub import move_into_place
@@ -106,12 +106,39 @@ def resolve_report_to(value: str) -> str | None:
     return value
 
 
-def check_output_dir(out: Path, *, resume: str | None, overwrite: bool, config: dict, compared_keys, run_file: str,
-                     kind: str, prefix: str, state_file: str) -> Path | None:  # fmt: skip
-    """Refuse to mix runs: a non-empty output dir needs `resume` or `overwrite`, and `overwrite` only replaces
-    a folder holding `run_file` (one of this script's). Only reads, so it runs before anything slow or
-    destructive. Returns the checkpoint to resume from (None: start fresh). Errors are one-line SystemExits."""
+# The file that makes a folder a run folder: which script made it and with which settings.
+RUN_FILE = "run_config.json"
+
+
+def _made_by(out: Path) -> str | None:
+    try:
+        return json.loads((out / RUN_FILE).read_text(encoding="utf-8")).get("script")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def check_output_dir(out: Path, *, script: str, outputs: Sequence[str], resume: str | None, overwrite: bool,
+                     config: dict, compared_keys, prefix: str, state_file: str) -> Path | None:  # fmt: skip
+    """Refuse to mix runs, before anything slow or destructive (it only reads). Returns the checkpoint to
+    resume from (None: start fresh). Errors are one-line SystemExits.
+
+    A run folder is one whose `RUN_FILE` names `script` and that holds nothing but `outputs` (the names
+    the script writes at its top level). `resume` and `overwrite` take only such a folder; one without a
+    checkpoint or results (a run that failed before its first checkpoint) is reused without either flag.
+    """
     out = Path(out)
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not present:
+        return None
+    made_by = _made_by(out)
+    if made_by != script:
+        what = f"made by {made_by}" if made_by else f"no {script} run folder (no {RUN_FILE} naming it)"
+        raise SystemExit(f"error: {out} is {what}: --resume and --overwrite take only {script}'s own folders; "
+                         "choose another --output-dir")  # fmt: skip
+    foreign = [name for name in present if name not in (RUN_FILE, *outputs)]
+    if foreign:
+        raise SystemExit(f"error: {out} holds files that {script} did not write ({', '.join(foreign[:5])}): move them "
+                         "or choose another --output-dir")  # fmt: skip
     if resume:
         try:
             checkpoint = find_checkpoint(out / "checkpoints", resume, prefix=prefix, state_file=state_file)
@@ -123,28 +150,31 @@ def check_output_dir(out: Path, *, resume: str | None, overwrite: bool, config: 
             if changed:
                 raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
         return checkpoint
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
-                             "--overwrite to start over")  # fmt: skip
-        if not (out / run_file).is_file():
-            raise SystemExit(f"error: refusing to --overwrite {out}: it holds no {run_file}, so it is not {kind}")
+    started = find_checkpoint(out / "checkpoints", "auto", prefix=prefix, state_file=state_file) or (out / "results.json").exists()
+    if started and not overwrite:
+        raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
+                         "--overwrite to start over")  # fmt: skip
     return None
 
 
-def start_output_dir(out: Path, accelerator, *, overwrite: bool, config: dict, run_file: str) -> None:
-    """After every input has been read: clear the old run (`overwrite`) and record this one's settings."""
+def start_output_dir(out: Path, accelerator, *, script: str, outputs: Sequence[str], overwrite: bool, config: dict) -> None:
+    """After every input has been read: with `overwrite`, remove what an earlier run of `script` wrote there
+    (`outputs` only: `check_output_dir` has refused anything else); then record this run."""
     out = Path(out)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if overwrite and out.is_dir() and any(out.iterdir()):
-            shutil.rmtree(out)
+        for path in (out / name for name in outputs if overwrite):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / run_file, config)
+        write_json(out / RUN_FILE, {"script": script, "config": config})
     accelerator.wait_for_everyone()
 
 
 __all__ = [
+    "RUN_FILE",
     "save_checkpoint",
     "find_checkpoint",
     "read_checkpoint_state",

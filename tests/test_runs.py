@@ -45,21 +45,67 @@ def test_write_json_is_strict_json_even_with_nan(tmp_path):
     assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": [0.5, None], "nested": {"top1": None}}
 
 
+class _Accelerator:  # the main process of one
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+
+PROBE = dict(script="probe", outputs=("checkpoints", "results.json", "model"))
+
+
+def _check(out, *, resume=None, overwrite=False, config=None, folder=PROBE):
+    return runs.check_output_dir(out, resume=resume, overwrite=overwrite, config=config or {"lr": 1.0},
+                                 compared_keys=("lr",), **folder, **NAMING)  # fmt: skip
+
+
+def _checkpoint(out, config):
+    (out / "checkpoints" / "epoch_001").mkdir(parents=True)
+    (out / "checkpoints" / "epoch_001" / "probe_state.json").write_text(json.dumps({"config": config}))
+
+
 def test_output_dir_refuses_to_mix_runs(tmp_path):
     out = tmp_path / "run"
-    check = dict(config={"lr": 1.0}, compared_keys=("lr",), run_file="run_config.json", kind="a test output dir", **NAMING)
-    assert runs.check_output_dir(out, resume=None, overwrite=False, **check) is None  # nothing there yet
-    (out / "notes").mkdir(parents=True)
-    with pytest.raises(SystemExit, match="is not empty"):
-        runs.check_output_dir(out, resume=None, overwrite=False, **check)
-    with pytest.raises(SystemExit, match="it holds no run_config.json, so it is not a test output dir"):
-        runs.check_output_dir(out, resume=None, overwrite=True, **check)
-    with pytest.raises(SystemExit, match="--resume: .* is not a complete checkpoint"):
-        runs.check_output_dir(out, resume=str(out / "notes"), overwrite=False, **check)
-    (out / "checkpoints" / "epoch_001").mkdir(parents=True)
-    (out / "checkpoints" / "epoch_001" / "probe_state.json").write_text(json.dumps({"config": {"lr": 2.0}}))
+    assert _check(out) is None  # nothing there yet
+    runs.start_output_dir(out, _Accelerator(), overwrite=False, config={"lr": 1.0}, **PROBE)
+    assert json.loads((out / runs.RUN_FILE).read_text()) == {"script": "probe", "config": {"lr": 1.0}}
+    assert _check(out) is None  # a run that failed before its first checkpoint: reused as it is
+    _checkpoint(out, {"lr": 2.0})
+    with pytest.raises(SystemExit, match="is not empty .* pass --resume to continue it or --overwrite"):
+        _check(out)
     with pytest.raises(SystemExit, match=r"other settings than the checkpoint's: \{'lr': \(2.0, 1.0\)\}"):
-        runs.check_output_dir(out, resume="auto", overwrite=False, **check)
+        _check(out, resume="auto")
+    assert _check(out, resume="auto", config={"lr": 2.0}).name == "epoch_001"
+    with pytest.raises(SystemExit, match="--resume: .* is not a complete checkpoint"):
+        _check(out, resume=str(out / "model"))
+    assert _check(out, overwrite=True) is None
+
+
+def test_overwrite_and_resume_take_only_the_scripts_own_folders(tmp_path):
+    anneal = dict(script="anneal", outputs=("checkpoints", "results.json", "model"))
+    out = tmp_path / "run"
+    runs.start_output_dir(out, _Accelerator(), overwrite=False, config={"lr": 1.0}, **anneal)
+    _checkpoint(out, {"lr": 1.0})
+    (out / "results.json").write_text("{}")
+    for flags in (dict(overwrite=True), dict(resume="auto"), {}):  # another script's folder
+        with pytest.raises(SystemExit, match=f"{out} is made by anneal: --resume and --overwrite take only probe's own"):
+            _check(out, **flags)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SystemExit, match="is no probe run folder"):
+        _check(mine, overwrite=True)
+    # Our run folder, plus a file the script did not write: refused; then --overwrite removes only its own.
+    runs.start_output_dir(mine, _Accelerator(), overwrite=False, config={"lr": 1.0}, **PROBE)
+    _checkpoint(mine, {"lr": 1.0})
+    with pytest.raises(SystemExit, match=r"holds files that probe did not write \(notes.txt\)"):
+        _check(mine, overwrite=True)
+    (mine / "notes.txt").unlink()
+    (mine / "model").mkdir()
+    assert _check(mine, overwrite=True) is None
+    runs.start_output_dir(mine, _Accelerator(), overwrite=True, config={"lr": 3.0}, **PROBE)
+    assert sorted(p.name for p in mine.iterdir()) == [runs.RUN_FILE]
 
 
 def test_default_workers_share_the_cpus_between_local_processes(monkeypatch):

@@ -1,7 +1,7 @@
 """What a V-JEPA 2 checkpoint holds, in the original key names: one key table for transformers' names,
 and the unpacking of Meta's `.pt` files.
 
-Our state-dict keys are the original encoder's (DESIGN.md section 4), so Meta's `.pt` needs its entry
+Our state-dict keys are the original encoder's, so Meta's `.pt` needs its entry
 picked and `module.` / `backbone.` stripped; transformers' `VJEPA2Model` renames keys and splits each
 fused `qkv` into `query` / `key` / `value` rows. The predictor is kept in Meta's names
 (`predictor_embed.*`, `mask_tokens.{i}`, `predictor_blocks.{i}.*`, `predictor_norm.*`, `predictor_proj.*`).

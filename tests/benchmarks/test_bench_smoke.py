@@ -2,7 +2,7 @@
 
 In-process (their `main(argv)`), so the suite pays the torch / transformers import once. The numbers mean
 nothing here; what is checked is that every code path runs, failures would be recorded, and the outputs
-are complete: a broken script is found now, not in the next session that is lent a GPU. The analytic
+are complete: a broken script is found here, not on the GPU. The analytic
 FLOPs that the FLOP-ideal target rests on are checked against torch's own FlopCounterMode.
 """
 

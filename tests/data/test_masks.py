@@ -14,7 +14,7 @@ from tests.numerics import assert_matches
 GRID = (8, 16, 16)  # 256 px, 16 frames, patch 16, tubelet 2
 NUM_TOKENS = 8 * 16 * 16
 
-# V-JEPA 2's own collator measured at 256 px / 16 frames, 300 batches (DESIGN.md section 8):
+# V-JEPA 2's own collator measured at 256 px / 16 frames, 300 batches:
 # {batch size: ((config A context %, target %), (config B context %, target %))}.
 META_FRACTIONS = {1: ((39.2, 60.8), (18.1, 81.9)), 4: ((30.9, 54.4), (11.9, 74.0)), 24: ((24.2, 47.3), (6.3, 70.3))}
 

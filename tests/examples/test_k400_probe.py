@@ -242,7 +242,7 @@ def test_output_dir_is_not_reused_by_accident(reference, tmp_path, monkeypatch):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match="not a probe output dir"):
+    with pytest.raises(SystemExit, match="is no k400_probe run folder"):
         script.main(["--output-dir", str(other), "--overwrite"])
     assert (other / "notes.txt").read_text() == "keep me"
 
@@ -327,7 +327,7 @@ def test_bad_inputs_fail_before_the_output_dir_is_touched(tiny_set, tmp_path):
     script = load_example("k400_probe")
     out = tmp_path / "run"
     out.mkdir()
-    (out / "run_config.json").write_text("{}")
+    (out / "run_config.json").write_text('{"script": "k400_probe", "config": {}}')
     (out / "results.json").write_text('{"old": true}')
     header = tmp_path / "header.csv"
     header.write_text("path label\n" + (tiny_set / "probe_val.csv").read_text())

@@ -1,6 +1,6 @@
 """A slow, independent reference of the V-JEPA 2 encoder with area attention.
 
-Written from the formulas (DESIGN.md section 3) with explicit loops: per sample, per area, plain
+Written from V-JEPA 2's formulas with explicit loops: per sample, per area, plain
 softmax attention over the tokens whose grid position falls in that area. It shares only the
 weights with the model under test, none of its position, RoPE, partition or kernel code.
 """

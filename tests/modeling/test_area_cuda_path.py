@@ -1,7 +1,7 @@
 """The CUDA code path of area attention, traced on any machine with fake CUDA tensors.
 
 torch's FakeTensorMode runs the model's real CUDA branch (kernel choice, varlen packing, the plan) on
-shapes alone, so CPU-only CI checks what otherwise only a GPU session could:
+shapes alone, so CPU-only CI checks what otherwise only a GPU could:
 - no host synchronisation in the forward: a fake tensor has no values, so `.item()`, `nonzero`, a
   value-dependent Python branch or a `.tolist()` raises `DataDependentOutputException` here (on a GPU,
   test_area_gpu's sync-debug test checks the same);
