@@ -134,7 +134,7 @@ class PretrainingClipDataset(Dataset):
             step = self.frame_step
             if step is None:
                 if not video.info.fps:
-                    raise VideoDecodeError(f"{path}: the container gives no frame rate; use a fixed frame step")
+                    raise VideoDecodeError(f"{path}: no frame rate (a frame folder, or a container without one); use a fixed frame step")
                 step = frame_step_for(video.info.fps, self.fps)
             indices = clip_indices(video.info.num_frames, self.frames_per_clip, step, 1, random_offset=True,
                                    min_frames=self.min_frames, generator=generator)  # fmt: skip
