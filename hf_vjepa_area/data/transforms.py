@@ -81,20 +81,24 @@ def resize_opencv_bilinear(frames: torch.Tensor, height: int, width: int) -> tor
     high multiply, `(x + 2) >> 2`; its scalar tail uses the same formula). An exact 2x reduction in
     both axes is OpenCV's 2x2 box average, `(a + b + c + d + 2) >> 2`, as `cv2.resize` switches to
     INTER_AREA there. Computed with NumPy on the CPU (DataLoader workers; its gathers are several
-    times faster than torch's there); the result goes back to the input's device.
+    times faster than torch's there); the result goes back to the input's device. About 10x OpenCV's
+    time (16 frames of 1280x720 to 455x256: ~0.2 s on one core, OpenCV ~0.02 s).
     """
     if frames.dtype != torch.uint8:
         raise TypeError(f"resize_opencv_bilinear expects uint8 frames, got {frames.dtype}")
     src_h, src_w = frames.shape[-2:]
     if (height, width) == (src_h, src_w):
         return frames
-    pixels = frames.cpu().numpy()  # any strides: the decoder's [T, H, W, C] permuted to [T, C, H, W] is fine
+    pixels = np.ascontiguousarray(frames.cpu().numpy())  # gathers along contiguous rows are the fast ones
     if 1.0 / (width / src_w) == 2.0 and 1.0 / (height / src_h) == 2.0:
         total = pixels[..., 0::2, 0::2].astype(np.int32) + pixels[..., 0::2, 1::2] + pixels[..., 1::2, 0::2]
         total += pixels[..., 1::2, 1::2]
         return torch.from_numpy(((total + 2) >> 2).astype(np.uint8)).to(frames.device)
     x0, x1, a0, a1 = _opencv_linear_taps(src_w, width, clamp_weights=True)
     y0, y1, b0, b1 = _opencv_linear_taps(src_h, height, clamp_weights=False)
+    used = np.union1d(y0, y1)  # the horizontal pass only on the rows the vertical pass reads
+    y0, y1 = np.searchsorted(used, y0), np.searchsorted(used, y1)
+    pixels = np.take(pixels, used, axis=-2)
     rows = np.take(pixels, x0, axis=-1).astype(np.int32)
     rows *= a0
     right = np.take(pixels, x1, axis=-1).astype(np.int32)
