@@ -346,7 +346,7 @@ class _FrameFolderReader(VideoReader):
                 if size is None:
                     return frame.to_ndarray(format="rgb24")
                 return frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
-        except (av.FFmpegError, OSError) as error:
+        except (av.FFmpegError, OSError, IndexError) as error:  # IndexError: no video stream in the file
             raise VideoDecodeError(f"{file}: cannot decode frame ({error})") from error
 
     def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:

@@ -82,6 +82,15 @@ def test_crop_boxes_respect_scale_and_ratio():
         assert 3 / 4 * 0.95 <= box_w / box_h <= 4 / 3 * 1.05
 
 
+@pytest.mark.parametrize("height,width,expected", [(100, 300, (0, 83, 100, 133)), (300, 100, (83, 0, 133, 100)),
+                                                   (90, 100, (0, 0, 90, 100))])  # fmt: skip
+def test_crop_box_falls_back_to_vjepa2s_centre_crop(height, width, expected):
+    """No box of 2-3x the frame's area fits: V-JEPA 2's `_get_param_spatial_crop` fallback, the largest
+    centre box within the aspect range (100 x 300: width round(100 * 4 / 3) = 133 from (300 - 133) // 2)."""
+    transform = TrainTransform(32, scale=(2.0, 3.0), generator=torch.Generator().manual_seed(0))
+    assert transform.crop_box(height, width) == expected
+
+
 # One grey level in normalized units (the largest of the three channels').
 GREY_LEVEL = 1 / (255 * min(IMAGENET_STD))
 
