@@ -18,8 +18,9 @@ import torch
 from accelerate import init_empty_weights
 
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
-from .keys import ConversionError, original_parts, original_probe, safe_torch_load
+from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
 
@@ -33,6 +34,8 @@ class Source:
     predictor: dict[str, torch.Tensor] = field(default_factory=dict)
     context_encoder: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    ac_predictor: dict[str, torch.Tensor] = field(default_factory=dict)  # V-JEPA 2-AC's, in Meta's names
+    ac_predictor_config: VJEPA2ACPredictorConfig | None = None
 
     @property
     def model_class(self) -> type:
@@ -83,7 +86,7 @@ def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_si
         sizes["mlp_ratio"] = VARIANTS[fits]["mlp_ratio"]
     released = next((r for r in RELEASED_MODELS.values() if r.pt_file == file_name), None)
     predictor = parts["predictor"]
-    if predictor:
+    if predictor and not is_ac_predictor(predictor):
         width = predictor["predictor_embed.weight"].shape[0]
         sizes.update(predictor_embed_dim=width, predictor_depth=_depth(predictor, "predictor_blocks"),
                      predictor_mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
@@ -96,6 +99,43 @@ def config_from_tensors(parts: dict, file_name: str, variant: str | None, img_si
         )  # fmt: skip
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
+
+
+def ac_predictor_config(predictor: dict, encoder_config: VJEPA2AreaConfig, heads: int | None = None,
+                        use_extrinsics: bool = False) -> VJEPA2ACPredictorConfig:
+    """A V-JEPA 2-AC predictor's config: sizes from its tensors, heads from the released table by width
+    (else `heads`), frame size and patch from the encoder's config. Extrinsics use is not in the weights
+    (the encoder for them always exists): the released model does not use them."""
+    width, embed_dim = predictor["predictor_embed.weight"].shape
+    if heads is None and width not in RELEASED_AC_PREDICTOR_HEADS:
+        table = ", ".join(f"width {w}: {h}" for w, h in RELEASED_AC_PREDICTOR_HEADS.items())
+        raise ConversionError(f"AC predictor width {width} is no released size and the weights do not store its head count: "
+                              f"pass --ac-predictor-heads N (ac_predictor_heads=N; released {table})")  # fmt: skip
+    try:
+        return VJEPA2ACPredictorConfig(
+            embed_dim=embed_dim, predictor_embed_dim=width, depth=_depth(predictor, "predictor_blocks"),
+            num_heads=heads or RELEASED_AC_PREDICTOR_HEADS[width],
+            mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
+            action_embed_dim=predictor["action_encoder.weight"].shape[1], use_extrinsics=use_extrinsics,
+            img_size=list(encoder_config.img_size), patch_size=encoder_config.patch_size,
+            qkv_bias="predictor_blocks.0.attn.qkv.bias" in predictor, layer_norm_eps=encoder_config.layer_norm_eps,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConversionError(f"invalid AC predictor configuration: {err}") from None
+
+
+def build_ac_predictor(config: VJEPA2ACPredictorConfig, state_dict: dict) -> VJEPA2ACPredictor:
+    """`VJEPA2ACPredictor(config)` holding exactly `state_dict`'s tensors (Meta's names), in eval mode."""
+    with init_empty_weights():
+        predictor = VJEPA2ACPredictor(config)
+    expected = predictor.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    shapes = [k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ConversionError(f"the weights do not fit VJEPA2ACPredictor: missing {missing[:6]}, unexpected {unexpected[:6]}, "
+                              f"shapes differ for {sorted(shapes)[:4]}")  # fmt: skip
+    predictor.load_state_dict(state_dict, strict=True, assign=True)
+    return predictor.eval()
 
 
 def resolve_folder(source: str, revision: str | None) -> Path:
@@ -133,13 +173,18 @@ def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
 
 def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe: str | Path | None = None,
                 variant: str | None = None, img_size: int | None = None, revision: str | None = None,
-                **fields) -> Source:  # fmt: skip
-    """Read a released source into original key names; `fields` set config fields (area options, labels)."""
+                ac_predictor_heads: int | None = None, **fields) -> Source:  # fmt: skip
+    """Read a released source into original key names; `fields` set config fields (area options, labels).
+    A V-JEPA 2-AC `.pt`'s action-conditioned predictor goes to `ac_predictor` (heads: `ac_predictor_heads`
+    for a width not in the released table)."""
     path = Path(source).expanduser()
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
+    if ac_predictor_heads is not None and not path.is_file():
+        raise ConversionError("--ac-predictor-heads: only for a V-JEPA 2-AC .pt (vjepa2-ac-vitg.pt)")
     if path.is_file():
-        parts = original_parts(safe_torch_load(path), checkpoint_key)
+        checkpoint = safe_torch_load(path)
+        parts = original_parts(checkpoint, checkpoint_key)
         files = [file_record(path)]
         if probe is not None:
             parts["encoder"] = {**parts["encoder"], **original_probe(safe_torch_load(probe))}
@@ -147,8 +192,9 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
             fields = dict(num_labels=head["head.linear.weight"].shape[0], probe_depth=_depth(head, "head.pooler.blocks") + 1, **fields)
             files.append(file_record(Path(probe)))
         config = config_from_tensors(parts, path.name, variant, img_size, **fields)
-        provenance = {"format": "original", "checkpoint_key": checkpoint_key or "target_encoder"}
-        return Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
+        provenance = {"format": "original", "checkpoint_key": checkpoint_key or default_checkpoint_key(checkpoint)}
+        read = Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
+        return _with_ac_predictor(read, ac_predictor_heads)
     folder = resolve_folder(str(source), revision)
     try:
         raw = json.loads((folder / "config.json").read_text())
@@ -174,6 +220,17 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     commit = folder.name if not path.is_dir() else None
     provenance = {"format": "transformers", "repo_id": None if path.is_dir() else str(source), "revision": commit, "files": files}
     return Source(config, parts["encoder"], parts["predictor"], {}, provenance)
+
+
+def _with_ac_predictor(read: Source, heads: int | None) -> Source:
+    """A `.pt` source with its action-conditioned predictor moved from `predictor` to `ac_predictor`."""
+    if not is_ac_predictor(read.predictor):
+        if heads is not None:
+            raise ConversionError("--ac-predictor-heads: the checkpoint has no action-conditioned predictor (action_encoder.*)")
+        return read
+    read.ac_predictor_config = ac_predictor_config(read.predictor, read.config, heads)
+    read.ac_predictor, read.predictor = read.predictor, {}
+    return read
 
 
 def build_model(model_class: type, config: VJEPA2AreaConfig, state_dict: dict):

@@ -87,6 +87,10 @@ class VJEPA2ACPredictorConfig(PreTrainedConfig):
             raise ValueError(f"img_size {self.img_size} must be two multiples of patch_size {self.patch_size}")
         super().__post_init__(**kwargs)
 
+    def hyperparameters(self) -> dict:
+        """The fields above, as written under `ac_predictor` in a converted folder's config.json."""
+        return {name: getattr(self, name) for name in VJEPA2ACPredictorConfig.__annotations__}
+
     @property
     def grid_size(self) -> tuple[int, int]:
         """The configured frame's token grid (height, width)."""
