@@ -175,3 +175,14 @@ def test_plan_actions_runs_on_the_world_model():
     candidates = full_actions(torch.rand(7, 2, 4, generator=g) * 0.1)
     whole = rollout_energy(model, latents, state.view(1, 1, 7), goal_latents)(candidates)
     assert_matches(rollout_energy(model, latents, state.view(1, 1, 7), goal_latents, chunk=3)(candidates), whole)
+
+
+def test_cli_converts_an_ac_checkpoint(ac_pt, tmp_path, capsys):
+    from hf_vjepa_area.conversion.cli import main
+
+    path, _ = ac_pt
+    assert main([str(path), str(tmp_path / "a"), "--variant", "tiny", "--img-size", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "--ac-predictor-heads" in err and len(err.strip().splitlines()) == 1
+    assert main([str(path), str(tmp_path / "b"), "--variant", "tiny", "--img-size", "32", "--ac-predictor-heads", "4"]) == 0
+    assert (tmp_path / "b" / AC_PREDICTOR_WEIGHTS_NAME).is_file()
