@@ -186,3 +186,27 @@ def test_cli_converts_an_ac_checkpoint(ac_pt, tmp_path, capsys):
     assert "--ac-predictor-heads" in err and len(err.strip().splitlines()) == 1
     assert main([str(path), str(tmp_path / "b"), "--variant", "tiny", "--img-size", "32", "--ac-predictor-heads", "4"]) == 0
     assert (tmp_path / "b" / AC_PREDICTOR_WEIGHTS_NAME).is_file()
+
+
+def test_energy_landscape_and_png(tmp_path):
+    import struct
+    import zlib
+
+    from hf_vjepa_area.ac.landscape import energy_landscape, heatmap_rgb, write_png
+
+    def energy(actions):  # lowest at dx = 0.02, dz = -0.01
+        return (actions[:, 0, 0] - 0.02) ** 2 + (actions[:, 0, 2] + 0.01) ** 2
+
+    landscape, values = energy_landscape(energy, dims=(0, 2), extent=0.05, steps=11)
+    row, col = divmod(int(landscape.argmin()), 11)
+    assert_matches(values[[row, col]], torch.tensor([0.02, -0.01], dtype=torch.float64), rtol=1e-7)
+    image = heatmap_rgb(landscape, cell=3, marks=[(row, col)])
+    assert image.shape == (33, 33, 3) and image.dtype == torch.uint8
+    write_png(tmp_path / "e.png", image, {"Rows": "dx"})
+    blob = (tmp_path / "e.png").read_bytes()
+    assert blob.startswith(b"\x89PNG\r\n\x1a\n") and b"tEXtRows\x00dx" in blob
+    width, height = struct.unpack(">II", blob[16:24])
+    start = blob.index(b"IDAT") + 4
+    raw = zlib.decompress(blob[start : start + struct.unpack(">I", blob[start - 8 : start - 4])[0]])
+    rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, 1 + width * 3)
+    assert (width, height) == (33, 33) and torch.equal(rows[:, 1:].reshape(33, 33, 3), image)
