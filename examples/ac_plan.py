@@ -33,27 +33,16 @@ try:
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel
-from hf_vjepa_area.ac import CEMConfig, WorldModel, cem, load_world_model, rollout_energy
+from hf_vjepa_area.ac import CEMConfig, cem, load_world_model, rollout_energy
+from hf_vjepa_area.ac.demo import DEMO_SIZE, demo_world_model
 from hf_vjepa_area.ac.landscape import energy_landscape, heatmap_rgb, write_png
 from hf_vjepa_area.conversion import ConversionError
 from hf_vjepa_area.data import normalize
 from hf_vjepa_area.data.decoding import VideoDecodeError, open_video
 from hf_vjepa_area.data.synthetic import render_moving_square
 from hf_vjepa_area.data.transforms import resize_short_side
-from hf_vjepa_area.modeling.ac_predictor_vjepa2_area import VJEPA2ACPredictor, VJEPA2ACPredictorConfig
 
 ACTION_NAMES = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "dgripper")
-DEMO_SIZE = 64
-
-
-def demo_world_model() -> WorldModel:
-    """A small random-init encoder (width 192, 4 blocks) and AC predictor (width 128, 4 blocks), 64 px."""
-    torch.manual_seed(0)
-    encoder = VJEPA2AreaModel(VJEPA2AreaConfig(embed_dim=192, depth=4, num_heads=3, img_size=DEMO_SIZE, num_frames=2))
-    predictor = VJEPA2ACPredictor(VJEPA2ACPredictorConfig(embed_dim=192, predictor_embed_dim=128, depth=4, num_heads=4,
-                                                          img_size=DEMO_SIZE))  # fmt: skip
-    return WorldModel(encoder, predictor).eval()
 
 
 def demo_scene() -> tuple[torch.Tensor, torch.Tensor]:

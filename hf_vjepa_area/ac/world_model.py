@@ -62,6 +62,15 @@ def normalize(latents: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(latents, (latents.shape[-1],))
 
 
+def predict(predictor: nn.Module, latents: torch.Tensor, actions: torch.Tensor, states: torch.Tensor,
+            extrinsics: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """One predictor call (`predictor` may be DDP-wrapped): latents [B, T, h, w, D] with an action and a
+    state per frame -> normed predictions [B, T, h, w, D] (output frame t is the prediction of frame t + 1)."""
+    batch, num_frames, height, width, dim = latents.shape
+    out = predictor(latents.reshape(batch, -1, dim), actions, states, extrinsics, grid=(height, width))
+    return normalize(out.view(latents.shape))
+
+
 class WorldModel(nn.Module):
     """A frozen V-JEPA 2 encoder and a V-JEPA 2-AC predictor.
 
@@ -87,11 +96,8 @@ class WorldModel(nn.Module):
         return normalize(tokens.view(batch, num_frames, height // patch, width // patch, tokens.shape[-1]))
 
     def step(self, latents: torch.Tensor, actions: torch.Tensor, states: torch.Tensor, extrinsics=None) -> torch.Tensor:
-        """One predictor call: latents [B, T, h, w, D] with an action and a state per frame -> normed
-        predictions [B, T, h, w, D] (output frame t is the prediction of frame t + 1)."""
-        batch, num_frames, height, width, dim = latents.shape
-        out = self.predictor(latents.reshape(batch, -1, dim), actions, states, extrinsics, grid=(height, width))
-        return normalize(out.view(latents.shape))
+        """`predict` with this world model's predictor."""
+        return predict(self.predictor, latents, actions, states, extrinsics)
 
     def rollout(self, latents: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Autoregressive prediction, as Meta's planning runs it.
@@ -156,4 +162,4 @@ def load_world_model(source: str | Path, *, ac_predictor_heads: int | None = Non
     return WorldModel(encoder, predictor).eval()
 
 
-__all__ = ["WorldModel", "load_world_model", "next_state", "normalize", "euler_to_matrix", "matrix_to_euler"]
+__all__ = ["WorldModel", "load_world_model", "predict", "next_state", "normalize", "euler_to_matrix", "matrix_to_euler"]
