@@ -68,6 +68,7 @@ def to_clip(frame: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="vjepa2-ac-vitg.pt, or a folder converted from it (default: the built-in demo)")
+    parser.add_argument("--ac-predictor-heads", type=int, help="heads of an AC predictor of an unreleased width (a .pt --model)")
     parser.add_argument("--context", help="video whose last frame is the current scene (with --model)")
     parser.add_argument("--goal", help="video whose last frame is the goal (with --model)")
     parser.add_argument("--state", type=float, nargs=7, metavar="S", help="end-effector state at the context frame (default 0s)")
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.model is None:
             world_model, (context, goal) = demo_world_model(), demo_scene()
         else:
-            world_model, context, goal = load_world_model(args.model), last_frame(args.context), last_frame(args.goal)
+            options = {"ac_predictor_heads": args.ac_predictor_heads} if args.ac_predictor_heads else {}
+            world_model = load_world_model(args.model, **options)
+            context, goal = last_frame(args.context), last_frame(args.goal)
     except (ConversionError, VideoDecodeError, OSError, ValueError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ with examples/ac_plan.py --model OUTPUT_DIR/model). docs/ac.md.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -42,7 +43,7 @@ from safetensors.torch import save
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hf_vjepa_area import runs, ssl
+from hf_vjepa_area import VJEPA2AreaModel, runs, ssl
 from hf_vjepa_area.ac import WorldModel, load_world_model
 from hf_vjepa_area.ac.data import StepSampler, TrajectoryClips, write_synthetic_trajectories
 from hf_vjepa_area.ac.demo import DEMO_SIZE, demo_world_model
@@ -69,7 +70,8 @@ RESUME_KEYS = ("model", "data", "frames", "fps", "crop_size", "batch_size", "glo
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="vitg.pt (new predictor), vjepa2-ac-vitg.pt or a converted/trained AC folder (default: demo)")
+    p.add_argument("--model", help="an encoder (vitg.pt, a facebook/vjepa2-* folder or one of ours: new predictor), or "
+                   "vjepa2-ac-vitg.pt / a converted or trained AC folder (default: the demo model)")
     p.add_argument("--ac-predictor-heads", type=int, help="heads of an AC predictor of an unreleased width")
     p.add_argument("--use-extrinsics", action="store_true", help="a new predictor with a camera-extrinsics token per frame")
     p.add_argument("--data", help="trajectory folder (default with the demo: generated trajectories)")
@@ -128,7 +130,8 @@ def load_models(args) -> WorldModel:
         if args.use_extrinsics and not model.predictor.config.use_extrinsics:
             raise ConversionError("--use-extrinsics: only for a new predictor (this one was trained without)")
         return model
-    encoder = load_released(path) if path.is_file() else load_released(str(path))
+    ours = path.is_dir() and json.loads((path / "config.json").read_text()).get("model_type") == "vjepa2_area"
+    encoder = VJEPA2AreaModel.from_pretrained(path) if ours else load_released(str(path))
     config = VJEPA2ACPredictorConfig(embed_dim=encoder.config.embed_dim, img_size=list(encoder.config.img_size),
                                      patch_size=encoder.config.patch_size, use_extrinsics=args.use_extrinsics)  # fmt: skip
     torch.manual_seed(args.seed)

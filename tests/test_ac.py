@@ -75,9 +75,9 @@ def test_released_layout_pt_loads_with_the_heads_flag(ac_pt):
 
 def test_conversion_writes_the_ac_predictor_in_metas_names(ac_pt, tmp_path):
     path, model = ac_pt
-    report = convert(path, tmp_path / "out", variant="tiny", img_size=32, ac_predictor_heads=4)
+    report = convert(path, tmp_path / "out", variant="tiny", img_size=32, ac_predictor_heads=4, verify=True)
     folder = tmp_path / "out"
-    assert report["ac_predictor"] and not report["predictor"]
+    assert report["ac_predictor"] and not report["predictor"] and report["verification"]["passed"]
     assert report["source"]["checkpoint_key"] == "encoder"
     assert (folder / AC_PREDICTOR_WEIGHTS_NAME).is_file() and not (folder / "predictor.safetensors").exists()
     saved = json.loads((folder / "config.json").read_text())["ac_predictor"]
