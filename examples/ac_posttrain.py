@@ -65,7 +65,7 @@ DEMO = dict(steps=40, checkpoint_every=10, data="outputs/demo_ac_trajectories", 
 # Settings a resumed run must share with its checkpoint.
 RESUME_KEYS = ("model", "data", "frames", "fps", "crop_size", "batch_size", "global_batch_size", "steps", "warmup_steps",
                "anneal_steps", "lr", "start_lr", "final_lr", "weight_decay", "auto_steps", "loss_exp", "use_extrinsics",
-               "mixed_precision", "seed")  # fmt: skip
+               "mixed_precision", "seed", "predictor_width", "predictor_depth", "predictor_heads")  # fmt: skip
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -74,6 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "vjepa2-ac-vitg.pt / a converted or trained AC folder (default: the demo model)")
     p.add_argument("--ac-predictor-heads", type=int, help="heads of an AC predictor of an unreleased width")
     p.add_argument("--use-extrinsics", action="store_true", help="a new predictor with a camera-extrinsics token per frame")
+    released = VJEPA2ACPredictorConfig()
+    p.add_argument("--predictor-width", type=int, default=released.predictor_embed_dim, help="a new predictor's width (released: %(default)s)")
+    p.add_argument("--predictor-depth", type=int, default=released.depth, help="a new predictor's blocks (released: %(default)s)")
+    p.add_argument("--predictor-heads", type=int, default=released.num_heads, help="a new predictor's heads (released: %(default)s)")
     p.add_argument("--data", help="trajectory folder (default with the demo: generated trajectories)")
     p.add_argument("--output-dir", help="default outputs/ac_posttrain (demo: outputs/demo_ac_posttrain)")
     p.add_argument("--frames", type=int, default=RECIPE.frames)
@@ -132,7 +136,8 @@ def load_models(args) -> WorldModel:
         return model
     ours = path.is_dir() and json.loads((path / "config.json").read_text()).get("model_type") == "vjepa2_area"
     encoder = VJEPA2AreaModel.from_pretrained(path) if ours else load_released(str(path))
-    config = VJEPA2ACPredictorConfig(embed_dim=encoder.config.embed_dim, img_size=list(encoder.config.img_size),
+    config = VJEPA2ACPredictorConfig(embed_dim=encoder.config.embed_dim, predictor_embed_dim=args.predictor_width,
+                                     depth=args.predictor_depth, num_heads=args.predictor_heads, img_size=list(encoder.config.img_size),
                                      patch_size=encoder.config.patch_size, use_extrinsics=args.use_extrinsics)  # fmt: skip
     torch.manual_seed(args.seed)
     return WorldModel(encoder, VJEPA2ACPredictor(config))

@@ -72,3 +72,29 @@ def test_a_bad_trajectory_folder_is_one_line(tmp_path):
     assert failed.returncode != 0
     message = failed.stderr.strip().splitlines()[-1]
     assert message.startswith("error: ") and "no trajectories" in message and not (tmp_path / "run").exists()
+
+
+def test_a_new_predictor_on_an_encoder_checkpoint_with_extrinsics(data, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel
+
+    torch.manual_seed(0)
+    encoder = VJEPA2AreaModel(VJEPA2AreaConfig(embed_dim=192, depth=12, num_heads=3, img_size=32, num_frames=4))
+    pt = tmp_path / "encoder.pt"
+    torch.save({"target_encoder": {"module.backbone." + k: v for k, v in encoder.state_dict().items()}}, pt)
+    data = shutil.copytree(data, tmp_path / "traj")
+    for folder in data.iterdir():
+        np.save(folder / "extrinsics.npy", np.ones((20, 6), dtype=np.float32))
+    out = tmp_path / "run"
+    args = tiny_args(data, out, "--model", str(pt), "--use-extrinsics", "--predictor-width", "32", "--predictor-depth", "1",
+                     "--predictor-heads", "2", "--no-activation-checkpointing")  # fmt: skip
+    args[args.index("--steps") + 1] = "2"
+    run([sys.executable, str(SCRIPT), *args], cwd=tmp_path)
+    from hf_vjepa_area.ac import load_world_model
+
+    model = load_world_model(out / "model")
+    assert model.predictor.config.use_extrinsics and model.predictor.config.predictor_embed_dim == 32
+    assert model.encoder.config.embed_dim == 192 and results(out)["steps"] == 2
