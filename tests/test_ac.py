@@ -121,7 +121,8 @@ def test_next_state_matches_scipy_rotation_composition():
     action = torch.randn(4, 7, generator=g, dtype=torch.float64).float() * 0.3
     got = next_state(state.double(), action.double())
     for i in range(4):
-        matrix = rotation.from_euler("xyz", action[i, 3:6].double().numpy()).as_matrix() @ rotation.from_euler("xyz", state[i, 3:6].double().numpy()).as_matrix()
+        turn, start = (rotation.from_euler("xyz", x[i, 3:6].double().numpy()).as_matrix() for x in (action, state))
+        matrix = turn @ start
         angles = torch.from_numpy(rotation.from_matrix(matrix).as_euler("xyz"))
         assert_matches(got[i, 3:6], angles)
     assert_matches(got[:, :3], state[:, :3].double() + action[:, :3].double())

@@ -147,8 +147,9 @@ def original_parts(checkpoint: dict, checkpoint_key: str | None = None) -> dict[
 
     Reads Meta's `.pt` dict (`checkpoint_key` entry, default `default_checkpoint_key`; `predictor`, the
     masked or the action-conditioned one; the context `encoder`), transformers' `VJEPA2Model` /
-    `VJEPA2ForVideoClassification` state dicts, and our own files (also `save_pretrained` of our classifier, under `encoder.`). A classifier's encoder dict includes
-    `head.*`. Parts the checkpoint lacks are empty dicts.
+    `VJEPA2ForVideoClassification` state dicts, and our own files (also `save_pretrained` of our
+    classifier, under `encoder.`). A classifier's encoder dict includes `head.*`. Parts the checkpoint
+    lacks are empty dicts.
     """
     if not _tensor_dict(checkpoint):  # Meta's training checkpoint: a dict of state dicts and training state
         entries = sorted(k for k, v in checkpoint.items() if _tensor_dict(v))

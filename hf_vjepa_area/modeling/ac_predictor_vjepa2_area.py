@@ -16,7 +16,6 @@ configured grid (`pos * grid_height / H` for rows and `pos * grid_height / W` fo
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +76,9 @@ class VJEPA2ACPredictorConfig(PreTrainedConfig):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.action_embed_dim < 2:
-            raise ValueError(f"action_embed_dim must be at least 2 (extrinsics have action_embed_dim - 1 values), got {self.action_embed_dim}")
+            raise ValueError(
+                f"action_embed_dim must be at least 2 (extrinsics have action_embed_dim - 1 values), got {self.action_embed_dim}"
+            )
         if self.predictor_embed_dim % self.num_heads:
             raise ValueError(f"predictor_embed_dim ({self.predictor_embed_dim}) must be divisible by num_heads ({self.num_heads})")
         head_dim = self.predictor_embed_dim // self.num_heads
