@@ -211,3 +211,15 @@ def test_energy_landscape_and_png(tmp_path):
     raw = zlib.decompress(blob[start : start + struct.unpack(">I", blob[start - 8 : start - 4])[0]])
     rows = torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(height, 1 + width * 3)
     assert (width, height) == (33, 33) and torch.equal(rows[:, 1:].reshape(33, 33, 3), image)
+
+
+def test_one_call_encodes_and_rolls_out():
+    model = tiny_world_model()
+    g = torch.Generator().manual_seed(3)
+    frames, states = torch.randn(1, 3, 2, 32, 32, generator=g), torch.rand(1, 2, 7, generator=g)
+    actions = torch.randn(6, 3, 7, generator=g) * 0.05  # 6 candidate sequences: 1 past action + 2 steps each
+    with torch.no_grad():
+        predicted, new_states = model(frames, states, actions)
+        expected = model.rollout(model.encode(frames), states, actions)
+    assert predicted.shape == (6, 2, 2, 2, 192) and new_states.shape == (6, 2, 7)
+    assert torch.equal(predicted, expected[0]) and torch.equal(new_states, expected[1])

@@ -128,6 +128,11 @@ class WorldModel(nn.Module):
             new_states.append(state)
         return torch.cat(predicted, dim=1), torch.stack(new_states, dim=1)
 
+    def forward(self, frames: torch.Tensor, states: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode the context frames [B, C, Tc, H, W] (normalised pixels) and imagine what the actions do:
+        `rollout(encode(frames), states, actions)` -> (predicted latents [B, K, h, w, D], states [B, K, 7])."""
+        return self.rollout(self.encode(frames), states, actions)
+
     @staticmethod
     def energy(predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Mean absolute difference over tokens and channels: predicted [S, h, w, D], goal [h, w, D] or
