@@ -3,6 +3,8 @@
 - a run killed (SIGKILL) right after a checkpoint and resumed ends with the uninterrupted run's losses and
   predictor weights, exactly;
 - the trained world model folder loads with `load_world_model`;
+- 2 processes (DDP) at the same global batch train like 1;
+- a new predictor on an encoder `.pt`, with extrinsics;
 - an existing output dir is not reused without --resume / --overwrite; a bad --data is one line.
 """
 
@@ -98,3 +100,18 @@ def test_a_new_predictor_on_an_encoder_checkpoint_with_extrinsics(data, tmp_path
     model = load_world_model(out / "model")
     assert model.predictor.config.use_extrinsics and model.predictor.config.predictor_embed_dim == 32
     assert model.encoder.config.embed_dim == 192 and results(out)["steps"] == 2
+
+
+def test_two_processes_train_like_one_at_the_same_global_batch(data, reference, tmp_path):
+    from tests.examples.test_k400_probe import BIN
+
+    out = tmp_path / "run"
+    args = tiny_args(data, out)
+    args[args.index("--batch-size") + 1] = "1"
+    run([str(BIN / "torchrun"), "--nproc_per_node", "2", str(SCRIPT), *args], cwd=tmp_path)
+    one, two = results(reference), results(out)
+    assert (one["num_processes"], two["num_processes"], two["global_batch_size"]) == (1, 2, 2)
+    # The same clips every step; gradients averaged over 2 processes instead of within one batch differ in
+    # the last float bits, compounded over 4 steps.
+    for a, b in zip(one["history"]["loss"], two["history"]["loss"]):
+        assert b == pytest.approx(a, rel=1e-4)
