@@ -97,11 +97,6 @@ class VJEPA2ACPredictorConfig(PreTrainedConfig):
         """The configured frame's token grid (height, width)."""
         return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
 
-    @property
-    def num_cond_tokens(self) -> int:
-        """Conditioning tokens ahead of each frame's patch tokens: action, state (and extrinsics)."""
-        return 3 if self.use_extrinsics else 2
-
 
 def ac_token_positions(frames: int, grid: tuple[int, int], ref_height: int, num_cond: int) -> torch.Tensor:
     """(t, h, w) RoPE positions [frames * (num_cond + H*W), 3], float64, in the predictor's token order.

@@ -75,9 +75,11 @@ def attention(state: dict, prefix: str, x, heads, frames, height, width, grid_si
     return linear(state, prefix + "proj", out.transpose(1, 2).reshape(batch, n, c))
 
 
-def reference_ac_predictor(state: dict, config, tokens, actions, states, extrinsics=None) -> torch.Tensor:
-    """Meta's forward with `state` (Meta's key names) and the sizes of `config`."""
-    height, width = config.img_size[0] // config.patch_size, config.img_size[1] // config.patch_size
+def reference_ac_predictor(state: dict, config, tokens, actions, states, extrinsics=None, grid=None) -> torch.Tensor:
+    """Meta's forward with `state` (Meta's key names) and the sizes of `config`; `grid` (H, W) is the token
+    grid its blocks are called with (Meta's predictor always passes the configured one)."""
+    grid_size = config.img_size[0] // config.patch_size
+    height, width = grid or (grid_size, config.img_size[1] // config.patch_size)
     heads, eps = config.num_heads, config.layer_norm_eps
     x = linear(state, "predictor_embed", tokens)
     batch, n, dim = x.shape
@@ -98,7 +100,7 @@ def reference_ac_predictor(state: dict, config, tokens, actions, states, extrins
 
     for i in range(config.depth):
         p = f"predictor_blocks.{i}."
-        x = x + attention(state, p + "attn.", norm(p + "norm1", x), heads, frames, height, width, height, cond, mask)
+        x = x + attention(state, p + "attn.", norm(p + "norm1", x), heads, frames, height, width, grid_size, cond, mask)
         y = linear(state, p + "mlp.fc2", F.gelu(linear(state, p + "mlp.fc1", norm(p + "norm2", x))))
         x = x + y
     x = x.view(batch, frames, cond + height * width, dim)[:, :, cond:].flatten(1, 2)

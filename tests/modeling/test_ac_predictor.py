@@ -42,6 +42,18 @@ def test_matches_meta_reference_float64(img_size, frames, use_extrinsics):
     assert_matches(got, expected)
 
 
+def test_another_grid_snaps_onto_the_configured_one():
+    """Frames of another size: rows and columns rescaled by configured grid height / H and / W, as Meta's blocks."""
+    config = VJEPA2ACPredictorConfig(**TINY_AC, img_size=32, patch_size=8)
+    model = _model(config, seed=3)
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randn(1, 2 * 3 * 5, 24, generator=g, dtype=torch.float64)
+    actions, states = (torch.randn(1, 2, 7, generator=g, dtype=torch.float64) for _ in range(2))
+    with torch.no_grad():
+        got = model(tokens, actions, states, grid=(3, 5))
+        assert_matches(got, reference_ac_predictor(model.state_dict(), config, tokens, actions, states, grid=(3, 5)))
+
+
 def test_full_attention_matches_reference():
     config = VJEPA2ACPredictorConfig(**TINY_AC, img_size=32, patch_size=8, is_frame_causal=False)
     model = _model(config, seed=1)
