@@ -6,9 +6,9 @@
     python examples/ac_plan.py
 
     # Meta's released world model (or a folder converted from it) on your frames: the context frame is the
-    # last frame of --context, the goal the last frame of --goal; --state is the robot's end-effector state
-    # (x y z roll pitch yaw gripper, as DROID) at the context frame.
-    python examples/ac_plan.py --model vjepa2-ac-vitg.pt --context now.mp4 --goal goal.mp4 \
+    # last frame of --context, the goal the last frame of --goal (videos or images); --state is the robot's
+    # end-effector state (x y z roll pitch yaw gripper, as DROID) at the context frame.
+    python examples/ac_plan.py --model vjepa2-ac-vitg.pt --context now.mp4 --goal goal.png \
         --state 0.45 0.0 0.3 3.14 0.0 0.0 0.0
 
 Planning is Meta's (hf_vjepa_area.ac.CEMConfig holds its settings: rollout 2, 400 samples, top 10, 10 CEM
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="vjepa2-ac-vitg.pt, or a folder converted from it (default: the built-in demo)")
     parser.add_argument("--ac-predictor-heads", type=int, help="heads of an AC predictor of an unreleased width (a .pt --model)")
-    parser.add_argument("--context", help="video whose last frame is the current scene (with --model)")
-    parser.add_argument("--goal", help="video whose last frame is the goal (with --model)")
+    parser.add_argument("--context", help="video or image whose last frame is the current scene (with --model)")
+    parser.add_argument("--goal", help="video or image whose last frame is the goal (with --model)")
     parser.add_argument("--state", type=float, nargs=7, metavar="S", help="end-effector state at the context frame (default 0s)")
     parser.add_argument("--dims", type=int, nargs=2, default=(0, 1), metavar="D", help="action dims of the landscape (default 0 1: dx dy)")
     parser.add_argument("--steps", type=int, default=21, help="landscape cells per dim")
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model is None and (args.context or args.goal):
             raise ValueError("--context/--goal: pass --model too (the built-in demo makes its own scene)")
         if args.model is not None and not (args.context and args.goal):
-            raise ValueError("--model needs --context VIDEO and --goal VIDEO (their last frames are the scene and the goal)")
+            raise ValueError("--model needs --context and --goal, videos or images (their last frames are the scene and the goal)")
         if not all(0 <= d < 7 for d in args.dims) or args.dims[0] == args.dims[1]:
             raise ValueError(f"--dims: two different action dims in 0..6 ({' '.join(ACTION_NAMES)}), got {args.dims}")
         started = time.perf_counter()

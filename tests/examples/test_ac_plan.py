@@ -1,4 +1,4 @@
-"""`examples/ac_plan.py` with --model (a converted V-JEPA 2-AC folder) on the user's videos: it prints a plan
+"""`examples/ac_plan.py` with --model (a converted V-JEPA 2-AC folder) on the user's video and image: it prints a plan
 and writes the energy landscape as a PNG; bad arguments are one line."""
 
 from __future__ import annotations
@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from hf_vjepa_area.ac.data import write_synthetic_trajectories
+from hf_vjepa_area.ac.landscape import write_png
 from hf_vjepa_area.conversion.convert import convert
+from hf_vjepa_area.data.decoding import open_video
 from tests.examples.test_k400_probe import REPO
 from tests.test_ac import tiny_world_model
 
@@ -27,7 +29,10 @@ def test_plans_on_user_videos_with_a_converted_model(main, tmp_path, capsys):
     torch.save({"encoder": model.encoder.state_dict(), "predictor": model.predictor.state_dict()}, pt)
     convert(pt, tmp_path / "model", variant="tiny", img_size=32, ac_predictor_heads=4)
     videos = write_synthetic_trajectories(tmp_path / "videos", count=2, num_frames=6, size=48, fps=8)
-    context, goal = (videos / f"trajectory_00{i}" / "video.mp4" for i in (0, 1))
+    context = videos / "trajectory_000" / "video.mp4"
+    goal = tmp_path / "goal.png"  # an image: the last frame of another trajectory
+    with open_video(videos / "trajectory_001" / "video.mp4") as video:
+        write_png(goal, video.get_frames([video.info.num_frames - 1])[0])
     out = tmp_path / "energy.png"
     code = main(["--model", str(tmp_path / "model"), "--context", str(context), "--goal", str(goal), "--state", *["0.1"] * 7,
                  "--dims", "0", "2", "--steps", "5", "--out", str(out)])  # fmt: skip
