@@ -73,6 +73,15 @@ def test_released_layout_pt_loads_with_the_heads_flag(ac_pt):
     _assert_same(loaded, model)
 
 
+def test_load_released_reads_the_encoder_of_an_ac_checkpoint(ac_pt):
+    from hf_vjepa_area import load_released
+
+    path, model = ac_pt
+    encoder = load_released(path, variant="tiny", img_size=32)  # the `encoder` entry: there is no target_encoder
+    expected = model.encoder.state_dict()
+    assert all(torch.equal(encoder.state_dict()[k], expected[k]) for k in expected)
+
+
 def test_conversion_writes_the_ac_predictor_in_metas_names(ac_pt, tmp_path):
     path, model = ac_pt
     report = convert(path, tmp_path / "out", variant="tiny", img_size=32, ac_predictor_heads=4, verify=True)

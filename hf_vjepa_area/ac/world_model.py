@@ -148,10 +148,10 @@ def load_world_model(source: str | Path, *, ac_predictor_heads: int | None = Non
     path = Path(source).expanduser()
     if path.is_file():
         read = read_source(path, ac_predictor_heads=ac_predictor_heads, **options)
-        if read.ac_predictor_config is None:
+        if not read.ac_predictor:
             raise ConversionError(f"{path.name} has no action-conditioned predictor (action_encoder.*): not a V-JEPA 2-AC checkpoint")
-        encoder = build_model(VJEPA2AreaModel, read.config, read.encoder)
-        return WorldModel(encoder, build_ac_predictor(read.ac_predictor_config, read.ac_predictor)).eval()
+        predictor = build_ac_predictor(read.ac_config(), read.ac_predictor)
+        return WorldModel(build_model(VJEPA2AreaModel, read.config, read.encoder), predictor).eval()
     if ac_predictor_heads is not None or options:
         raise ConversionError(f"{', '.join(['ac_predictor_heads'] * (ac_predictor_heads is not None) + sorted(options))}: "
                               "only for a .pt source; a converted folder's config.json holds its sizes")  # fmt: skip

@@ -218,8 +218,8 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
         config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     if context_encoder and not read.context_encoder:
         raise ConversionError("--context-encoder: the source has no context encoder (only Meta's .pt has an `encoder` entry)")
-    if read.ac_predictor_config is not None:  # V-JEPA 2-AC: its predictor's sizes travel in config.json
-        setattr(config, AC_PREDICTOR_CONFIG_KEY, read.ac_predictor_config.hyperparameters())
+    if read.ac_predictor:  # V-JEPA 2-AC: its predictor's sizes travel in config.json
+        setattr(config, AC_PREDICTOR_CONFIG_KEY, read.ac_config().hyperparameters())
     model = build_model(read.model_class, config, read.encoder)
     variant = variant_of(config) or "custom"
     released = next((n for n, r in RELEASED_MODELS.items() if (r.variant, r.img_size) == (variant, config.img_size[0])), None)

@@ -35,7 +35,12 @@ class Source:
     context_encoder: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     ac_predictor: dict[str, torch.Tensor] = field(default_factory=dict)  # V-JEPA 2-AC's, in Meta's names
-    ac_predictor_config: VJEPA2ACPredictorConfig | None = None
+    ac_predictor_config: VJEPA2ACPredictorConfig | None = None  # None until its head count is known
+
+    def ac_config(self) -> VJEPA2ACPredictorConfig:
+        """The AC predictor's config; refuses (naming --ac-predictor-heads) a width not in the released table
+        when no head count was given. Only what uses the predictor asks: the encoder loads regardless."""
+        return self.ac_predictor_config or ac_predictor_config(self.ac_predictor, self.config)
 
     @property
     def model_class(self) -> type:
@@ -228,7 +233,9 @@ def _with_ac_predictor(read: Source, heads: int | None) -> Source:
         if heads is not None:
             raise ConversionError("--ac-predictor-heads: the checkpoint has no action-conditioned predictor (action_encoder.*)")
         return read
-    read.ac_predictor_config = ac_predictor_config(read.predictor, read.config, heads)
+    width = read.predictor["predictor_embed.weight"].shape[0]
+    if heads is not None or width in RELEASED_AC_PREDICTOR_HEADS:
+        read.ac_predictor_config = ac_predictor_config(read.predictor, read.config, heads)
     read.ac_predictor, read.predictor = read.predictor, {}
     return read
 
