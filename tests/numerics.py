@@ -19,6 +19,9 @@ magnitude. Bounds are therefore relative to the reference: `max|got - expected| 
   SSL loss with area attention and with full attention from the same weights, clips and masks (the
   attention pattern changes, the loss's scale does not); a gross error (a wrong mask, a NaN, a swapped
   target) is still far outside it.
+- `SEARCH_RTOL`: not an equivalence. A sampling optimiser (the CEM planner) against the known minimum of its
+  energy, as a fraction of the range it searches: it stops within a few percent, where a wrong update rule
+  or bound stays near its initial spread (the whole range).
 - `PIXEL_MISMATCH_FRACTION`: uint8 pixels of two integer implementations of one resize (ours and OpenCV's),
   as the share of values that may differ by one grey level: OpenCV's builds for other instruction sets may
   round a few values the other way; a wrong rounding rule moves about one value in eight.
@@ -45,6 +48,7 @@ BFLOAT16_RTOL = 2e-2
 SIMILAR_RTOL = 5e-2
 SAMPLE_STD_RTOL = 0.1
 PIXEL_MISMATCH_FRACTION = 1e-3
+SEARCH_RTOL = 0.1
 
 
 def _tensor(value) -> torch.Tensor:

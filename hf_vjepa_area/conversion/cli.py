@@ -18,7 +18,8 @@ against transformers' implementation, and publish it. No conversion is needed ju
 weights: hf_vjepa_area.load_released(...) and timm.create_model("vjepa2_vitl", pretrained=True) read them.
 
 SOURCE is Meta's released encoder .pt (vitl.pt, vith.pt, vitg.pt, vitg-384.pt; the `target_encoder`
-entry, as Meta's own hub loader reads: facebookresearch/vjepa2, src/hub/backbones.py), optionally with
+entry, as Meta's own hub loader reads: facebookresearch/vjepa2, src/hub/backbones.py; for vjepa2-ac-vitg.pt its
+`encoder`, with the action-conditioned predictor written as ac_predictor.safetensors), optionally with
 --probe (a released probe .pt), or transformers' V-JEPA 2 (a Hub id such as facebook/vjepa2-vitl-fpc64-256,
 or a folder); with --to transformers, one of our folders. Files are read with torch.load(weights_only=True)
 or safetensors only: a file that would run code when unpickled is refused.
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--labels", help="class names of a classifier, one per line")
     parser.add_argument("--variant", choices=list(VARIANTS), help="head count of a size not in the table (sizes come from the tensors)")
     parser.add_argument("--predictor-heads", type=int, metavar="N",
-                        help="head count of a .pt's predictor whose width is not the released one (384, 12 heads)")
+                        help="head count of a .pt's predictor (V-JEPA 2's or V-JEPA 2-AC's) whose width is not a released one (384: 12, AC 1024: 16)")
     parser.add_argument("--img-size", type=int, help="training resolution of a .pt that is not a released file (required there)")
     parser.add_argument("--num-frames", type=int, help="frames per clip of a .pt that is not a released file (required there)")
     parser.add_argument("--revision", help="revision of a Hub-id SOURCE")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from ..hub import move_into_place, repo_id_for, save_repo_folder, save_safetensors
 from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, VJEPA2AreaPredictor
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
+from ..modeling.ac_predictor_vjepa2_area import AC_PREDICTOR_CONFIG_KEY, AC_PREDICTOR_WEIGHTS_NAME
 from ..modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME
 from .keys import ENCODER_KEYS, HEAD_KEYS, PREDICTOR_KEYS, ConversionError, to_transformers
 from .load import Source, build_model, file_record, read_source
@@ -180,6 +181,8 @@ V-JEPA 2 video encoder ({report["variant"]}: width {config["embed_dim"]}, {confi
 {config["img_size"][0]} px){f", with an attentive probe of {len(config['id2label'])} classes" if classifier else ""}; {attention}.
 Converted from {", ".join(f"`{f['name']}`" for f in report["source"]["files"])} with `vjepa2-area-convert` (hf_vjepa_area).
 {"The V-JEPA 2 predictor is in `predictor.safetensors` (Meta's key names)." if report["predictor"] else ""}
+{"The V-JEPA 2-AC action-conditioned predictor is in `ac_predictor.safetensors` (Meta's key names; its sizes under "
+ "`ac_predictor` in config.json; `hf_vjepa_area.ac.load_world_model` loads both)." if report.get("ac_predictor") else ""}
 
 ```python
 from transformers import {auto}
@@ -215,6 +218,8 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
         config.id2label, config.label2id = dict(enumerate(labels)), {name: i for i, name in enumerate(labels)}
     if context_encoder and not read.context_encoder:
         raise ConversionError("--context-encoder: the source has no context encoder (only Meta's .pt has an `encoder` entry)")
+    if read.ac_predictor:  # V-JEPA 2-AC: its predictor's sizes travel in config.json
+        setattr(config, AC_PREDICTOR_CONFIG_KEY, read.ac_config().hyperparameters())
     model = build_model(read.model_class, config, read.encoder)
     variant = variant_of(config) or "custom"
     released = next((n for n, r in RELEASED_MODELS.items() if (r.variant, r.img_size) == (variant, config.img_size[0])), None)
@@ -226,6 +231,7 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
         "variant": variant,
         "config": json.loads(config.to_json_string(use_diff=False)),
         "predictor": bool(read.predictor),
+        "ac_predictor": bool(read.ac_predictor),
         "context_encoder": context_encoder,
         "base_model": RELEASED_MODELS[released].transformers_repo if released else None,
     }
@@ -233,7 +239,8 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
 
     def write(folder: Path) -> None:
         save_repo_folder(model, folder)
-        extra = {PREDICTOR_WEIGHTS_NAME: read.predictor, CONTEXT_ENCODER_WEIGHTS_NAME: read.context_encoder if context_encoder else {}}
+        extra = {PREDICTOR_WEIGHTS_NAME: read.predictor, CONTEXT_ENCODER_WEIGHTS_NAME: read.context_encoder if context_encoder else {},
+                 AC_PREDICTOR_WEIGHTS_NAME: read.ac_predictor}  # fmt: skip
         for name, state in extra.items():
             if state:
                 save_safetensors(state, folder / name)

@@ -129,17 +129,31 @@ def _tensor_dict(value) -> bool:
     return isinstance(value, dict) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
+def is_ac_predictor(state: dict) -> bool:
+    """A V-JEPA 2-AC action-conditioned predictor (original names), rather than the masked predictor."""
+    return "action_encoder.weight" in state
+
+
+def default_checkpoint_key(checkpoint: dict) -> str:
+    """`target_encoder`; for a V-JEPA 2-AC file without one, its frozen `encoder` (what Meta's hub loader reads)."""
+    predictor = strip_original_prefixes(checkpoint.get("predictor") or {})
+    if DEFAULT_CHECKPOINT_KEY not in checkpoint and "encoder" in checkpoint and is_ac_predictor(predictor):
+        return "encoder"
+    return DEFAULT_CHECKPOINT_KEY
+
+
 def original_parts(checkpoint: dict, checkpoint_key: str | None = None) -> dict[str, dict]:
     """Any V-JEPA 2 checkpoint -> {"encoder", "predictor", "context_encoder"} in original names.
 
-    Reads Meta's `.pt` dict (`checkpoint_key` entry, default `target_encoder`; `predictor`; the context
-    `encoder`), transformers' `VJEPA2Model` / `VJEPA2ForVideoClassification` state dicts, and our own files
-    (also `save_pretrained` of our classifier, under `encoder.`). A classifier's encoder dict includes
-    `head.*`. Parts the checkpoint lacks are empty dicts.
+    Reads Meta's `.pt` dict (`checkpoint_key` entry, default `default_checkpoint_key`; `predictor`, the
+    masked or the action-conditioned one; the context `encoder`), transformers' `VJEPA2Model` /
+    `VJEPA2ForVideoClassification` state dicts, and our own files (also `save_pretrained` of our
+    classifier, under `encoder.`). A classifier's encoder dict includes `head.*`. Parts the checkpoint
+    lacks are empty dicts.
     """
     if not _tensor_dict(checkpoint):  # Meta's training checkpoint: a dict of state dicts and training state
         entries = sorted(k for k, v in checkpoint.items() if _tensor_dict(v))
-        key = checkpoint_key or DEFAULT_CHECKPOINT_KEY
+        key = checkpoint_key or default_checkpoint_key(checkpoint)
         if key not in entries:
             hint = " (a probe file: pass it as the probe)" if "classifiers" in checkpoint else ""
             raise ConversionError(f"the checkpoint has no {key!r} entry{hint}; its state dicts are {entries}")

@@ -2,8 +2,8 @@
 
 A source is Meta's `.pt` (vitl.pt, ...; optionally with a released probe) or transformers' V-JEPA 2
 (`facebook/vjepa2-*` Hub id, or a local folder). What the weights do not store comes from the source's
-config.json (transformers) or, for a `.pt`, from the tensors' shapes plus the variant table (heads) and
-the released-models table (image size of a released file name).
+config.json (transformers) or, for a `.pt`, from the tensors' shapes plus the released tables (heads by
+size, resolution and frame count by file name), else from the caller.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import torch
 from accelerate import init_empty_weights
 
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, RELEASED_PREDICTOR_HEADS, variant_of
-from .keys import ConversionError, original_parts, original_probe, safe_torch_load
+from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
+from ..modeling.configuration_vjepa2_area import RELEASED_PREDICTOR_HEADS, RELEASED_PT_FILES, variant_of
+from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
 
@@ -33,6 +34,13 @@ class Source:
     predictor: dict[str, torch.Tensor] = field(default_factory=dict)
     context_encoder: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    ac_predictor: dict[str, torch.Tensor] = field(default_factory=dict)  # V-JEPA 2-AC's, in Meta's names
+    ac_predictor_config: VJEPA2ACPredictorConfig | None = None  # None until its head count is known
+
+    def ac_config(self) -> VJEPA2ACPredictorConfig:
+        """The AC predictor's config; refuses (naming --predictor-heads) a width not in the released table
+        when no head count was given. Only what uses the predictor asks: the encoder loads regardless."""
+        return self.ac_predictor_config or ac_predictor_config(self.ac_predictor, self.config)
 
     @property
     def model_class(self) -> type:
@@ -60,20 +68,20 @@ def _depth(state: dict, blocks: str) -> int:
 
 
 def _released_file(file_name: str, img_size: int | None, num_frames: int | None, missing: list[str]) -> dict:
-    """img_size and num_frames of a `.pt`: the released-models table's for a released file name (flags that
+    """img_size and num_frames of a `.pt`: the released files' table's for a released file name (flags that
     contradict it are refused), the caller's for any other file (its tensors do not store them)."""
-    released = next((r for r in RELEASED_MODELS.values() if r.pt_file == file_name), None)
-    if released is not None:
-        contradicting = [f"{flag} {given}" for flag, given, table in (("--img-size", img_size, released.img_size),
-                         ("--num-frames", num_frames, released.num_frames)) if given is not None and given != table]  # fmt: skip
+    if file_name in RELEASED_PT_FILES:
+        sizes = dict(zip(("img_size", "num_frames"), RELEASED_PT_FILES[file_name]))
+        contradicting = [f"--{name.replace('_', '-')} {given}" for name, given in (("img_size", img_size), ("num_frames", num_frames))
+                         if given is not None and given != sizes[name]]  # fmt: skip
         if contradicting:
-            raise ConversionError(f"{file_name} is Meta's release at {released.img_size} px, {released.num_frames} frames; "
+            raise ConversionError(f"{file_name} is Meta's release at {sizes['img_size']} px, {sizes['num_frames']} frames; "
                                   f"{', '.join(contradicting)} contradicts it (rename the file if it holds another model)")  # fmt: skip
-        return dict(img_size=released.img_size, num_frames=released.num_frames)
+        return sizes
     flags = [flag for flag, given in (("--img-size", img_size), ("--num-frames", num_frames)) if given is None]
     if flags:
-        names = ", ".join(r.pt_file for r in RELEASED_MODELS.values())
-        missing.append(f"{file_name} is not one of Meta's released files ({names}): pass {' and '.join(flags)}")
+        missing.append(f"{file_name} is not one of Meta's released files ({', '.join(RELEASED_PT_FILES)}): "
+                       f"pass {' and '.join(flags)}")  # fmt: skip
     return dict(img_size=img_size, num_frames=num_frames)
 
 
@@ -113,9 +121,10 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
         missing.append(f"width {dim}, {depth} blocks is no released size: pass --variant NAME for its heads ({table})")
     if fits:
         sizes["mlp_ratio"] = VARIANTS[fits]["mlp_ratio"]
-    if parts["predictor"]:
-        sizes.update(_predictor_sizes(parts["predictor"], predictor_heads, missing))
-    elif predictor_heads is not None:
+    predictor = parts["predictor"]
+    if predictor and not is_ac_predictor(predictor):  # an AC predictor's config is its own (`ac_predictor_config`)
+        sizes.update(_predictor_sizes(predictor, predictor_heads, missing))
+    elif not predictor and predictor_heads is not None:
         raise ConversionError("--predictor-heads: the checkpoint has no predictor")
     sizes.update(_released_file(file_name, img_size, num_frames, missing))
     if missing:
@@ -128,6 +137,43 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
         )  # fmt: skip
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
+
+
+def ac_predictor_config(predictor: dict, encoder_config: VJEPA2AreaConfig, heads: int | None = None,
+                        use_extrinsics: bool = False) -> VJEPA2ACPredictorConfig:
+    """A V-JEPA 2-AC predictor's config: sizes from its tensors, heads from the released table by width
+    (else `heads`), frame size and patch from the encoder's config. Extrinsics use is not in the weights
+    (the encoder for them always exists): the released model does not use them."""
+    width, embed_dim = predictor["predictor_embed.weight"].shape
+    if heads is None and width not in RELEASED_AC_PREDICTOR_HEADS:
+        table = ", ".join(f"width {w}: {h}" for w, h in RELEASED_AC_PREDICTOR_HEADS.items())
+        raise ConversionError(f"AC predictor width {width} is no released size and the weights do not store its head count: "
+                              f"pass --predictor-heads N (predictor_heads=N; released {table})")  # fmt: skip
+    try:
+        return VJEPA2ACPredictorConfig(
+            embed_dim=embed_dim, predictor_embed_dim=width, depth=_depth(predictor, "predictor_blocks"),
+            num_heads=heads or RELEASED_AC_PREDICTOR_HEADS[width],
+            mlp_ratio=_exact_ratio(width, predictor["predictor_blocks.0.mlp.fc1.weight"].shape[0]),
+            action_embed_dim=predictor["action_encoder.weight"].shape[1], use_extrinsics=use_extrinsics,
+            img_size=list(encoder_config.img_size), patch_size=encoder_config.patch_size,
+            qkv_bias="predictor_blocks.0.attn.qkv.bias" in predictor, layer_norm_eps=encoder_config.layer_norm_eps,
+        )  # fmt: skip
+    except ValueError as err:
+        raise ConversionError(f"invalid AC predictor configuration: {err}") from None
+
+
+def build_ac_predictor(config: VJEPA2ACPredictorConfig, state_dict: dict) -> VJEPA2ACPredictor:
+    """`VJEPA2ACPredictor(config)` holding exactly `state_dict`'s tensors (Meta's names), in eval mode."""
+    with init_empty_weights():
+        predictor = VJEPA2ACPredictor(config)
+    expected = predictor.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
+    shapes = [k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        raise ConversionError(f"the weights do not fit VJEPA2ACPredictor: missing {missing[:6]}, unexpected {unexpected[:6]}, "
+                              f"shapes differ for {sorted(shapes)[:4]}")  # fmt: skip
+    predictor.load_state_dict(state_dict, strict=True, assign=True)
+    return predictor.eval()
 
 
 def resolve_folder(source: str, revision: str | None) -> Path:
@@ -174,12 +220,15 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
                 num_frames: int | None = None, revision: str | None = None, with_predictor: bool = True,
                 **fields) -> Source:  # fmt: skip
     """Read a released source into original key names; `fields` set config fields (area options, labels).
-    `with_predictor=False` reads the encoder alone (the predictor's sizes and heads are then not needed)."""
+    `with_predictor=False` reads the encoder alone (the predictor's sizes and heads are then not needed).
+    A V-JEPA 2-AC `.pt`'s action-conditioned predictor goes to `ac_predictor` (`predictor_heads` gives its
+    head count where its width is not in the released table)."""
     path = Path(source).expanduser()
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
-        parts = original_parts(safe_torch_load(path), checkpoint_key)
+        checkpoint = safe_torch_load(path)
+        parts = original_parts(checkpoint, checkpoint_key)
         if not with_predictor:
             parts["predictor"], predictor_heads = {}, None
         files = [file_record(path)]
@@ -190,8 +239,9 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
             files.append(file_record(Path(probe)))
         config = config_from_tensors(parts, path.name, variant=variant, predictor_heads=predictor_heads, img_size=img_size,
                                      num_frames=num_frames, **fields)  # fmt: skip
-        provenance = {"format": "original", "checkpoint_key": checkpoint_key or "target_encoder"}
-        return Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
+        provenance = {"format": "original", "checkpoint_key": checkpoint_key or default_checkpoint_key(checkpoint)}
+        read = Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
+        return _with_ac_predictor(read, predictor_heads)
     folder = resolve_folder(str(source), revision)
     try:
         raw = json.loads((folder / "config.json").read_text())
@@ -220,6 +270,17 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     commit = folder.name if not path.is_dir() else None
     provenance = {"format": "transformers", "repo_id": None if path.is_dir() else str(source), "revision": commit, "files": files}
     return Source(config, parts["encoder"], parts["predictor"], {}, provenance)
+
+
+def _with_ac_predictor(read: Source, heads: int | None) -> Source:
+    """A `.pt` source with its action-conditioned predictor moved from `predictor` to `ac_predictor`."""
+    if not is_ac_predictor(read.predictor):
+        return read
+    width = read.predictor["predictor_embed.weight"].shape[0]
+    if heads is not None or width in RELEASED_AC_PREDICTOR_HEADS:
+        read.ac_predictor_config = ac_predictor_config(read.predictor, read.config, heads)
+    read.ac_predictor, read.predictor = read.predictor, {}
+    return read
 
 
 def build_model(model_class: type, config: VJEPA2AreaConfig, state_dict: dict):

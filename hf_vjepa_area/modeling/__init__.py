@@ -1,5 +1,6 @@
 """Self-contained modeling code (torch + transformers only), copied flat into Hub folders for remote code."""
 
+from .ac_predictor_vjepa2_area import AC_PREDICTOR_WEIGHTS_NAME, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
 from .configuration_vjepa2_area import VARIANTS, VJEPA2AreaConfig
 from .modeling_vjepa2_area import (
     AttentiveClassifier,
@@ -23,4 +24,7 @@ __all__ = [
     "VJEPA2AreaPredictor",
     "PREDICTOR_WEIGHTS_NAME",
     "CONTEXT_ENCODER_WEIGHTS_NAME",
+    "VJEPA2ACPredictor",
+    "VJEPA2ACPredictorConfig",
+    "AC_PREDICTOR_WEIGHTS_NAME",
 ]

@@ -42,6 +42,13 @@ RELEASED_MODELS: dict[str, ReleasedModel] = {
     "vjepa2_vitg_384": ReleasedModel("giant", 384, 64, "vitg-384.pt", "facebook/vjepa2-vitg-fpc64-384"),
 }
 
+# Meta's released `.pt` files by name -> (img_size, num_frames) of their encoder: the encoders above, and
+# V-JEPA 2-AC's, whose `encoder` entry is the frozen ViT-g of vitg.pt.
+RELEASED_PT_FILES: dict[str, tuple[int, int]] = {
+    **{r.pt_file: (r.img_size, r.num_frames) for r in RELEASED_MODELS.values()},
+    "vjepa2-ac-vitg.pt": (256, 64),
+}
+
 # Head counts of the released predictors by width (a checkpoint stores sizes, not heads): 12 heads of 32.
 RELEASED_PREDICTOR_HEADS: dict[int, int] = {384: 12}
 
