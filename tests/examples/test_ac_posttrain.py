@@ -91,13 +91,13 @@ def test_a_new_predictor_on_an_encoder_checkpoint_with_extrinsics(data, tmp_path
     refused = subprocess.run([sys.executable, str(SCRIPT), *tiny_args(data, tmp_path / "refused", "--model", str(pt))],
                              cwd=tmp_path, env=env(), capture_output=True, text=True)  # fmt: skip
     assert refused.returncode != 0 and "pass --img-size and --num-frames" in refused.stderr and "vjepa2-area-convert" in refused.stderr
-    folder = tmp_path / "encoder"
-    encoder.save_pretrained(folder)
+    encoder_dir = tmp_path / "encoder"
+    encoder.save_pretrained(encoder_dir)
     data = shutil.copytree(data, tmp_path / "traj")
     for folder in data.iterdir():
         np.save(folder / "extrinsics.npy", np.ones((20, 6), dtype=np.float32))
     out = tmp_path / "run"
-    args = tiny_args(data, out, "--model", str(folder), "--use-extrinsics", "--predictor-width", "32", "--predictor-depth", "1",
+    args = tiny_args(data, out, "--model", str(encoder_dir), "--use-extrinsics", "--predictor-width", "32", "--predictor-depth", "1",
                      "--predictor-heads", "2", "--no-activation-checkpointing")  # fmt: skip
     args[args.index("--steps") + 1] = "2"
     run([sys.executable, str(SCRIPT), *args], cwd=tmp_path)
