@@ -183,16 +183,6 @@ def test_device_map_auto_splits_at_blocks(tmp_path):
             assert torch.equal(weights.get_tensor(key), expected[key]), key
 
 
-def test_attn_implementation(tmp_path):
-    VJEPA2AreaModel(_config()).save_pretrained(tmp_path)
-    assert AutoModel.from_pretrained(tmp_path, attn_implementation="sdpa").config._attn_implementation == "sdpa"
-    for unsupported in ("eager", "flash_attention_2", "flex_attention"):  # refused, never silently ignored
-        with pytest.raises((ValueError, ImportError), match="sdpa|does not support|flash"):
-            AutoModel.from_pretrained(tmp_path, attn_implementation=unsupported)
-    with pytest.raises(ValueError, match="sdpa"):
-        AutoModel.from_pretrained(tmp_path, attn_implementation="eager")
-
-
 def test_gradient_checkpointing_gives_the_same_gradients():
     torch.manual_seed(0)
     model = VJEPA2AreaForVideoClassification(_config(num_labels=3))

@@ -204,7 +204,7 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         # Extra keys become plain attributes. A caller's typo is refused; a saved config (it carries the
         # `transformers_version` that `to_dict` writes, or comes through `from_dict`) keeps every attribute
         # that was set on it, as in transformers.
-        if not _LOADING.get() and "transformers_version" not in kwargs:
+        if not _LOADING.get() and self.transformers_version is None:
             for key in kwargs:
                 close = difflib.get_close_matches(key, _field_names(type(self)), n=1, cutoff=0.8)
                 if close:
