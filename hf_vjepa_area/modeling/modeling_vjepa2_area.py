@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .area import AreaPlan, area_attention, eager_attention, effective_splits, global_attention
+from .area import AreaPlan, area_attention, area_ids_from_positions, eager_attention, effective_splits, global_attention
 from .configuration_vjepa2_area import AREA_KERNELS, VJEPA2AreaConfig
 from .rope import RopeTables, apply_rope, build_rope_tables, token_positions
 
@@ -399,17 +399,23 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
 
 
 def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int, int], config: VJEPA2AreaConfig,
-                   area_kernel: str | None = None, masked: bool = True):
+                   area_kernel: str | None = None, masked: bool = True, sort: bool = True):
     """Everything the blocks share, computed once from the tokens' ids on the (t, h, w) grid.
 
     Returns `(tokens, rope, plan, restore)`: the tokens sorted area-major when `config` has area layers, the
     RoPE tables (None without RoPE), the area plan (None for full attention) and a function that puts
     tokens back in the input's order. `ids` is [B or 1, K]; the encoder and the predictor both use this.
+    `sort=False` (eager attention) keeps the input's order: the plan then holds the same-area mask only,
+    which needs no sorting, and the blocks' outputs and attention maps are in the caller's order as computed.
     """
     positions = token_positions(ids, grid)
     plan = None
     splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
-    if math.prod(splits) > 1:
+    if math.prod(splits) > 1 and not sort:
+        area_ids = area_ids_from_positions(positions, grid, splits)
+        order = torch.arange(area_ids.shape[-1], device=area_ids.device).unsqueeze(0)
+        plan = AreaPlan("mask", math.prod(splits), order, area_ids, area_ids.shape[-1], equal_areas=False)
+    elif math.prod(splits) > 1:
         plan = AreaPlan.build(positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masked)
         positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
         tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
@@ -420,7 +426,7 @@ def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int
     )
 
     inverse = None
-    if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
+    if plan is not None and sort:  # the permutation's inverse, by scatter rather than a second sort
         inverse = torch.empty_like(plan.order).scatter_(
             -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
         )
@@ -432,17 +438,6 @@ def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int
         return t.gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
 
     return tokens, rope, plan, restore
-
-
-def restore_attention_map(weights: torch.Tensor, plan: AreaPlan | None) -> torch.Tensor:
-    """Attention weights [B, heads, K, K] over area-sorted tokens -> the same map in the input's token order."""
-    if plan is None:
-        return weights
-    inverse = torch.argsort(plan.order, dim=-1).to(weights.device)  # sorted position of each input token
-    batch, heads, tokens, _ = weights.shape
-    index = inverse.expand(batch, -1)
-    weights = weights.gather(2, index[:, None, :, None].expand(batch, heads, tokens, tokens))
-    return weights.gather(3, index[:, None, None, :].expand(batch, heads, tokens, tokens))
 
 
 class VJEPA2AreaEncoderMixin:
@@ -517,7 +512,7 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens + table.to(tokens.dtype)
         return tokens
 
-    def _prepare_tokens(self, x: torch.Tensor, masks=None, area_kernel: str | None = None):
+    def _prepare_tokens(self, x: torch.Tensor, masks=None, area_kernel: str | None = None, sort: bool = True):
         """Everything computed once per forward, before the blocks.
 
         Returns `(tokens, rope, plan, restore, grid)`: the embedded (visible, area-sorted) tokens, the RoPE
@@ -543,7 +538,9 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens.gather(
                 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             )
-        tokens, rope, plan, restore = arrange_tokens(tokens, ids, grid, config, area_kernel, masked=masks is not None)
+        tokens, rope, plan, restore = arrange_tokens(
+            tokens, ids, grid, config, area_kernel, masked=masks is not None, sort=sort
+        )
         return tokens, rope, plan, restore, grid
 
     def encode(
@@ -560,8 +557,8 @@ class VJEPA2AreaEncoderMixin:
         Attention runs SDPA and the area kernels unless `config._attn_implementation` is "eager" or
         `output_attentions` asks for the weights, which only the eager path computes.
         """
-        tokens, rope, plan, restore, _ = self._prepare_tokens(x, masks, area_kernel)
         eager = output_attentions or getattr(self.config, "_attn_implementation", None) == "eager"
+        tokens, rope, plan, restore, _ = self._prepare_tokens(x, masks, area_kernel, sort=not eager)
 
         out_layers = set(out_layers) if out_layers is not None else set()
         bad = [i for i in out_layers if not 0 <= i < len(self.blocks)]
@@ -573,7 +570,7 @@ class VJEPA2AreaEncoderMixin:
         for i, block in enumerate(self.blocks):
             if output_attentions:
                 tokens, weights = block(tokens, rope, plan, eager, True)
-                attentions.append(restore_attention_map(weights, plan))
+                attentions.append(weights)
             else:
                 tokens = block(tokens, rope, plan, eager)
             if hidden_states is not None:
@@ -622,12 +619,13 @@ class VJEPA2AreaPreTrainedModel(PreTrainedModel):
         # "sdpa" (default): torch SDPA in global layers, config.area_kernel's kernel in area layers. "eager":
         # explicit softmax weights in every layer (what `output_attentions` returns). Flash/flex requests
         # would not reach the area kernels, so they are refused rather than ignored.
-        if requested_attention not in (None, "sdpa", "eager"):
+        implementation = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        if implementation not in ("sdpa", "eager"):
             raise ValueError(
                 f"{type(self).__name__} supports attn_implementation 'sdpa' (global layers use torch SDPA, area "
                 f"layers the kernel chosen by config.area_kernel) or 'eager'; got {requested_attention!r}"
             )
-        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+        return implementation
 
     @classmethod
     def _can_set_attn_implementation(cls) -> bool:
@@ -654,7 +652,9 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.patch_embed
+        """The patch projection (Conv3d, or Conv2d for an image model): its output is the token embedding that
+        `enable_input_require_grads` hooks."""
+        return self.patch_embed.proj
 
     def forward(
         self,
