@@ -17,6 +17,7 @@ import importlib
 import os
 import pathlib
 import sys
+import tempfile
 import types
 import unittest
 from unittest import mock
@@ -131,6 +132,7 @@ class _CommonTests(ModelTesterMixin):
     variant = None
     test_resize_embeddings = False  # no token embeddings: the input is pixels
     test_torch_exportable = False  # the export mixin is not in the sdist (see the module docstring)
+    test_can_init_all_missing_weights_before_2023 = True  # the mixin dates files by a copyright line; ours have none
 
     def setUp(self):
         self.model_tester = VJEPA2AreaModelTester(self, self.variant)
@@ -139,6 +141,25 @@ class _CommonTests(ModelTesterMixin):
 
     def test_config(self):
         self.config_tester.run_common_tests()
+
+    def test_mismatched_head_reinitialises_only_its_linear(self):
+        # The mixin's `test_can_load_ignoring_mismatched_shapes` finds the resized layer among top-level linears,
+        # `*ClassificationHead` or `nn.Sequential` children and skips otherwise; ours is `head.linear`.
+        config, inputs = self.model_tester.prepare_config_and_inputs_for_common()
+        model = VJEPA2AreaForVideoClassification(config)
+        with tempfile.TemporaryDirectory() as folder:
+            model.save_pretrained(folder)
+            with self.assertRaises(RuntimeError):
+                VJEPA2AreaForVideoClassification.from_pretrained(folder, num_labels=42)
+            resized = VJEPA2AreaForVideoClassification.from_pretrained(folder, num_labels=42, ignore_mismatched_sizes=True)
+        old, new = dict(model.named_parameters()), dict(resized.named_parameters())
+        self.assertEqual(set(old), set(new))
+        for name, value in new.items():
+            if name.startswith("head.linear."):
+                self.assertEqual(value.shape[0], 42)
+            else:
+                self.assertTrue(torch.equal(value, old[name]), name)
+        self.assertEqual(resized(**inputs).logits.shape, (self.model_tester.batch_size, 42))
 
     def test_model_get_set_embeddings(self):
         # The mixin's version expects token embeddings (`nn.Embedding`); a video model's input embedding is its
