@@ -9,6 +9,15 @@ encoder does not generate; the export tests live in the missing `tests/exporters
 
 Each model test class runs on three tiny encoders: full attention, area attention on a grid its split
 divides (the reshaped "dense" kernel) and on one it does not (uneven areas, the "segment" kernel on CPU).
+
+The mixin's skips, each with its own reason, fall in two groups. Hardware or libraries CI does not have:
+an accelerator (also the slow compile test, which needs one), several accelerators, MPS, Flash Attention
+2/3/4, DeepSpeed, the kernels library. Features this model does not have: caches, token embeddings
+(`inputs_embeds`, resizing), language-model heads, sparse experts, sub-configs and composite models, a
+tensor-parallel plan, weight-conversion mappings, fp32-kept modules, sliding windows, transformers'
+configurable RoPE (`rope_parameters`; V-JEPA's 3D RoPE is fixed), position-embedding tables, the
+`capture_outputs` decorator. The one skip of a check that does apply (a resized classification layer
+the mixin's heuristic cannot find: ours is `head.linear`) is run by `test_mismatched_head_reinitialises_only_its_linear`.
 """
 
 from __future__ import annotations
