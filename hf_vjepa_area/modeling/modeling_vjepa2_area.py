@@ -564,7 +564,22 @@ class VJEPA2AreaEncoderMixin:
         bad = [i for i in out_layers if not 0 <= i < len(self.blocks)]
         if bad:
             raise ValueError(f"out_layers {sorted(bad)} out of range: the encoder has blocks 0..{len(self.blocks) - 1}")
-        hidden_states = [tokens] if output_hidden_states else None
+        # Hidden states are returned as computed, in the caller's order, so that they belong to the autograd
+        # graph as transformers' do: on area-sorted tokens each one is unsorted and the next block reads it
+        # sorted again (two gathers per block, only when hidden states are asked for).
+        resort = output_hidden_states and plan is not None and not eager
+
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            if not resort:
+                hidden_states.append(t)
+                return t
+            hidden_states.append(restore(t))
+            index = plan.order.to(t.device)
+            return hidden_states[-1].gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+
+        hidden_states = [] if output_hidden_states else None
+        if output_hidden_states:
+            tokens = keep(tokens)
         attentions = [] if output_attentions else None
         intermediates = []
         for i, block in enumerate(self.blocks):
@@ -574,13 +589,13 @@ class VJEPA2AreaEncoderMixin:
             else:
                 tokens = block(tokens, rope, plan, eager)
             if hidden_states is not None:
-                hidden_states.append(tokens)
+                tokens = keep(tokens)
             if i in out_layers:
                 intermediates.append(self.norm(tokens))
         tokens = self.norm(tokens)
         return EncoderOutput(
             last_hidden_state=restore(tokens),
-            hidden_states=tuple(restore(h) for h in hidden_states) if hidden_states is not None else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
             attentions=tuple(attentions) if attentions is not None else None,
             intermediate_states=tuple(restore(h) for h in intermediates) if out_layers else None,
         )
