@@ -23,12 +23,14 @@ the mixin's heuristic cannot find: ours is `head.linear`) is run by `test_mismat
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import pathlib
 import sys
 import tempfile
 import types
 import unittest
+import warnings
 from unittest import mock
 
 import pytest
@@ -67,7 +69,9 @@ def _load_transformers_tests():
             module = types.ModuleType(f"{PACKAGE}.{name}")
             module.__dict__.update(attributes)
             sys.modules[module.__name__] = module
-    modeling = importlib.import_module(f"{PACKAGE}.test_modeling_common")
+    with warnings.catch_warnings():  # transformers registers its marks (flash_attn_test, ...) in its own conftest
+        warnings.simplefilter("ignore", pytest.PytestUnknownMarkWarning)
+        modeling = importlib.import_module(f"{PACKAGE}.test_modeling_common")
     # The mixin finds a class's task (base model: no loss; video classifier: labels) by name in transformers'
     # own mappings, which list only the models transformers ships: its module gets copies that list ours too.
     for mapping, name in (("MODEL_MAPPING_NAMES", "VJEPA2AreaModel"),
@@ -119,7 +123,7 @@ class VJEPA2AreaModelTester:
         self.hidden_size = self.fields["embed_dim"]
         self.num_hidden_layers = self.fields["depth"]
         self.num_attention_heads = self.fields["num_heads"]
-        self.seq_length = self.get_config().grid_size[0] * self.get_config().grid_size[1] * self.get_config().grid_size[2]
+        self.seq_length = math.prod(self.get_config().grid_size)
 
     def get_config(self) -> VJEPA2AreaConfig:
         return VJEPA2AreaConfig(**self.fields, num_labels=self.num_labels)
