@@ -84,6 +84,17 @@ def test_default_area_layers_follow_the_depth_given_by_either_name():
         assert config.area_layers == [0, 1, 2]  # 75 % of 4 blocks; the last block is global
 
 
+def test_a_depth_changed_after_construction_cannot_leave_stale_area_layers():
+    from hf_vjepa_area.modeling.configuration_vjepa2_area import parse_area_layers
+
+    config = VJEPA2AreaConfig(**TINY | dict(depth=8), area_splits=(2, 2, 1))  # area layers 0..5
+    config.num_hidden_layers = 4
+    with pytest.raises(ValueError, match=r"area_layers \[4, 5\] lie beyond the encoder's 4 blocks"):
+        VJEPA2AreaModel(config)
+    config.area_layers = parse_area_layers(None, config.num_hidden_layers)
+    assert [block.attn.area for block in VJEPA2AreaModel(config).blocks] == [True, True, True, False]
+
+
 @pytest.mark.parametrize("name", ["hidden_size", "embed_dim"])
 def test_standard_names_are_validated_like_ours(name):
     with pytest.raises(ValueError, match="even head_dim of at least 6.*embed_dim=32, num_heads=16"):

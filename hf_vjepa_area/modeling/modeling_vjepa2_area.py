@@ -448,6 +448,12 @@ class VJEPA2AreaEncoderMixin:
     """
 
     def _build_encoder(self, config: VJEPA2AreaConfig) -> None:
+        beyond = [i for i in config.area_layers if i >= config.depth]
+        if beyond:  # e.g. `config.num_hidden_layers = 4` after the default area layers were derived for 24 blocks
+            raise ValueError(
+                f"area_layers {beyond} lie beyond the encoder's {config.depth} blocks: they were set for another "
+                "depth; after changing depth (num_hidden_layers) set area_layers again, e.g. to parse_area_layers(None, depth)"
+            )
         self.patch_embed = PatchEmbed(config)
         if not config.use_rope:
             grid = config.grid_size if config.num_frames > 1 else config.grid_size[1:]
