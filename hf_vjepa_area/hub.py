@@ -8,7 +8,7 @@
   `blocks.{i}.*`, `norm.*`; a classifier adds `head.pooler.*`, `head.linear.*`), which timm reads as is
   and transformers loads into every class;
 - the modeling files, copied flat by `save_pretrained`, for `trust_remote_code=True`;
-- `video_preprocessor_config.json` for transformers' `VJEPA2VideoProcessor`.
+- `video_preprocessor_config.json` for `VJEPA2AreaVideoProcessor` (transformers' `VJEPA2VideoProcessor`, decoding with PyAV).
 
 Converted repo ids: `{HUB_ORG}/vjepa2-vitl[-st-a2]` (`repo_id_for`, from the released-models table).
 """
@@ -90,7 +90,8 @@ def save_repo_folder(
     `folder` is refused unless `overwrite=True`. `extra_files` maps relative names to contents.
     """
     from safetensors.torch import load_file
-    from transformers import VJEPA2VideoProcessor
+
+    from .modeling.video_processing_vjepa2_area import VJEPA2AreaVideoProcessor
 
     if getattr(getattr(model, "config", None), "model_type", None) != VJEPA2AreaConfig.model_type:
         raise TypeError(f"save_repo_folder expects a VJEPA2AreaModel or VJEPA2AreaForVideoClassification, got {type(model).__name__}")
@@ -113,7 +114,7 @@ def save_repo_folder(
             save_safetensors(load_file(weights), weights, metadata=safetensors_metadata)
         weights.chmod(_FILE_MODE)  # transformers' save_pretrained writes through safetensors too
         height, width = model.config.img_size  # the released recipe: short side to crop * 256 / 224, center crop
-        VJEPA2VideoProcessor(crop_size={"height": height, "width": width}).save_pretrained(staging)
+        VJEPA2AreaVideoProcessor(crop_size={"height": height, "width": width}).save_pretrained(staging)
         files = {**({"README.md": model_card} if model_card is not None else {}), **(extra_files or {})}
         for name, content in files.items():
             path = staging / name

@@ -10,21 +10,22 @@ from transformers import (
     AutoModel,
     AutoModelForVideoClassification,
     AutoVideoProcessor,
-    VJEPA2VideoProcessor,
 )
 
 from .modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from .modeling.video_processing_vjepa2_area import VJEPA2AreaVideoProcessor
 
 
 def register_transformers() -> None:
     """`AutoConfig` / `AutoModel` / `AutoModelForVideoClassification` / `AutoVideoProcessor` for "vjepa2_area".
 
-    The video processor is transformers' own `VJEPA2VideoProcessor` (V-JEPA 2's eval preprocessing).
+    The video processor is transformers' `VJEPA2VideoProcessor` (V-JEPA 2's eval preprocessing) decoding
+    files with PyAV (`VJEPA2AreaVideoProcessor`).
     """
     AutoConfig.register(VJEPA2AreaConfig.model_type, VJEPA2AreaConfig, exist_ok=True)
     AutoModel.register(VJEPA2AreaConfig, VJEPA2AreaModel, exist_ok=True)
     AutoModelForVideoClassification.register(VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, exist_ok=True)
-    AutoVideoProcessor.register(VJEPA2AreaConfig, VJEPA2VideoProcessor, exist_ok=True)
+    AutoVideoProcessor.register(VJEPA2AreaConfig, VJEPA2AreaVideoProcessor, exist_ok=True)
 
 
 __all__ = ["register_transformers"]

@@ -222,8 +222,24 @@ def area_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: Area
     return out.transpose(1, 2)
 
 
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, plan: AreaPlan | None = None):
+    """Attention with explicit weights, for `attn_implementation="eager"` and `output_attentions`.
+
+    q, k, v [B, K, heads, d] -> (out [B, K, heads, d], weights [B, heads, K, K]). With a plan, scores across
+    areas are -inf, so each row's weights are its own area's (exact zeros elsewhere). The softmax runs in
+    at least float32, as transformers' eager attention does.
+    """
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if plan is not None:
+        scores = scores + plan.same_area_mask(scores.dtype)
+    weights = scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(q.dtype)
+    return (weights @ v).transpose(1, 2), weights
+
+
 __all__ = [
     "AreaPlan",
+    "eager_attention",
     "area_ids_from_positions",
     "area_attention",
     "global_attention",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import difflib
 import math
 from typing import NamedTuple
@@ -71,6 +73,27 @@ DEFAULT_AREA_SPLITS = (2, 2, 1)
 DEFAULT_AREA_FRACTION = 0.75
 
 
+# Set while `from_dict` / `from_json_file` rebuild a saved config: its extra attributes are legal there.
+_LOADING = contextvars.ContextVar("vjepa2_area_config_loading", default=False)
+
+
+def _field_names(cls) -> list[str]:
+    """Names a caller may mean: our own fields and their transformers aliases."""
+    return [*cls.__annotations__, *cls.attribute_map, "intermediate_size"]
+
+
+def _ratio_for_width(size, dim: int) -> float:
+    """The `mlp_ratio` whose `int(dim * ratio)` is `size` (a plain quotient can round down by one)."""
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise ValueError(f"intermediate_size must be a positive int, got {size!r}")
+    if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
+        raise ValueError(f"embed_dim must be a positive int, got {dim!r}")
+    ratio = size / dim
+    while int(dim * ratio) < size:
+        ratio = math.nextafter(ratio, math.inf)
+    return ratio
+
+
 def _as_pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int):
         return (value, value)
@@ -136,11 +159,15 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     """
 
     model_type = "vjepa2_area"
+    # transformers' standard names (and V-JEPA 2's own `frames_per_clip`, `in_chans`) for our fields: one
+    # value under either name, resolved before validation (`intermediate_size` is the property below).
     attribute_map = {
         "hidden_size": "embed_dim",
         "num_hidden_layers": "depth",
         "num_attention_heads": "num_heads",
         "initializer_range": "init_std",
+        "frames_per_clip": "num_frames",
+        "num_channels": "in_chans",
     }
 
     img_size: int | list[int] | tuple[int, int] = 256
@@ -183,10 +210,15 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             raise ValueError(
                 f"variant is not a config field: use VJEPA2AreaConfig.from_variant({kwargs['variant']!r}, ...)"
             )
-        for key in kwargs:  # extra keys become plain attributes: refuse the ones that look like a typo
-            close = difflib.get_close_matches(key, type(self).__annotations__, n=1, cutoff=0.8)
-            if close and key not in self.attribute_map:
-                raise ValueError(f"{key!r} is not a VJEPA2AreaConfig field; did you mean {close[0]!r}?")
+        self._resolve_standard_names(kwargs)
+        # Extra keys become plain attributes. A caller's typo is refused; a saved config (it carries the
+        # `transformers_version` that `to_dict` writes, or comes through `from_dict`) keeps every attribute
+        # that was set on it, as in transformers.
+        if not _LOADING.get() and self.transformers_version is None:
+            for key in kwargs:
+                close = difflib.get_close_matches(key, _field_names(type(self)), n=1, cutoff=0.8)
+                if close:
+                    raise ValueError(f"{key!r} is not a VJEPA2AreaConfig field; did you mean {close[0]!r}?")
         self.img_size = list(_as_pair(self.img_size, "img_size"))
         self._validate()
         if self.area_splits is not None:
@@ -200,6 +232,51 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         else:
             self.predictor_area_layers = []
         super().__post_init__(**kwargs)
+
+    def _resolve_standard_names(self, kwargs: dict) -> None:
+        """Move transformers' names in `kwargs` onto our fields before anything is validated or derived."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for alias, field in self.attribute_map.items():
+            if alias not in kwargs:
+                continue
+            value = kwargs.pop(alias)
+            current = getattr(self, field)
+            if current != defaults[field] and current != value:
+                raise ValueError(f"{alias}={value!r} and {field}={current!r} name the same field: pass one of them")
+            setattr(self, field, value)
+        if "intermediate_size" in kwargs:
+            size = kwargs.pop("intermediate_size")
+            if self.mlp_ratio != defaults["mlp_ratio"] and size != int(self.embed_dim * self.mlp_ratio):
+                raise ValueError(
+                    f"intermediate_size={size!r} and mlp_ratio={self.mlp_ratio!r} (MLP width "
+                    f"{int(self.embed_dim * self.mlp_ratio)}) disagree: pass one of them"
+                )
+            self.mlp_ratio = _ratio_for_width(size, self.embed_dim)
+
+    @property
+    def intermediate_size(self) -> int:
+        """transformers' name for the MLP width, `int(embed_dim * mlp_ratio)`; setting it sets `mlp_ratio`."""
+        return int(self.embed_dim * self.mlp_ratio)
+
+    @intermediate_size.setter
+    def intermediate_size(self, size: int) -> None:
+        self.mlp_ratio = _ratio_for_width(size, self.embed_dim)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        token = _LOADING.set(True)
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        finally:
+            _LOADING.reset(token)
+
+    @classmethod
+    def from_json_file(cls, json_file):
+        token = _LOADING.set(True)
+        try:
+            return super().from_json_file(json_file)
+        finally:
+            _LOADING.reset(token)
 
     def timm_config(self) -> dict:
         """The keys timm reads from config.json (`architecture`, `num_classes`, `num_features`,

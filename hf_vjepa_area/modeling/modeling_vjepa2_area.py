@@ -23,7 +23,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import ModelOutput
 
-from .area import AreaPlan, area_attention, effective_splits, global_attention
+from .area import AreaPlan, area_attention, area_ids_from_positions, eager_attention, effective_splits, global_attention
 from .configuration_vjepa2_area import AREA_KERNELS, VJEPA2AreaConfig
 from .rope import RopeTables, apply_rope, build_rope_tables, token_positions
 
@@ -139,7 +139,10 @@ class Attention(nn.Module):
         self.area = area
         self.area_scale = area_scale
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None, eager: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Returns `(output, weights)`; `weights` [B, heads, K, K] (in x's token order) only when `eager`."""
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).view(batch, tokens, 3, self.num_heads, -1)
         if rope is not None:  # q and k rotated together: one pass over both
@@ -148,10 +151,15 @@ class Attention(nn.Module):
         else:
             q, k, v = qkv.unbind(2)
         # No plan: this input has a single area (e.g. one tubelet in a time-only split), i.e. all tokens.
-        out = area_attention(q, k, v, plan) if self.area and plan is not None else global_attention(q, k, v)
+        plan = plan if self.area else None
+        weights = None
+        if eager:
+            out, weights = eager_attention(q, k, v, plan)
+        else:
+            out = area_attention(q, k, v, plan) if plan is not None else global_attention(q, k, v)
         if self.area and self.area_scale != 1.0:
             out = out * self.area_scale
-        return self.proj(out.reshape(batch, tokens, dim))
+        return self.proj(out.reshape(batch, tokens, dim)), weights
 
 
 class Block(GradientCheckpointingLayer):
@@ -180,9 +188,19 @@ class Block(GradientCheckpointingLayer):
         # `mlp.fc2` as released, also for SwiGLU, where it is a gate input rather than the output (fc3).
         mark_residual_output(self.mlp.fc2, layer_id + 1)
 
-    def forward(self, x: torch.Tensor, rope: RopeTables | None = None, plan: AreaPlan | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope, plan))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+    def forward(
+        self,
+        x: torch.Tensor,
+        rope: RopeTables | None = None,
+        plan: AreaPlan | None = None,
+        eager: bool = False,
+        output_attentions: bool = False,
+    ):
+        """The block's output; with `output_attentions`, `(output, attention weights)` (eager attention)."""
+        out, weights = self.attn(self.norm1(x), rope, plan, eager=eager or output_attentions)
+        x = x + self.drop_path(out)
+        x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return (x, weights) if output_attentions else x
 
 
 def set_blocks_checkpointing(blocks, enable: bool = True) -> None:
@@ -225,7 +243,7 @@ class PoolerBlock(nn.Module):
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+        x = x + self.attn(self.norm1(x))[0]
         return x + self.mlp(self.norm2(x))
 
 
@@ -327,10 +345,13 @@ class VJEPA2AreaModelOutput(ModelOutput):
 
     `last_hidden_state`: final normed tokens in the caller's order.
     `hidden_states`: the embeddings and each block's (un-normed) output, when asked for.
+    `attentions`: each block's attention weights [B, heads, N, N], when asked for (`output_attentions`); an
+    area block's row holds its token's own area, zero elsewhere.
     `intermediate_states`: normed outputs of the blocks in `out_layers` (V-JEPA 2 multi-level probing)."""
 
     last_hidden_state: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
     intermediate_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -378,17 +399,23 @@ def normalize_masks(masks, batch_size: int, num_tokens: int) -> torch.Tensor | N
 
 
 def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int, int], config: VJEPA2AreaConfig,
-                   area_kernel: str | None = None, masked: bool = True):
+                   area_kernel: str | None = None, masked: bool = True, sort: bool = True):
     """Everything the blocks share, computed once from the tokens' ids on the (t, h, w) grid.
 
     Returns `(tokens, rope, plan, restore)`: the tokens sorted area-major when `config` has area layers, the
     RoPE tables (None without RoPE), the area plan (None for full attention) and a function that puts
     tokens back in the input's order. `ids` is [B or 1, K]; the encoder and the predictor both use this.
+    `sort=False` (eager attention) keeps the input's order: the plan then holds the same-area mask only,
+    which needs no sorting, and the blocks' outputs and attention maps are in the caller's order as computed.
     """
     positions = token_positions(ids, grid)
     plan = None
     splits = effective_splits(grid, config.area_splits) if config.area_layers else [1]
-    if math.prod(splits) > 1:
+    if math.prod(splits) > 1 and not sort:
+        area_ids = area_ids_from_positions(positions, grid, splits)
+        order = torch.arange(area_ids.shape[-1], device=area_ids.device).unsqueeze(0)
+        plan = AreaPlan("mask", math.prod(splits), order, area_ids, area_ids.shape[-1], equal_areas=False)
+    elif math.prod(splits) > 1:
         plan = AreaPlan.build(positions, grid, splits, kernel=area_kernel or config.area_kernel, masked=masked)
         positions = positions.gather(1, plan.order.unsqueeze(-1).expand(-1, -1, 3))
         tokens = tokens.gather(1, plan.order.expand(tokens.shape[0], -1).unsqueeze(-1).expand_as(tokens))
@@ -399,7 +426,7 @@ def arrange_tokens(tokens: torch.Tensor, ids: torch.Tensor, grid: tuple[int, int
     )
 
     inverse = None
-    if plan is not None:  # the permutation's inverse, by scatter rather than a second sort
+    if plan is not None and sort:  # the permutation's inverse, by scatter rather than a second sort
         inverse = torch.empty_like(plan.order).scatter_(
             -1, plan.order, torch.arange(plan.order.shape[-1], device=plan.order.device).expand_as(plan.order)
         )
@@ -421,6 +448,12 @@ class VJEPA2AreaEncoderMixin:
     """
 
     def _build_encoder(self, config: VJEPA2AreaConfig) -> None:
+        beyond = [i for i in config.area_layers if i >= config.depth]
+        if beyond:  # e.g. `config.num_hidden_layers = 4` after the default area layers were derived for 24 blocks
+            raise ValueError(
+                f"area_layers {beyond} lie beyond the encoder's {config.depth} blocks: they were set for another "
+                "depth; after changing depth (num_hidden_layers) set area_layers again, e.g. to parse_area_layers(None, depth)"
+            )
         self.patch_embed = PatchEmbed(config)
         if not config.use_rope:
             grid = config.grid_size if config.num_frames > 1 else config.grid_size[1:]
@@ -485,7 +518,7 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens + table.to(tokens.dtype)
         return tokens
 
-    def _prepare_tokens(self, x: torch.Tensor, masks=None, area_kernel: str | None = None):
+    def _prepare_tokens(self, x: torch.Tensor, masks=None, area_kernel: str | None = None, sort: bool = True):
         """Everything computed once per forward, before the blocks.
 
         Returns `(tokens, rope, plan, restore, grid)`: the embedded (visible, area-sorted) tokens, the RoPE
@@ -511,7 +544,9 @@ class VJEPA2AreaEncoderMixin:
             tokens = tokens.gather(
                 1, ids.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
             )
-        tokens, rope, plan, restore = arrange_tokens(tokens, ids, grid, config, area_kernel, masked=masks is not None)
+        tokens, rope, plan, restore = arrange_tokens(
+            tokens, ids, grid, config, area_kernel, masked=masks is not None, sort=sort
+        )
         return tokens, rope, plan, restore, grid
 
     def encode(
@@ -521,26 +556,53 @@ class VJEPA2AreaEncoderMixin:
         out_layers: Sequence[int] | None = None,
         output_hidden_states: bool = False,
         area_kernel: str | None = None,
+        output_attentions: bool = False,
     ) -> EncoderOutput:
-        """Pixels [B, C, T, H, W] (or [B, C, H, W]) -> tokens, optionally only the visible ones."""
-        tokens, rope, plan, restore, _ = self._prepare_tokens(x, masks, area_kernel)
+        """Pixels [B, C, T, H, W] (or [B, C, H, W]) -> tokens, optionally only the visible ones.
+
+        Attention runs SDPA and the area kernels unless `config._attn_implementation` is "eager" or
+        `output_attentions` asks for the weights, which only the eager path computes.
+        """
+        eager = output_attentions or getattr(self.config, "_attn_implementation", None) == "eager"
+        tokens, rope, plan, restore, _ = self._prepare_tokens(x, masks, area_kernel, sort=not eager)
 
         out_layers = set(out_layers) if out_layers is not None else set()
         bad = [i for i in out_layers if not 0 <= i < len(self.blocks)]
         if bad:
             raise ValueError(f"out_layers {sorted(bad)} out of range: the encoder has blocks 0..{len(self.blocks) - 1}")
-        hidden_states = [tokens] if output_hidden_states else None
+        # Hidden states are returned as computed, in the caller's order, so that they belong to the autograd
+        # graph as transformers' do: on area-sorted tokens each one is unsorted and the next block reads it
+        # sorted again (two gathers per block, only when hidden states are asked for).
+        resort = output_hidden_states and plan is not None and not eager
+
+        def keep(t: torch.Tensor) -> torch.Tensor:
+            if not resort:
+                hidden_states.append(t)
+                return t
+            hidden_states.append(restore(t))
+            index = plan.order.to(t.device)
+            return hidden_states[-1].gather(1, index.expand(t.shape[0], -1).unsqueeze(-1).expand_as(t))
+
+        hidden_states = [] if output_hidden_states else None
+        if output_hidden_states:
+            tokens = keep(tokens)
+        attentions = [] if output_attentions else None
         intermediates = []
         for i, block in enumerate(self.blocks):
-            tokens = block(tokens, rope, plan)
+            if output_attentions:
+                tokens, weights = block(tokens, rope, plan, eager, True)
+                attentions.append(weights)
+            else:
+                tokens = block(tokens, rope, plan, eager)
             if hidden_states is not None:
-                hidden_states.append(tokens)
+                tokens = keep(tokens)
             if i in out_layers:
                 intermediates.append(self.norm(tokens))
         tokens = self.norm(tokens)
         return EncoderOutput(
             last_hidden_state=restore(tokens),
-            hidden_states=tuple(restore(h) for h in hidden_states) if hidden_states is not None else None,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
             intermediate_states=tuple(restore(h) for h in intermediates) if out_layers else None,
         )
 
@@ -575,14 +637,22 @@ class VJEPA2AreaPreTrainedModel(PreTrainedModel):
             module._fill_pos_embed()
 
     def get_correct_attn_implementation(self, requested_attention: str | None, is_init_check: bool = False) -> str:
-        # Global layers run torch SDPA and area layers the kernels of area.py (config.area_kernel); an
-        # "eager" or flash/flex request would be silently ignored, so it is refused instead.
-        if requested_attention not in (None, "sdpa"):
+        # "sdpa" (default): torch SDPA in global layers, config.area_kernel's kernel in area layers. "eager":
+        # explicit softmax weights in every layer (what `output_attentions` returns). Flash/flex requests
+        # would not reach the area kernels, so they are refused rather than ignored.
+        implementation = super().get_correct_attn_implementation(requested_attention, is_init_check)
+        if implementation not in ("sdpa", "eager"):
             raise ValueError(
-                f"{type(self).__name__} supports attn_implementation='sdpa' only (global layers use torch SDPA, "
-                f"area layers the kernel chosen by config.area_kernel); got {requested_attention!r}"
+                f"{type(self).__name__} supports attn_implementation 'sdpa' (global layers use torch SDPA, area "
+                f"layers the kernel chosen by config.area_kernel) or 'eager'; got {requested_attention!r}"
             )
-        return super().get_correct_attn_implementation(requested_attention, is_init_check)
+        return implementation
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses from the module's source; the encoder reads config._attn_implementation at
+        # every forward, so switching with `set_attn_implementation` takes effect at once.
+        return True
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`save_pretrained` that always writes the full `auto_map` (config, encoder and classifier), so the
@@ -603,7 +673,9 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.patch_embed
+        """The patch projection (Conv3d, or Conv2d for an image model): its output is the token embedding that
+        `enable_input_require_grads` hooks."""
+        return self.patch_embed.proj
 
     def forward(
         self,
@@ -613,6 +685,7 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         area_kernel: str | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> VJEPA2AreaModelOutput | tuple:
         r"""
@@ -620,6 +693,8 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
             a list is concatenated on the batch dim). Outputs keep the ids' order.
         out_layers (`list[int]`): also return the normed outputs of these blocks as `intermediate_states`.
         area_kernel (`str`): override `config.area_kernel` for this call.
+        output_attentions (`bool`): also return each block's attention weights (computed eagerly for this
+            call whatever `attn_implementation` is).
         """
         if kwargs:
             raise TypeError(f"VJEPA2AreaModel.forward got unexpected arguments: {sorted(kwargs)}")
@@ -627,6 +702,8 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
             raise ValueError("pixel_values_videos is required: a [B, T, C, H, W] float tensor")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         if return_dict is None:
             return_dict = self.config.return_dict
         pixels = pixel_values_videos
@@ -637,7 +714,7 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
                     f"{tuple(pixels.shape)}; for [B, C, T, H, W] tensors (timm layout) call `model.encode(pixels)`"
                 )
             pixels = pixels.transpose(1, 2)  # [B, T, C, H, W] -> [B, C, T, H, W]
-        out = self.encode(pixels, masks, out_layers, output_hidden_states, area_kernel)
+        out = self.encode(pixels, masks, out_layers, output_hidden_states, area_kernel, output_attentions)
         return out if return_dict else out.to_tuple()
 
 
@@ -669,6 +746,7 @@ class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
         masks=None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
         if kwargs:
@@ -676,13 +754,19 @@ class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
         if return_dict is None:
             return_dict = self.config.return_dict
         outputs = self.encoder(
-            pixel_values_videos, masks=masks, output_hidden_states=output_hidden_states, return_dict=True
+            pixel_values_videos,
+            masks=masks,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
         )
         logits = self.head(outputs.last_hidden_state)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)
-        result = ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        result = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
         return result if return_dict else result.to_tuple()
 
 

@@ -48,9 +48,10 @@ def area_of(t: int, h: int, w: int, grid, splits) -> int:
     return (index[0] * splits[1] + index[1]) * splits[2] + index[2]
 
 
-def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config) -> torch.Tensor:
+def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config, attentions=None) -> torch.Tensor:
     """One sample's tokens x [N, D] with token ids [N] (any order) through `blocks`: RoPE from the ids'
-    grid positions, plain softmax attention over all tokens or, in `config.area_layers`, per area."""
+    grid positions, plain softmax attention over all tokens or, in `config.area_layers`, per area.
+    A list passed as `attentions` receives each block's weights [heads, N, N] (zero between areas)."""
     dim = x.shape[-1]
     heads = dim // config.head_dim
     t = ids // (grid[1] * grid[2])
@@ -64,12 +65,16 @@ def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config) -
         q = rope(q, t, h, w, config.rope_interleave)
         k = rope(k, t, h, w, config.rope_interleave)
         out = torch.zeros_like(q)
+        weights = q.new_zeros(heads, len(x), len(x))
         groups = [torch.arange(len(x))]
         if i in config.area_layers:
             groups = [torch.nonzero(areas == a).flatten() for a in torch.unique(areas)]
         for g in groups:
             scores = (q[:, g] @ k[:, g].transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+            weights[:, g[:, None], g[None, :]] = scores.softmax(-1)
             out[:, g] = scores.softmax(-1) @ v[:, g]
+        if attentions is not None:
+            attentions.append(weights)
         if i in config.area_layers:
             out = out * config.area_residual_scale
         x = x + block.attn.proj(out.transpose(0, 1).reshape(len(x), dim))
@@ -77,9 +82,9 @@ def reference_blocks(blocks, x: torch.Tensor, ids: torch.Tensor, grid, config) -
     return x
 
 
-def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = None, attentions=None) -> torch.Tensor:
     """video [B, C, T, H, W] (or an image model's [B, C, H, W]); ids [B, K] visible token ids (or None).
-    Returns [B, K, D] in ids' order."""
+    Returns [B, K, D] in ids' order; a list passed as `attentions` receives each block's [B, heads, K, K]."""
     config = model.config
     p, tub = config.patch_size, config.tubelet_size
     frames = video.shape[2] // tub if video.ndim == 5 else 1
@@ -88,10 +93,13 @@ def reference_encoder(model, video: torch.Tensor, ids: torch.Tensor | None = Non
     batch, num_tokens, dim = tokens.shape
     if ids is None:
         ids = torch.arange(num_tokens).expand(batch, -1)
-    outputs = []
+    outputs, maps = [], []
     for b in range(batch):
-        x = reference_blocks(model.blocks, tokens[b, ids[b]], ids[b], grid, config)
+        maps.append([])
+        x = reference_blocks(model.blocks, tokens[b, ids[b]], ids[b], grid, config, maps[-1])
         outputs.append(model.norm(x))
+    if attentions is not None:
+        attentions.extend(torch.stack(layer) for layer in zip(*maps))
     return torch.stack(outputs)
 
 
