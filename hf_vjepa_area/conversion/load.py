@@ -18,10 +18,38 @@ import torch
 from accelerate import init_empty_weights
 
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
+from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, multilevel_out_layers, parse_out_layers, variant_of
 from .keys import ConversionError, original_parts, original_probe, safe_torch_load
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
+
+# Meta's released classification probes (https://dl.fbaipublicfiles.com/vjepa2/evals/<name>) and the tokens
+# each was trained on, which its tensors do not record: "last" (the last block's) or "multilevel" (the
+# Diving48 evals' four blocks, `MULTILEVEL_OUT_LAYERS` for the encoder's size).
+RELEASED_PROBES = {
+    "ssv2-vitl-16x2x3.pt": "last",
+    "ssv2-vitg-384-64x2x3.pt": "last",
+    "diving48-vitl-256.pt": "multilevel",
+    "diving48-vitg-384-32x4x3.pt": "multilevel",
+}
+
+
+def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] | None:
+    """The blocks a probe reads: `given` ("last", "multilevel", indices, or a list), else the released
+    probe's known setting; an unknown probe without it is refused, never guessed."""
+    setting = given if given is not None else RELEASED_PROBES.get(probe.name)
+    if setting is None:
+        raise ConversionError(
+            f"{probe.name}: a probe's tensors do not say which encoder blocks it was trained on: pass --probe-out-layers "
+            "(probe_out_layers=) 'last' (the last block's tokens: V-JEPA 2's SSv2, K400, COIN evals), 'multilevel' "
+            "(its Diving48 and Jester evals' four blocks) or the block indices, e.g. 17,19,21,23"
+        )
+    try:
+        if setting == "last":
+            return None
+        return multilevel_out_layers(config) if setting == "multilevel" else parse_out_layers(setting, config.depth)
+    except ValueError as err:
+        raise ConversionError(f"--probe-out-layers {setting}: {err}") from None
 
 
 @dataclass
@@ -134,8 +162,12 @@ def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
 def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe: str | Path | None = None,
                 variant: str | None = None, img_size: int | None = None, revision: str | None = None,
                 **fields) -> Source:  # fmt: skip
-    """Read a released source into original key names; `fields` set config fields (area options, labels)."""
+    """Read a released source into original key names; `fields` set config fields (area options, labels);
+    with a probe, `probe_out_layers` says which blocks it reads (`probe_out_layers()`)."""
     path = Path(source).expanduser()
+    out_layers = fields.pop("probe_out_layers", None)
+    if out_layers is not None and probe is None:
+        raise ConversionError("--probe-out-layers: only with --probe (the blocks a released probe reads)")
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
@@ -147,6 +179,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
             fields = dict(num_labels=head["head.linear.weight"].shape[0], probe_depth=_depth(head, "head.pooler.blocks") + 1, **fields)
             files.append(file_record(Path(probe)))
         config = config_from_tensors(parts, path.name, variant, img_size, **fields)
+        if probe is not None:
+            config.probe_out_layers = probe_out_layers(Path(probe), out_layers, config)
         provenance = {"format": "original", "checkpoint_key": checkpoint_key or "target_encoder"}
         return Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
     folder = resolve_folder(str(source), revision)
@@ -201,7 +235,8 @@ def load_released(source: str | Path, **options):
         load_released("vitl.pt", probe="ssv2-vitl-16x2x3.pt")
 
     Options: `checkpoint_key` (a `.pt`'s entry, default `target_encoder`), `probe` (a released probe
-    `.pt`), `variant` (heads of a size not in the table), `img_size`, `revision` (of a Hub id), and
+    `.pt`), `probe_out_layers` (the blocks it reads: "last", "multilevel" or indices; needed for a probe
+    not in `RELEASED_PROBES`), `variant` (heads of a size not in the table), `img_size`, `revision` (of a Hub id), and
     `VJEPA2AreaConfig` fields. Files are read with `torch.load(weights_only=True)` or safetensors only.
     """
     read = read_source(source, **options)
