@@ -110,9 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="at most this many clips per encoder forward (default %(default)s; 0: the whole batch)")  # fmt: skip
 
     g = p.add_argument_group("data (V-JEPA 2 manifests: 'path label' per line)")
-    g.add_argument("--preset", choices=[name for name in PRESETS if name != "demo"],
-                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv); "
-                   "options given explicitly override it")  # fmt: skip
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv), or 'demo' "
+                   "(the built-in demo's small settings, e.g. on the SSL demo's videos); options given explicitly override it")  # fmt: skip
     g.add_argument("--train-csv")
     g.add_argument("--val-csv")
     g.add_argument("--class-names", help="class list, line i = label i (default: <train>_classes.txt or classes.txt beside the manifest)")
@@ -189,7 +189,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.demo_data_root = demo_data_root(args.demo_classes, args.demo_videos_per_class)
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
-    if args.demo and args.preset:
+    if args.demo and args.preset not in (None, "demo"):
         p.error("--preset needs --train-csv and --val-csv (without them the script runs its built-in demo)")
     args.preset = "demo" if args.demo else args.preset or "k400"
     for key, value in zip(PRESET_FIELDS, PRESETS[args.preset]):
@@ -872,6 +872,9 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
     else:
         augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
                         f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
+    protocol = results["protocol_global_batch_size"]
+    batch_note = (f"V-JEPA 2's protocol" if results["matches_protocol_batch"] else
+                  f"V-JEPA 2's protocol: {protocol}" if protocol else "no V-JEPA 2 protocol")  # fmt: skip
     lines = [
         "---",
         "library_name: transformers",
@@ -884,14 +887,12 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
         f"({config['probe_depth']} blocks, {config['probe_heads']} heads) trained by `examples/k400_probe.py` of "
         "hf_vjepa_area.",
         "",
-        f"- probe input: {probe_input(results.get('probe_out_layers'))}",
-        f"- global batch {results['global_batch_size']}"
-        + (f" (V-JEPA 2's protocol: {results['protocol_global_batch_size']})" if results.get("protocol_global_batch_size") else ""),
-        "",
         f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
         f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
         f"{config['views']} views at {config['resolution']} px",
+        f"- probe input: {probe_input(results['probe_out_layers'])}",
         f"- training augmentation: {augmentation}",
+        f"- global batch {results['global_batch_size']} ({batch_note})",
         f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
         f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
         f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",
