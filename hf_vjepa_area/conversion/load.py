@@ -34,9 +34,9 @@ RELEASED_PROBES = {
 }
 
 
-def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] | None:
-    """The blocks a probe reads: `given` ("last", "multilevel", indices, or a list), else the released
-    probe's known setting; an unknown probe without it is refused, never guessed."""
+def probe_setting(probe: Path, given):
+    """What a probe reads, before anything is loaded: `given` ("last", "multilevel", indices or a list),
+    else the released probe's known setting; an unknown probe without it is refused, never guessed."""
     setting = given if given is not None else RELEASED_PROBES.get(probe.name)
     if setting is None:
         raise ConversionError(
@@ -44,12 +44,19 @@ def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] 
             "(probe_out_layers=) 'last' (the last block's tokens: V-JEPA 2's SSv2, K400, COIN evals), 'multilevel' "
             "(its Diving48 and Jester evals' four blocks) or the block indices, e.g. 17,19,21,23"
         )
+    return setting
+
+
+def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] | None:
+    """The blocks `probe` reads on the encoder of `config` (None: the last block's tokens)."""
+    setting = probe_setting(probe, given)
     try:
         if setting == "last":
             return None
         return multilevel_out_layers(config) if setting == "multilevel" else parse_out_layers(setting, config.depth)
     except ValueError as err:
-        raise ConversionError(f"--probe-out-layers {setting}: {err}") from None
+        origin = f"--probe-out-layers {setting}" if given is not None else f"{probe.name} (a released {setting} probe)"
+        raise ConversionError(f"{origin}: {err}") from None
 
 
 @dataclass
@@ -168,6 +175,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     out_layers = fields.pop("probe_out_layers", None)
     if out_layers is not None and probe is None:
         raise ConversionError("--probe-out-layers: only with --probe (the blocks a released probe reads)")
+    if probe is not None:
+        probe_setting(Path(probe), out_layers)  # refused before the checkpoints are read
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
