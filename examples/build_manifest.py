@@ -7,7 +7,8 @@
 
 A thin wrapper around `python -m hf_vjepa_area.data.manifest` (see --help). Labels index the sorted class
 names; the class list lands beside the manifest (`train_classes.txt`), which k400_probe.py reads for
-class names. Build val with `--classes` pointing at the train list so labels agree.
+class names. Build val with `--classes` pointing at the train list so labels agree. `folder` also lists
+folders of frames (`<class_name>/<video>/*.jpg|jpeg|png`, Jester's layout) as videos.
 """
 
 import sys

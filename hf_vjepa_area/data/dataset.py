@@ -72,7 +72,8 @@ def read_manifest(manifest: str | os.PathLike) -> list[ManifestEntry]:
 
 
 class VideoClipDataset(Dataset):
-    """Clips of the videos in a manifest, sampled and preprocessed the V-JEPA 2 way.
+    """Clips of the videos in a manifest, sampled and preprocessed the V-JEPA 2 way. A manifest line names
+    a video file or a folder of frames (`decoding.open_video`).
 
     Item `i` is `(clips, label, i)` with `clips` uint8 `[num_segments * num_views, C, T, H, W]`,
     segment-major (all views of segment 0, then segment 1, ...); training uses one view per

@@ -9,6 +9,12 @@ otherwise PyAV, whose reader checks every seek and falls back to decoding from t
 
 Frame index `i` means the i-th frame in presentation order, as decord (used by V-JEPA 2) and
 torchcodec's exact mode count them, so clip indices mean the same frames on every backend.
+
+A folder of frames (Jester, many SSv2 copies) reads like a video: frame `i` is the i-th of its
+.jpg/.jpeg/.png files sorted by name, decoded with PyAV whatever the backend. A folder carries no
+frame rate, so its `VideoInfo.fps` is None: the probe's clips step by `frame_step` (as V-JEPA 2's
+frozen evals of Jester and SSv2 do, with no frame rate involved), and loaders that derive the step
+from a frame rate (`PretrainingClipDataset(fps=...)`) ask for a fixed `frame_step` instead.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import numpy as np
 import torch
 
 BACKENDS = ("pyav", "torchcodec")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # image files a frame folder's frames may be
 
 
 class VideoDecodeError(RuntimeError):
@@ -84,14 +91,17 @@ def resolve_backend(backend: str, path: str | os.PathLike | None = None) -> str:
 
 
 def open_video(path: str | os.PathLike, backend: str = "auto", num_threads: int = 0) -> VideoReader:
-    """Open a video for frame reads; use as a context manager.
+    """Open a video file or a folder of frames for frame reads; use as a context manager.
 
     `num_threads=0` lets FFmpeg choose; use 1 inside DataLoader workers, which already supply
     the parallelism.
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        resolve_backend(backend)  # an unknown or unusable backend fails the same way for folders
+        return _FrameFolderReader(path)
     if not os.path.isfile(path):
-        raise VideoDecodeError(f"{path}: no such file")
+        raise VideoDecodeError(f"{path}: no such file or frame folder")
     reader = _TorchCodecReader if resolve_backend(backend, path) == "torchcodec" else _PyAVReader
     return reader(path, num_threads)
 
@@ -302,3 +312,46 @@ class _TorchCodecReader(VideoReader):
 
     def close(self) -> None:
         self._decoder = None
+
+
+def list_frames(folder: str | os.PathLike) -> list[str]:
+    """A frame folder's image files (`FRAME_EXTENSIONS`, any case), sorted by name."""
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if e.name.lower().endswith(FRAME_EXTENSIONS) and e.is_file()]
+    return sorted(names)
+
+
+class _FrameFolderReader(VideoReader):
+    """Frame `i` is the i-th image of the folder by name. Every frame is decoded at the first one's size
+    (as the video readers keep a stream's declared size); a missing, empty or corrupt image raises
+    `VideoDecodeError` naming it, so loaders skip the folder like a corrupt video."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self._files = [os.path.join(path, name) for name in list_frames(path)]
+        except OSError as error:
+            raise VideoDecodeError(f"{path}: cannot list frame folder ({error})") from error
+        if not self._files:
+            raise VideoDecodeError(f"{path}: folder holds no frames ({'/'.join(FRAME_EXTENSIONS)} files)")
+        height, width = self._decode(self._files[0]).shape[:2]
+        self.info = VideoInfo(len(self._files), None, height, width)
+
+    def _decode(self, file: str, size: tuple[int, int] | None = None) -> np.ndarray:
+        try:
+            with av.open(file) as container:
+                frame = next(container.decode(video=0), None)
+                if frame is None:
+                    raise VideoDecodeError(f"{file}: image holds no frame; empty or corrupt file?")
+                if size is None:
+                    return frame.to_ndarray(format="rgb24")
+                return frame.to_ndarray(format="rgb24", width=size[1], height=size[0])
+        except (av.FFmpegError, OSError, IndexError) as error:  # IndexError: no video stream in the file
+            raise VideoDecodeError(f"{file}: cannot decode frame ({error})") from error
+
+    def _decode_sorted(self, wanted: list[int]) -> torch.Tensor:
+        size = (self.info.height, self.info.width)
+        return torch.from_numpy(np.stack([self._decode(self._files[i], size) for i in wanted]))
+
+    def close(self) -> None:
+        pass

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .._files import write_text_atomically
+from .decoding import list_frames
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +59,26 @@ def build_manifest_from_folder(
     relative: bool = False,
     overwrite: bool = False,
 ) -> ManifestSummary:
-    """Manifest of `video_root/<class_name>/*<ext>`; class names are the sub-folder names."""
+    """Manifest of `video_root/<class_name>/*<ext>`; class names are the sub-folder names.
+
+    A sub-folder of a class folder that holds frames (`decoding.FRAME_EXTENSIONS`, e.g. Jester's
+    `<class>/<video_id>/00001.jpg`) is listed as one video, beside the video files.
+    """
     video_root = Path(video_root)
     if not video_root.is_dir():
         raise NotADirectoryError(f"{video_root} is not a folder")
     extensions = tuple(ext.lower() for ext in extensions)
+
+    def is_video(path: Path) -> bool:
+        if path.is_dir():
+            return bool(list_frames(path))
+        return path.is_file() and path.suffix.lower() in extensions
+
     videos = [
         (path, path.parent.name)
         for class_dir in sorted(p for p in video_root.iterdir() if p.is_dir())
         for path in sorted(class_dir.iterdir())
-        if path.is_file() and path.suffix.lower() in extensions
+        if is_video(path)
     ]
     return _write_manifest(videos, Path(output), classes, relative, overwrite, missing=[])
 

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Write a V-JEPA 2 manifest ('path label' per line) and its class list.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    folder = commands.add_parser("folder", help="from VIDEO_ROOT/<class_name>/*.mp4")
+    folder = commands.add_parser(
+        "folder", help="from VIDEO_ROOT/<class_name>/*.mp4 and frame folders VIDEO_ROOT/<class_name>/<video>/*.jpg"
+    )
     folder.add_argument("video_root")
     folder.add_argument("output")
     folder.add_argument("--extensions", nargs="+", default=list(VIDEO_EXTENSIONS))

@@ -33,14 +33,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from .dataset import read_manifest
 from .decoding import VideoDecodeError, open_video
 from .kinetics import VIDEO_EXTENSIONS
 from .sampling import VideoTooShortError, clip_indices
-from .transforms import TrainTransform
+from .transforms import TrainTransform, resize_rounded
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ PRETRAIN_FRAMES = 16
 PRETRAIN_FPS = 4
 PRETRAIN_CROP_SCALE = (0.3, 1.0)
 PRETRAIN_CROP_RATIO = (0.75, 1.35)
-
-# Frames resized per interpolate call: bounds the float copy of a large crop (1080p: ~100 MB).
-_RESIZE_CHUNK = 4
-
 
 class NoUsableVideoError(RuntimeError):
     """Draw after draw of videos could not be read: the data, not one file, is broken."""
@@ -80,19 +75,6 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The generator of item `index` in `epoch`: a pure function of the three numbers."""
     state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
-
-
-def resize_uint8(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 `[T, C, h, w]` -> uint8 `[T, C, size, size]`: bilinear, no antialias, through float32 in chunks of frames.
-
-    The float path gives the same result on every CPU (torch's native uint8 kernel differs by one grey level
-    between builds)."""
-    out = torch.empty((*frames.shape[:2], size, size), dtype=torch.uint8)
-    for start in range(0, len(frames), _RESIZE_CHUNK):
-        chunk = frames[start : start + _RESIZE_CHUNK].float()
-        resized = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False)
-        out[start : start + _RESIZE_CHUNK] = resized.round_().clamp_(0, 255).to(torch.uint8)
-    return out
 
 
 class PretrainingClipDataset(Dataset):
@@ -152,7 +134,7 @@ class PretrainingClipDataset(Dataset):
             step = self.frame_step
             if step is None:
                 if not video.info.fps:
-                    raise VideoDecodeError(f"{path}: the container gives no frame rate; use a fixed frame step")
+                    raise VideoDecodeError(f"{path}: no frame rate (a frame folder, or a container without one); use a fixed frame step")
                 step = frame_step_for(video.info.fps, self.fps)
             indices = clip_indices(video.info.num_frames, self.frames_per_clip, step, 1, random_offset=True,
                                    min_frames=self.min_frames, generator=generator)  # fmt: skip
@@ -160,7 +142,7 @@ class PretrainingClipDataset(Dataset):
         crop = TrainTransform(self.crop_size, scale=self.scale, ratio=self.ratio, generator=generator)
         top, left, height, width = crop.crop_box(*frames.shape[1:3])
         box = frames[:, top : top + height, left : left + width].permute(0, 3, 1, 2)  # [T, C, h, w], still uint8
-        clip = resize_uint8(box, self.crop_size)
+        clip = resize_rounded(box, self.crop_size, self.crop_size)
         if self.horizontal_flip and float(torch.rand((), generator=generator)) < 0.5:
             clip = clip.flip(-1)
         return clip.transpose(0, 1).contiguous()  # [C, T, H, W]

@@ -2,15 +2,21 @@
 turns them into the encoder's float input.
 
 Views stay uint8 until the model's device normalizes them: a DataLoader worker ships a quarter of the
-bytes, and nothing at full frame size is ever converted to float. Eval with one view, then
-`normalize`, equals transformers' `VJEPA2VideoProcessor` (short side to
-`int(crop * 256 / 224)`, antialiased bilinear, centre crop, ImageNet mean/std). Several views
-follow V-JEPA 2's `EvalVideoTransform`: short side to `crop`, then `num_views` crops evenly spaced
-along the long side (left/centre/right for 3). Training follows V-JEPA 2's `VideoTransform`:
-optional RandAugment on the full frames, random resized crop (one box for all frames), an optional
-horizontal flip, optional random erasing of one box through all frames ("cube"); each with one
-draw per clip from one `torch.Generator` (or torch's global RNG), so a clip's augmentation is a
-pure function of the seed.
+bytes, and nothing at full frame size is ever converted to float.
+
+Eval follows V-JEPA 2's frozen-eval transforms (`evals/video_classification_frozen/utils.py`), which
+resize the decoder's uint8 frames with OpenCV (`cv2.resize`, `INTER_LINEAR`: bilinear, no
+antialiasing, in 11-bit fixed point). `resize_opencv_bilinear` reproduces that resize bit for bit
+(NumPy integer arithmetic), so eval views equal V-JEPA 2's pixels without OpenCV at run time. Several views
+(`EvalVideoTransform`): short side to `crop`, then `num_views` crops evenly spaced along the long
+side (left/centre/right for 3). One view (`VideoTransform(training=False)`): short side to
+`int(crop * 256 / 224)`, centre crop. `EvalTransform(..., resize="antialias")` with one view instead
+equals transformers' `VJEPA2VideoProcessor` (antialiased bilinear, same sizes and crop).
+
+Training follows V-JEPA 2's `VideoTransform`: optional RandAugment on the full frames, random resized
+crop (one box for all frames), an optional horizontal flip, optional random erasing of one box
+through all frames ("cube"); each with one draw per clip from one `torch.Generator` (or torch's
+global RNG), so a clip's augmentation is a pure function of the seed.
 
 `[C, T, H, W]` per view is the layout of timm and of the original code.
 """
@@ -20,6 +26,7 @@ from __future__ import annotations
 import math
 import platform
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,20 +45,121 @@ def _resizes_uint8_natively(device: torch.device) -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
 
 
-def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize uint8 `[T, C, H, W]` so the short side is `size`; the long side is truncated like
-    transformers/torchvision do (`int(size * long / short)`). Antialiased bilinear, uint8 out."""
-    height, width = frames.shape[-2:]
+RESIZE_METHODS = ("opencv", "antialias")
+_OPENCV_COEF_SCALE = 2048  # OpenCV's INTER_RESIZE_COEF_SCALE: 11-bit fixed-point weights for uint8
+
+
+def _opencv_linear_taps(src: int, dst: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    """Source indices and fixed-point weights of `cv2.resize(INTER_LINEAR)` along one axis.
+
+    OpenCV maps output `d` to `(d + 0.5) * scale - 0.5` (double, then float32), with
+    `scale = 1 / (dst / src)`, and rounds each weight to a multiple of 1/2048 separately. Along x it
+    also moves taps outside the image onto the edge pixel with weight 0; along y it keeps the weight
+    and clamps the row index only, which the rounding of the vertical pass can tell apart.
+    """
+    scale = 1.0 / (dst / src)
+    position = ((torch.arange(dst, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)
+    first = torch.floor(position)
+    frac = position - first
+    first = first.to(torch.int64)
+    if clamp_weights:
+        outside = (first < 0) | (first >= src - 1)
+        frac = torch.where(outside, torch.zeros_like(frac), frac)
+        first = first.clamp(0, src - 1)
+    weight0 = torch.round((1.0 - frac) * _OPENCV_COEF_SCALE).to(torch.int32)  # round half to even, as cvRound
+    weight1 = torch.round(frac * _OPENCV_COEF_SCALE).to(torch.int32)
+    taps = first.clamp(0, src - 1), (first + 1).clamp(0, src - 1), weight0, weight1
+    return tuple(tap.numpy() for tap in taps)
+
+
+def resize_opencv_bilinear(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """uint8 `[..., H, W]` -> uint8 `[..., height, width]`, bit-identical to OpenCV's
+    `cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)` on each channel.
+
+    The arithmetic is OpenCV's for 8-bit images: a horizontal pass in integers (weights out of
+    2048), then a vertical pass that rounds the way its vectorised kernel does (`>> 4`, a 16-bit
+    high multiply, `(x + 2) >> 2`; its scalar tail uses the same formula). An exact 2x reduction in
+    both axes is OpenCV's 2x2 box average, `(a + b + c + d + 2) >> 2`, as `cv2.resize` switches to
+    INTER_AREA there. Computed with NumPy on the CPU (DataLoader workers; its gathers are several
+    times faster than torch's there); the result goes back to the input's device. About 10x OpenCV's
+    time (16 frames of 1280x720 to 455x256: ~0.2 s on one core, OpenCV ~0.02 s).
+    """
+    if frames.dtype != torch.uint8:
+        raise TypeError(f"resize_opencv_bilinear expects uint8 frames, got {frames.dtype}")
+    src_h, src_w = frames.shape[-2:]
+    if (height, width) == (src_h, src_w):
+        return frames
+    pixels = np.ascontiguousarray(frames.cpu().numpy())  # gathers along contiguous rows are the fast ones
+    if 1.0 / (width / src_w) == 2.0 and 1.0 / (height / src_h) == 2.0:
+        total = pixels[..., 0::2, 0::2].astype(np.int32) + pixels[..., 0::2, 1::2] + pixels[..., 1::2, 0::2]
+        total += pixels[..., 1::2, 1::2]
+        return torch.from_numpy(((total + 2) >> 2).astype(np.uint8)).to(frames.device)
+    x0, x1, a0, a1 = _opencv_linear_taps(src_w, width, clamp_weights=True)
+    y0, y1, b0, b1 = _opencv_linear_taps(src_h, height, clamp_weights=False)
+    used = np.union1d(y0, y1)  # the horizontal pass only on the rows the vertical pass reads
+    y0, y1 = np.searchsorted(used, y0), np.searchsorted(used, y1)
+    pixels = np.take(pixels, used, axis=-2)
+    rows = np.take(pixels, x0, axis=-1).astype(np.int32)
+    rows *= a0
+    right = np.take(pixels, x1, axis=-1).astype(np.int32)
+    right *= a1
+    rows += right  # exact: at most 255 * 2048
+    rows >>= 4
+    out = np.take(rows, y0, axis=-2)
+    out *= b0[:, None]
+    out >>= 16
+    lower = np.take(rows, y1, axis=-2)
+    lower *= b1[:, None]
+    lower >>= 16
+    out += lower
+    out += 2
+    out >>= 2
+    return torch.from_numpy(out.astype(np.uint8)).to(frames.device)
+
+
+def short_side_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(height, width) with the short side `size` and the long side truncated, `int(size * long / short)`,
+    as V-JEPA 2 (`get_resize_sizes`) and transformers/torchvision compute it."""
     if height <= width:
-        new_size = (size, int(size * width / height))
-    else:
-        new_size = (int(size * height / width), size)
+        return size, int(size * width / height)
+    return int(size * height / width), size
+
+
+def resize_short_side(frames: torch.Tensor, size: int, method: str = "opencv") -> torch.Tensor:
+    """Resize uint8 `[T, C, H, W]` so the short side is `size`; uint8 out.
+
+    `method="opencv"`: V-JEPA 2's eval resize (`resize_opencv_bilinear`, no antialiasing).
+    `method="antialias"`: transformers' `VJEPA2VideoProcessor` (torchvision's antialiased bilinear).
+    """
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"unknown resize method {method!r}; choose one of {RESIZE_METHODS}")
+    height, width = frames.shape[-2:]
+    new_size = short_side_size(height, width, size)
     if new_size == (height, width):
         return frames
+    if method == "opencv":
+        return resize_opencv_bilinear(frames, *new_size)
     if _resizes_uint8_natively(frames.device):
         return F.interpolate(frames, size=new_size, mode="bilinear", antialias=True, align_corners=False)
     resized = F.interpolate(frames.float(), size=new_size, mode="bilinear", antialias=True, align_corners=False)
     return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def resize_rounded(frames: torch.Tensor, height: int, width: int, chunk: int = 4) -> torch.Tensor:
+    """uint8 `[T, C, h, w]` -> uint8 `[T, C, height, width]`: bilinear, no antialias (torch's, as V-JEPA 2's
+    training crops), computed in float32 and rounded to the nearest grey level, `chunk` frames at a time
+    (bounds the float copy of a large crop: 1080p, ~100 MB).
+
+    V-JEPA 2 resizes normalized floats; resizing is linear and normalization per-channel affine, so
+    this is its result to within half a grey level, on every CPU (torch's native uint8 kernel differs
+    by one grey level between builds).
+    """
+    out = torch.empty((*frames.shape[:-2], height, width), dtype=torch.uint8, device=frames.device)
+    for start in range(0, len(frames), chunk):
+        part = frames[start : start + chunk].float()
+        resized = F.interpolate(part, size=(height, width), mode="bilinear", align_corners=False)
+        out[start : start + chunk] = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, channel_dim: int = -3) -> torch.Tensor:
@@ -67,23 +175,34 @@ def normalize(frames: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD, *, cha
 
 
 class EvalTransform:
-    """Deterministic eval views: `[T, C, H, W]` uint8 -> `[num_views, C, T, crop, crop]` uint8."""
+    """Deterministic eval views: `[T, C, H, W]` uint8 -> `[num_views, C, T, crop, crop]` uint8.
 
-    def __init__(self, crop_size: int = 256, num_views: int = 1):
+    V-JEPA 2's frozen-eval views (`resize="opencv"`, see the module docstring), or transformers'
+    `VJEPA2VideoProcessor` (`resize="antialias"`, one view). The one-view centre crop starts at
+    `round((size - crop) / 2)` with Python's round (half to even) like V-JEPA 2's `CenterCrop`, and at
+    `int((size - crop) / 2)` like transformers' `center_crop` in the processor's case: they differ by
+    one pixel when `size - crop` is odd.
+    """
+
+    def __init__(self, crop_size: int = 256, num_views: int = 1, resize: str = "opencv"):
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
+        if resize not in RESIZE_METHODS:
+            raise ValueError(f"unknown resize method {resize!r}; choose one of {RESIZE_METHODS}")
         self.crop_size = crop_size
         self.num_views = num_views
+        self.resize = resize
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         crop = self.crop_size
         if self.num_views == 1:
-            frames = resize_short_side(frames, int(crop * 256 / 224))
+            frames = resize_short_side(frames, int(crop * 256 / 224), self.resize)
             height, width = frames.shape[-2:]
-            top, left = int((height - crop) / 2.0), int((width - crop) / 2.0)
+            offset = round if self.resize == "opencv" else int
+            top, left = offset((height - crop) / 2.0), offset((width - crop) / 2.0)
             views = [frames[..., top : top + crop, left : left + crop]]
         else:
-            frames = resize_short_side(frames, crop)
+            frames = resize_short_side(frames, crop, self.resize)
             height, width = frames.shape[-2:]
             step = (max(height, width) - crop) // (self.num_views - 1)
             if height > width:
@@ -240,9 +359,10 @@ class TrainTransform:
     device. Every step uses one draw for the whole clip.
 
     The crop box is drawn as in V-JEPA 2 (log-uniform aspect ratio, 10 tries, then a centre crop) and
-    resized with plain bilinear (no antialias), as there, but on the uint8 crop: V-JEPA 2 normalizes
-    first and resizes floats; normalization is per-channel affine and bilinear resizing is linear, so
-    the two differ only by the rounding to whole grey levels (at most 1 level).
+    resized with plain bilinear (no antialias), as there, but on the uint8 crop (`resize_rounded`):
+    V-JEPA 2 normalizes first and resizes floats; normalization is per-channel affine and bilinear
+    resizing is linear, so the two differ only by the rounding to whole grey levels (at most half a
+    level).
 
     Random erasing is V-JEPA 2's (timm's) in 'pixel' mode, one box, "cube": with probability
     `erase_prob` one box of area fraction U(0.02, 1/3) and log-uniform aspect ratio in (0.3, 1/0.3)
@@ -324,7 +444,7 @@ class TrainTransform:
             frames = self.rand_augment(frames, generator=self.generator)
         top, left, box_h, box_w = self.crop_box(*frames.shape[-2:])
         box = frames[..., top : top + box_h, left : left + box_w]
-        clip = F.interpolate(box, size=(self.crop_size, self.crop_size), mode="bilinear", align_corners=False)
+        clip = resize_rounded(box, self.crop_size, self.crop_size)
         if self.horizontal_flip and float(torch.rand((), generator=self.generator)) < 0.5:
             clip = clip.flip(-1)
         clip = clip.transpose(0, 1)  # [C, T, crop, crop]

@@ -148,11 +148,11 @@ def test_argument_checks(synthetic_set):
 
 
 def test_resize_is_plain_bilinear(synthetic_set):
-    from hf_vjepa_area.data.pretraining import resize_uint8
+    from hf_vjepa_area.data.transforms import resize_rounded
 
     frames = torch.randint(0, 256, (9, 3, 20, 30), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     reference = F.interpolate(frames.double(), size=(12, 12), mode="bilinear", align_corners=False)
-    assert (resize_uint8(frames, 12).double() - reference).abs().max() <= 0.5 + 1e-4
+    assert (resize_rounded(frames, 12, 12).double() - reference).abs().max() <= 0.5 + 1e-4
 
 
 def test_step_batches_do_not_depend_on_the_process_count_or_the_start():
