@@ -179,6 +179,8 @@ def model_card(report: dict, repo_id: str | None) -> str:
     figures = ("\n".join([f"Reference: {report['verification']['reference']}; {CRITERION}.", "", "| output | max abs diff | allowed |",
                           "|---|---|---|", *rows]) if rows else "Not run (convert with `--verify`).")  # fmt: skip
     base = report["source"].get("repo_id") or report.get("base_model")
+    layers = config.get("probe_out_layers")
+    probe_input = f" reading blocks {layers} (each through the final norm, concatenated: V-JEPA 2's multi-level input)" if classifier and layers else ""
     return f"""---
 license: mit
 library_name: transformers
@@ -190,7 +192,7 @@ tags: [video, vjepa2, timm, transformers{", area-attention" if config["area_spli
 # {repo.split("/")[-1]}
 
 V-JEPA 2 video encoder ({report["variant"]}: width {config["embed_dim"]}, {config["depth"]} blocks, {config["num_heads"]} heads,
-{config["img_size"][0]} px){f", with an attentive probe of {len(config['id2label'])} classes" if classifier else ""}; {attention}.
+{config["img_size"][0]} px){f", with an attentive probe of {len(config['id2label'])} classes" if classifier else ""}{probe_input}; {attention}.
 Converted from {", ".join(f"`{f['name']}`" for f in report["source"]["files"])} with `vjepa2-area-convert` (hf_vjepa_area).
 {"The V-JEPA 2 predictor is in `predictor.safetensors` (Meta's key names)." if report["predictor"] else ""}
 

@@ -49,6 +49,7 @@ def test_released_format_multilevel_probe_converts_and_classifies_like_the_refer
     argv = [str(tiny_release.pt), str(out), "--variant", "tiny", "--probe", str(probe), "--probe-out-layers", "0,1", "--verify"]
     assert main(argv) == 0, capsys.readouterr().err
     assert "verify logits" in capsys.readouterr().out  # checked against transformers' modules, block by block
+    assert "reading blocks [0, 1] (each through the final norm" in (out / "README.md").read_text()
 
     video = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     with torch.no_grad():
