@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write the .pt's `encoder` (context) entry as context_encoder.safetensors")
     parser.add_argument("--probe", help="a released probe .pt (classifiers[0]) to convert with the encoder")
     parser.add_argument("--probe-out-layers", metavar="last|multilevel|I,J,...",
-                        help="blocks the --probe reads: 'last', 'multilevel' (V-JEPA 2's Diving48/Jester four blocks) or "
-                        "indices; default: the released probe's known setting (an unknown probe needs it)")  # fmt: skip
+                        help="blocks the --probe (or a transformers classifier SOURCE) reads: 'last', 'multilevel' (V-JEPA 2's "
+                        "Diving48/Jester four blocks) or indices; default: the released probe's known setting (an unknown "
+                        "probe needs it), a transformers classifier's last block")  # fmt: skip
     parser.add_argument("--labels", help="class names of a classifier, one per line")
     parser.add_argument("--variant", choices=list(VARIANTS), help="head count of a size not in the table (sizes come from the tensors)")
     parser.add_argument("--img-size", type=int, help="training resolution of a .pt (default: the released file's, else 256)")

@@ -170,10 +170,11 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
                 variant: str | None = None, img_size: int | None = None, revision: str | None = None,
                 **fields) -> Source:  # fmt: skip
     """Read a released source into original key names; `fields` set config fields (area options, labels);
-    with a probe, `probe_out_layers` says which blocks it reads (`probe_out_layers()`)."""
+    with a probe (a `.pt` or transformers' classifier), `probe_out_layers` says which blocks it reads
+    (`probe_out_layers()`; transformers' classifiers read the last block unless told otherwise)."""
     path = Path(source).expanduser()
     out_layers = fields.pop("probe_out_layers", None)
-    if out_layers is not None and probe is None:
+    if out_layers is not None and probe is None and path.is_file():
         raise ConversionError("--probe-out-layers: only with --probe (the blocks a released probe reads)")
     if probe is not None:
         probe_setting(Path(probe), out_layers)  # refused before the checkpoints are read
@@ -212,6 +213,10 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
         config = VJEPA2AreaConfig.from_transformers_config(VJEPA2Config.from_pretrained(folder), classifier, **fields)
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
+    if out_layers is not None:  # transformers' classifiers read the last block; a probe trained on others says so here
+        if not classifier:
+            raise ConversionError("--probe-out-layers: the source has no probe (not a VJEPA2ForVideoClassification)")
+        config.probe_out_layers = probe_out_layers(Path(str(source)), out_layers, config)
     if variant is not None and variant_of(config) != variant:
         raise ConversionError(f"--variant {variant}: the source's config.json is {variant_of(config) or 'no variant'}")
     commit = folder.name if not path.is_dir() else None

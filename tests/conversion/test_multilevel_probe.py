@@ -98,3 +98,27 @@ def test_released_probes_read_their_known_blocks():
     assert set(RELEASED_PROBES.values()) == {"last", "multilevel"}
     with pytest.raises(ConversionError, match="out of range"):
         probe_out_layers(Path("mine.pt"), "24", large)
+
+
+def test_a_transformers_classifier_reads_the_blocks_it_is_told(hf_classifier_dir, tiny_release):
+    """transformers' VJEPA2ForVideoClassification reads the last block (its Diving48 repos too); a probe
+    trained on other blocks is converted with them and then reads them, through transformers' own pooler."""
+    from transformers import VJEPA2ForVideoClassification
+
+    from hf_vjepa_area import load_released
+
+    hf = VJEPA2ForVideoClassification.from_pretrained(hf_classifier_dir).double().eval()
+    video = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    ours = load_released(hf_classifier_dir, probe_out_layers="0,1").double()
+    assert ours.config.probe_out_layers == [0, 1]
+    assert load_released(hf_classifier_dir).config.probe_out_layers is None  # transformers' own reading
+    with torch.no_grad():
+        encoder, outputs = hf.vjepa2.encoder, {}
+        hooks = [encoder.layer[i].register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out[0])) for i in (0, 1)]
+        hf(video)
+        for hook in hooks:
+            hook.remove()
+        reference = hf.classifier(hf.pooler(torch.cat([encoder.layernorm(outputs[i]) for i in (0, 1)], dim=1)))
+        assert_matches(ours(video).logits, reference)
+    with pytest.raises(ConversionError, match="has no probe"):
+        load_released(tiny_release.folder, probe_out_layers="0,1")  # transformers' VJEPA2Model: no probe
