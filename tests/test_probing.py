@@ -3,6 +3,7 @@
 import copy
 import json
 import math
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -389,6 +390,45 @@ def test_train_step_is_the_exact_mean_over_the_step_samples(accelerator):
     assert sorted(big_skipped) == sorted(small_skipped) == [(4, "v4"), (5, "v5")]
     plain, _, _ = _train(accelerator, _batches(features, labels, [2, 3, 1, 3, 3], skipped), 1)
     assert_differs(plain.heads[0].linear.weight, big.heads[0].linear.weight)  # the check has teeth
+
+
+class GradientRecorder:
+    """An optimizer stand-in that keeps each step's gradients (`train_one_epoch` divides them by the step's
+    sample count before `step`) and changes no parameter, so every step's gradient can be compared."""
+
+    def __init__(self, params):
+        self.params, self.steps = list(params), []
+
+    def step(self):
+        self.steps.append([p.grad.clone() for p in self.params])
+
+    def zero_grad(self, set_to_none=False):
+        for p in self.params:
+            p.grad.zero_()
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_k_accumulated_micro_batches_give_the_whole_batchs_gradient(accelerator, k):
+    """The global-batch protocol through accumulation: one optimizer step over k micro-batches of 3 has
+    the gradient of one step on all 3k samples, per head (float64)."""
+    gen = torch.Generator().manual_seed(0)
+    features = torch.randn(3 * k, 2, 5, 24, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (3 * k,), generator=gen)
+
+    def gradient(sizes, grad_accum):
+        probe = make_probe(probing.hparam_grid([0.01, 0.001], [0.1]), depth=1).double()
+        recorder = GradientRecorder(probe.parameters())
+        probing.train_one_epoch(accelerator, probe, recorder, types.SimpleNamespace(step=lambda: None),
+                                _batches(features, labels, sizes), lambda b: b["features"], empty_tokens_shape=(2, 5, 24),
+                                grad_accum=grad_accum)  # fmt: skip
+        return recorder.steps
+
+    (whole,), (accumulated,) = gradient([3 * k], 1), gradient([3] * k, k)
+    for a, b in zip(accumulated, whole):
+        assert_matches(a, b)
+    separate = gradient([3] * k, 1)  # without accumulation: k steps, the first on 3 samples only
+    assert len(separate) == k
+    assert_differs(separate[0][0], whole[0])
 
 
 class CountedIterations:

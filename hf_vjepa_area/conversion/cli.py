@@ -31,6 +31,7 @@ examples:
   vjepa2-area-convert facebook/vjepa2-vitl-fpc64-256 out/vjepa2-vitl-st-a2 --area-splits 2,2,1 --verify
   vjepa2-area-convert vitl.pt out/vjepa2-vitl-ssv2 --probe ssv2-vitl-16x2x3.pt --verify
   vjepa2-area-convert my-vits.pt out/my-vits --variant small --predictor-heads 4 --img-size 64 --num-frames 8 --verify
+  vjepa2-area-convert vitl.pt out/vjepa2-vitl-diving48 --probe diving48-vitl-256.pt --verify   # multi-level probe
   vjepa2-area-convert vitl.pt out/vjepa2-vitl --verify --push-to-hub ORG/vjepa2-vitl
   vjepa2-area-convert out/vjepa2-vitl out/vjepa2-vitl-transformers --to transformers
 
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context-encoder", action="store_true",
                         help="also write the .pt's `encoder` (context) entry as context_encoder.safetensors")
     parser.add_argument("--probe", help="a released probe .pt (classifiers[0]) to convert with the encoder")
+    parser.add_argument("--probe-out-layers", metavar="last|multilevel|I,J,...",
+                        help="blocks the --probe (or a transformers classifier SOURCE) reads: 'last', 'multilevel' (V-JEPA 2's "
+                        "Diving48/Jester four blocks) or indices; default: the released probe's known setting (an unknown "
+                        "probe needs it), a transformers classifier's last block")  # fmt: skip
     parser.add_argument("--labels", help="class names of a classifier, one per line")
     parser.add_argument("--variant", choices=list(VARIANTS), help="head count of a size not in the table (sizes come from the tensors)")
     parser.add_argument("--predictor-heads", type=int, metavar="N",
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options of `load_released` / `convert` (refused with --to transformers, which exports a folder as is).
-READ_OPTIONS = ("checkpoint_key", *PT_OPTIONS, "revision", "area_splits", "area_layers")
+READ_OPTIONS = ("checkpoint_key", *PT_OPTIONS, "revision", "area_splits", "area_layers", "probe_out_layers")
 CONVERSION_ONLY = (*READ_OPTIONS, "context_encoder", "probe", "labels")
 
 

@@ -97,18 +97,30 @@ def _holding(build, state: dict) -> torch.nn.Module:
     return module.eval()
 
 
+def transformers_block_outputs(encoder, layers) -> list:
+    """Filled by each forward of transformers' `VJEPA2Encoder` with the outputs of its blocks `layers`
+    (before the final norm), in block order: the multi-level probe's input, read independently of ours."""
+    captured: list = []
+    for i in layers:
+        encoder.layer[i].register_forward_hook(lambda module, args, output: captured.append(output[0]))
+    return captured
+
+
 @torch.no_grad()
 def transformers_outputs(source: Source, config: VJEPA2AreaConfig, pixels, context_ids, target_ids) -> dict:
     """transformers' V-JEPA 2 modules holding the source's tensors (through the key table): `VJEPA2Encoder`,
     `VJEPA2Predictor` (mask_tokens[1]), and a probe's `VJEPA2AttentivePooler` + Linear with the probe's own
-    heads and eps (transformers' classifier would use the encoder's)."""
+    heads and eps (transformers' classifier would use the encoder's) on the last block's tokens or, for a
+    multi-level probe, on its blocks' outputs through the encoder's `layernorm`, concatenated."""
     from transformers.models.vjepa2 import modeling_vjepa2 as hf
 
     hf_config = config.to_transformers_config()
     hf_config._attn_implementation = "sdpa"
     encoder_state = {k: v for k, v in source.encoder.items() if not k.startswith("head.")}
     head_state = {k: v for k, v in source.encoder.items() if k.startswith("head.")}
-    tokens = _holding(lambda: hf.VJEPA2Encoder(hf_config), to_transformers(encoder_state, ENCODER_KEYS))(pixels).last_hidden_state
+    encoder = _holding(lambda: hf.VJEPA2Encoder(hf_config), to_transformers(encoder_state, ENCODER_KEYS))
+    blocks = transformers_block_outputs(encoder, config.probe_out_layers or [])
+    tokens = encoder(pixels).last_hidden_state
     outputs = {"last_hidden_state": tokens}
     if head_state:
         probe_config = type(hf_config)(hidden_size=config.embed_dim, num_attention_heads=config.probe_num_heads,
@@ -120,7 +132,8 @@ def transformers_outputs(source: Source, config: VJEPA2AreaConfig, pixels, conte
                                         "classifier": torch.nn.Linear(config.embed_dim, config.num_labels)})  # fmt: skip
 
         probe = _holding(head, to_transformers(head_state, HEAD_KEYS))
-        outputs["logits"] = probe["classifier"](probe["pooler"](tokens))
+        probed = tokens if config.probe_out_layers is None else torch.cat([encoder.layernorm(b) for b in blocks], dim=1)
+        outputs["logits"] = probe["classifier"](probe["pooler"](probed))
     if source.predictor:
         predictor = _holding(lambda: hf.VJEPA2Predictor(hf_config), to_transformers(source.predictor, PREDICTOR_KEYS))
         outputs["predictor"] = predictor(tokens, [context_ids], [target_ids]).last_hidden_state
@@ -167,6 +180,8 @@ def model_card(report: dict, repo_id: str | None) -> str:
     figures = ("\n".join([f"Reference: {report['verification']['reference']}; {CRITERION}.", "", "| output | max abs diff | allowed |",
                           "|---|---|---|", *rows]) if rows else "Not run (convert with `--verify`).")  # fmt: skip
     base = report["source"].get("repo_id") or report.get("base_model")
+    layers = config.get("probe_out_layers")
+    probe_input = f" reading blocks {layers} (each through the final norm, concatenated: V-JEPA 2's multi-level input)" if classifier and layers else ""
     return f"""---
 license: mit
 library_name: transformers
@@ -178,7 +193,7 @@ tags: [video, vjepa2, timm, transformers{", area-attention" if config["area_spli
 # {repo.split("/")[-1]}
 
 V-JEPA 2 video encoder ({report["variant"]}: width {config["embed_dim"]}, {config["depth"]} blocks, {config["num_heads"]} heads,
-{config["img_size"][0]} px){f", with an attentive probe of {len(config['id2label'])} classes" if classifier else ""}; {attention}.
+{config["img_size"][0]} px){f", with an attentive probe of {len(config['id2label'])} classes" if classifier else ""}{probe_input}; {attention}.
 Converted from {", ".join(f"`{f['name']}`" for f in report["source"]["files"])} with `vjepa2-area-convert` (hf_vjepa_area).
 {"The V-JEPA 2 predictor is in `predictor.safetensors` (Meta's key names)." if report["predictor"] else ""}
 {"The V-JEPA 2-AC action-conditioned predictor is in `ac_predictor.safetensors` (Meta's key names; its sizes under "

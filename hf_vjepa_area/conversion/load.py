@@ -19,10 +19,51 @@ from accelerate import init_empty_weights
 
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
-from ..modeling.configuration_vjepa2_area import RELEASED_PREDICTOR_HEADS, RELEASED_PT_FILES, variant_of
+from ..modeling.configuration_vjepa2_area import (
+    RELEASED_PREDICTOR_HEADS,
+    RELEASED_PT_FILES,
+    multilevel_out_layers,
+    parse_out_layers,
+    variant_of,
+)
 from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
+
+# Meta's released classification probes (https://dl.fbaipublicfiles.com/vjepa2/evals/<name>) and the tokens
+# each was trained on, which its tensors do not record: "last" (the last block's) or "multilevel" (the
+# Diving48 evals' four blocks, `MULTILEVEL_OUT_LAYERS` for the encoder's size).
+RELEASED_PROBES = {
+    "ssv2-vitl-16x2x3.pt": "last",
+    "ssv2-vitg-384-64x2x3.pt": "last",
+    "diving48-vitl-256.pt": "multilevel",
+    "diving48-vitg-384-32x4x3.pt": "multilevel",
+}
+
+
+def probe_setting(probe: Path, given):
+    """What a probe reads, before anything is loaded: `given` ("last", "multilevel", indices or a list),
+    else the released probe's known setting; an unknown probe without it is refused, never guessed."""
+    setting = given if given is not None else RELEASED_PROBES.get(probe.name)
+    if setting is None:
+        raise ConversionError(
+            f"{probe.name}: a probe's tensors do not say which encoder blocks it was trained on: pass --probe-out-layers "
+            "(probe_out_layers=) 'last' (the last block's tokens: V-JEPA 2's SSv2, K400, COIN evals), 'multilevel' "
+            "(its Diving48 and Jester evals' four blocks) or the block indices, e.g. 17,19,21,23"
+        )
+    return setting
+
+
+def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] | None:
+    """The blocks `probe` reads on the encoder of `config` (None: the last block's tokens)."""
+    setting = probe_setting(probe, given)
+    try:
+        if setting == "last":
+            return None
+        return multilevel_out_layers(config) if setting == "multilevel" else parse_out_layers(setting, config.depth)
+    except ValueError as err:
+        origin = f"--probe-out-layers {setting}" if given is not None else f"{probe.name} (a released {setting} probe)"
+        raise ConversionError(f"{origin}: {err}") from None
 
 
 @dataclass
@@ -222,8 +263,15 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     """Read a released source into original key names; `fields` set config fields (area options, labels).
     `with_predictor=False` reads the encoder alone (the predictor's sizes and heads are then not needed).
     A V-JEPA 2-AC `.pt`'s action-conditioned predictor goes to `ac_predictor` (`predictor_heads` gives its
-    head count where its width is not in the released table)."""
+    head count where its width is not in the released table). With a probe (a `.pt` or transformers'
+    classifier), `probe_out_layers` says which blocks it reads (`probe_out_layers()`; transformers'
+    classifiers read the last block unless told otherwise)."""
     path = Path(source).expanduser()
+    out_layers = fields.pop("probe_out_layers", None)
+    if out_layers is not None and probe is None and path.is_file():
+        raise ConversionError("--probe-out-layers: only with --probe (the blocks a released probe reads)")
+    if probe is not None:
+        probe_setting(Path(probe), out_layers)  # refused before the checkpoints are read
     if revision and path.exists():
         raise ConversionError(f"--revision: {source} is a local path, which has no revisions (they are for Hub ids)")
     if path.is_file():
@@ -239,6 +287,8 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
             files.append(file_record(Path(probe)))
         config = config_from_tensors(parts, path.name, variant=variant, predictor_heads=predictor_heads, img_size=img_size,
                                      num_frames=num_frames, **fields)  # fmt: skip
+        if probe is not None:
+            config.probe_out_layers = probe_out_layers(Path(probe), out_layers, config)
         provenance = {"format": "original", "checkpoint_key": checkpoint_key or default_checkpoint_key(checkpoint)}
         read = Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
         return _with_ac_predictor(read, predictor_heads)
@@ -265,6 +315,10 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
         config = VJEPA2AreaConfig.from_transformers_config(VJEPA2Config.from_pretrained(folder), classifier, **fields)
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
+    if out_layers is not None:  # transformers' classifiers read the last block; a probe trained on others says so here
+        if not classifier:
+            raise ConversionError("--probe-out-layers: the source has no probe (not a VJEPA2ForVideoClassification)")
+        config.probe_out_layers = probe_out_layers(Path(str(source)), out_layers, config)
     if variant is not None and variant_of(config) != variant:
         raise ConversionError(f"--variant {variant}: the source's config.json is {variant_of(config) or 'no variant'}")
     commit = folder.name if not path.is_dir() else None
@@ -308,9 +362,11 @@ def load_released(source: str | Path, **options):
         load_released("vitl.pt", probe="ssv2-vitl-16x2x3.pt")
 
     Options: `checkpoint_key` (a `.pt`'s entry, default `target_encoder`), `probe` (a released probe
-    `.pt`), `variant` (heads of a size not in the table), `img_size` and `num_frames` (of a `.pt` that is
-    not a released file), `revision` (of a Hub id), and `VJEPA2AreaConfig` fields. Files are read with
-    `torch.load(weights_only=True)` or safetensors only. The predictor is not read (`read_source` reads it).
+    `.pt`), `probe_out_layers` (the blocks it reads: "last", "multilevel" or indices; needed for a probe
+    not in `RELEASED_PROBES`), `variant` (heads of a size not in the table), `img_size` and `num_frames` (of
+    a `.pt` that is not a released file), `revision` (of a Hub id), and `VJEPA2AreaConfig` fields. Files are
+    read with `torch.load(weights_only=True)` or safetensors only. The predictor is not read (`read_source`
+    reads it).
     """
     read = read_source(source, with_predictor=False, **options)
     return build_model(read.model_class, read.config, read.encoder)

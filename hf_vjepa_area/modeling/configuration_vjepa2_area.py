@@ -23,6 +23,27 @@ VARIANTS: dict[str, dict] = {
     "gigantic": dict(embed_dim=1664, depth=48, num_heads=26, mlp_ratio=64 / 13),
 }
 
+# V-JEPA 2's multi-level probe input (its Diving48 and Jester evals, `out_layers` of
+# `evals/video_classification_frozen/modelcustom/vit_encoder_multiclip_multilevel.py`): the outputs of
+# these four blocks, each through the encoder's final norm, concatenated along the token axis.
+MULTILEVEL_OUT_LAYERS: dict[str, tuple[int, ...]] = {
+    "large": (17, 19, 21, 23),
+    "huge": (25, 27, 29, 31),
+    "giant": (24, 29, 34, 39),
+}
+
+
+def multilevel_out_layers(config) -> list[int]:
+    """The multi-level probe's blocks for `config`'s named size, or a clear error for another size."""
+    variant = variant_of(config)
+    if variant not in MULTILEVEL_OUT_LAYERS:
+        known = ", ".join(f"{name} {list(layers)}" for name, layers in MULTILEVEL_OUT_LAYERS.items())
+        raise ValueError(
+            f"V-JEPA 2 set multi-level probe blocks for its released sizes only ({known}); this encoder is "
+            f"{variant or 'a custom size'} ({config.depth} blocks): name the blocks explicitly, e.g. "
+            f"{[max(config.depth - 1 - 2 * i, 0) for i in range(3, -1, -1)]}"
+        )
+    return list(MULTILEVEL_OUT_LAYERS[variant])
 
 
 class ReleasedModel(NamedTuple):
@@ -131,6 +152,26 @@ def parse_area_layers(area_layers, depth: int) -> list[int]:
     return layers
 
 
+def parse_out_layers(out_layers, depth: int) -> list[int]:
+    """Validate block indices read by a multi-level probe: distinct, in range, kept in block order (the
+    order the encoder emits them, whatever order they are given in)."""
+    if isinstance(out_layers, str):
+        parts = [p.strip() for p in out_layers.split(",")]
+        if not all(p.isdigit() for p in parts):
+            raise ValueError(f"out_layers must be block indices like '17,19,21,23', got {out_layers!r}")
+        out_layers = [int(p) for p in parts]
+    if not isinstance(out_layers, (list, tuple)) or not out_layers or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in out_layers
+    ):
+        raise ValueError(f"probe_out_layers must be None or a non-empty list of block indices, got {out_layers!r}")
+    if len(set(out_layers)) != len(out_layers):
+        raise ValueError(f"probe_out_layers {list(out_layers)} names a block twice")
+    bad = [i for i in out_layers if not 0 <= i < depth]
+    if bad:
+        raise ValueError(f"probe_out_layers {bad} out of range: the encoder has blocks 0..{depth - 1} (depth={depth})")
+    return sorted(int(i) for i in out_layers)
+
+
 class VJEPA2AreaConfig(PreTrainedConfig):
     r"""
     Configuration of a V-JEPA 2 video ViT encoder, optionally with ST-A² area attention.
@@ -152,6 +193,9 @@ class VJEPA2AreaConfig(PreTrainedConfig):
         CUDA, fp16/bf16) or "segment" (one SDPA call per area segment; what "auto" runs on CPU in eager
         mode; reads the segment lengths on the host once per forward).
     probe_* fields size the attentive probe of `VJEPA2AreaForVideoClassification`.
+    probe_out_layers (`list[int]` or `None`):
+        Blocks whose outputs, each through the final norm, the probe reads concatenated along the token
+        axis (V-JEPA 2's multi-level probe, `MULTILEVEL_OUT_LAYERS`); `None` means the last block's.
     predictor_* fields size V-JEPA 2's predictor (self-supervised training only; the encoder ignores
     them). Released L/H/g predictors: width 384, depth 12, 12 heads, MLP ratio 4, 10 mask tokens, full
     attention. `predictor_area_splits` / `predictor_area_layers` mean what the encoder's area fields
@@ -195,6 +239,7 @@ class VJEPA2AreaConfig(PreTrainedConfig):
     probe_depth: int = 4
     probe_num_heads: int = 16
     probe_layer_norm_eps: float = 1e-5
+    probe_out_layers: list[int] | tuple[int, ...] | None = None
     predictor_embed_dim: int = 384
     predictor_depth: int = 12
     predictor_num_heads: int = 12
@@ -221,6 +266,8 @@ class VJEPA2AreaConfig(PreTrainedConfig):
                     raise ValueError(f"{key!r} is not a VJEPA2AreaConfig field; did you mean {close[0]!r}?")
         self.img_size = list(_as_pair(self.img_size, "img_size"))
         self._validate()
+        if self.probe_out_layers is not None:
+            self.probe_out_layers = parse_out_layers(self.probe_out_layers, self.depth)
         if self.area_splits is not None:
             self.area_splits = [int(s) for s in self.area_splits]
             self.area_layers = parse_area_layers(self.area_layers, self.depth)
@@ -316,6 +363,7 @@ class VJEPA2AreaConfig(PreTrainedConfig):
             (self.num_frames == 1, "an image model (num_frames=1)"),
             (self.img_size[0] != self.img_size[1], f"non-square img_size {self.img_size}"),
             (classifier and self.probe_num_heads != self.num_heads, "a probe whose heads differ from the encoder's"),
+            (classifier and self.probe_out_layers is not None, "a multi-level probe (its pooler reads the last block)"),
         ) if bad]  # fmt: skip
         if problems:
             raise ValueError("transformers' V-JEPA 2 cannot express " + "; ".join(problems))
@@ -439,6 +487,9 @@ VJEPA2AreaConfig.register_for_auto_class()
 __all__ = [
     "VJEPA2AreaConfig",
     "VARIANTS",
+    "MULTILEVEL_OUT_LAYERS",
+    "multilevel_out_layers",
+    "parse_out_layers",
     "RELEASED_MODELS",
     "ReleasedModel",
     "variant_of",

@@ -719,7 +719,11 @@ class VJEPA2AreaModel(VJEPA2AreaEncoderMixin, VJEPA2AreaPreTrainedModel):
 
 
 class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
-    """Encoder + V-JEPA 2 attentive probe (`head.pooler.*`, `head.linear.*`)."""
+    """Encoder + V-JEPA 2 attentive probe (`head.pooler.*`, `head.linear.*`).
+
+    The probe reads the last block's tokens, or with `config.probe_out_layers` the tokens of those
+    blocks (each through the final norm) concatenated along the token axis, block by block.
+    """
 
     # The loss is a per-video mean: Trainer scales it for gradient accumulation itself and passes no
     # `num_items_in_batch` (which `forward` would refuse as an unexpected argument).
@@ -753,14 +757,17 @@ class VJEPA2AreaForVideoClassification(VJEPA2AreaPreTrainedModel):
             raise TypeError(f"VJEPA2AreaForVideoClassification.forward got unexpected arguments: {sorted(kwargs)}")
         if return_dict is None:
             return_dict = self.config.return_dict
+        out_layers = self.config.probe_out_layers
         outputs = self.encoder(
             pixel_values_videos,
             masks=masks,
+            out_layers=out_layers,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
         )
-        logits = self.head(outputs.last_hidden_state)
+        tokens = outputs.last_hidden_state if out_layers is None else torch.cat(outputs.intermediate_states, dim=1)
+        logits = self.head(tokens)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels=labels, pooled_logits=logits, config=self.config)

@@ -94,13 +94,14 @@ def test_transformers_classifier_and_back(tmp_path, hf_classifier_dir):
 
 def test_pt_with_a_released_probe_and_labels(tmp_path, tiny_release, probe_pt):
     labels = [f"Pushing thing {i}" for i in range(NUM_LABELS)]
-    report = convert(tiny_release.pt, tmp_path / "cls", verify=True, **TINY_PT_OPTIONS, probe=probe_pt, labels=labels)
+    report = convert(tiny_release.pt, tmp_path / "cls", verify=True, **TINY_PT_OPTIONS, probe=probe_pt, labels=labels,
+                     probe_out_layers="last")  # fmt: skip
     assert report["verification"]["passed"] and "VJEPA2AttentivePooler" in report["verification"]["reference"]
     config = json.loads((tmp_path / "cls" / "config.json").read_text())
     assert (config["probe_num_heads"], config["probe_depth"], config["id2label"]["4"]) == (16, 2, "Pushing thing 4")
     assert {"head.linear.weight", "blocks.0.norm1.weight"} <= _keys(tmp_path / "cls" / "model.safetensors")
     with pytest.raises(ConversionError, match="3 names for a model with 5 classes"):
-        convert(tiny_release.pt, tmp_path / "x", **TINY_PT_OPTIONS, probe=probe_pt, labels=labels[:3])
+        convert(tiny_release.pt, tmp_path / "x", **TINY_PT_OPTIONS, probe=probe_pt, labels=labels[:3], probe_out_layers="last")
     with pytest.raises(ConversionError, match="cannot export cls: .*a probe whose heads differ"):
         export_to_transformers(tmp_path / "cls", tmp_path / "hf")
 

@@ -70,7 +70,7 @@ def test_load_released_classifier_with_a_probe(tmp_path, offline_release):
     probe = VJEPA2AreaForVideoClassification(load_released(offline_release.pt, **TINY_PT_OPTIONS, num_labels=5, probe_depth=2).config)
     head = {"module." + k.removeprefix("head."): v for k, v in probe.state_dict().items() if k.startswith("head.")}
     torch.save({"classifiers": [head], "epoch": 20}, tmp_path / "probe.pt")
-    model = load_released(offline_release.pt, **TINY_PT_OPTIONS, probe=tmp_path / "probe.pt")
+    model = load_released(offline_release.pt, **TINY_PT_OPTIONS, probe=tmp_path / "probe.pt", probe_out_layers="last")
     assert type(model) is VJEPA2AreaForVideoClassification and model.config.num_labels == 5
     assert model.config.probe_depth == 2 and model.config.probe_num_heads == 16
     assert torch.equal(model.head.linear.weight, probe.head.linear.weight)

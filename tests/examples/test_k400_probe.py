@@ -78,7 +78,7 @@ def tiny_args(tiny_set: Path, output: Path, batch_size: int, *extra: str) -> lis
         "--model", "demo", "--train-csv", str(tiny_set / "probe_train.csv"), "--val-csv", str(tiny_set / "probe_val.csv"),
         "--frames", "8", "--frame-step", "2", "--segments", "2", "--views", "2", "--resolution", "32",
         "--epochs", "3", "--batch-size", str(batch_size), "--lrs", "0.003", "0.001", "--wds", "0.01",
-        "--probe-depth", "1", "--probe-heads", "4", "--num-workers", "0", "--no-progress",
+        "--probe-depth", "1", "--probe-heads", "4", "--num-workers", "0", "--no-progress", "--grad-accum", "1",
         "--output-dir", str(output), *extra,
     ]  # fmt: skip
 
@@ -439,6 +439,29 @@ def test_presets_follow_vjepa2s_eval_configs_and_options_override_them():
     assert script.parse_args([]).preset == "demo"
     with pytest.raises(SystemExit):
         script.parse_args(["--preset", "ssv2"])  # a preset needs manifests
+    assert (k400.out_layers, diving.out_layers, script.parse_args([*base, "--preset", "jester"]).out_layers) == (
+        "last", "multilevel", "multilevel")
+    assert script.parse_args([*base, "--preset", "diving48", "--out-layers", "last"]).out_layers == "last"
+
+
+def test_presets_reproduce_vjepa2s_global_batch_on_any_process_count():
+    script = load_example("k400_probe")
+    base = ["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv"]
+    k400, diving = script.parse_args(base), script.parse_args([*base, "--preset", "diving48"])
+    assert script.resolve_batching(k400, 1) == dict(grad_accum=64, global_batch_size=256, protocol_global_batch_size=256,
+                                                    matches_protocol_batch=True)  # fmt: skip
+    assert script.resolve_batching(k400, 8)["grad_accum"] == 8 and script.resolve_batching(k400, 64)["grad_accum"] == 1
+    assert script.resolve_batching(diving, 2)["grad_accum"] == 32  # 2 x 2 x 32 = 128
+    assert "V-JEPA 2's k400 protocol (256)" in script.batching_line(k400, 1, script.resolve_batching(k400, 1))
+    with pytest.raises(SystemExit, match="global batch 256 .* not a multiple of --batch-size 4 x 3 process"):
+        script.resolve_batching(k400, 3)
+    own = script.parse_args([*base, "--grad-accum", "2"])  # an explicit --grad-accum wins, and the log says so
+    batching = script.resolve_batching(own, 3)
+    assert batching["global_batch_size"] == 24 and not batching["matches_protocol_batch"]
+    assert "NOT V-JEPA 2's k400 protocol (256" in script.batching_line(own, 3, batching)
+    demo = script.parse_args([])
+    assert script.resolve_batching(demo, 2) == dict(grad_accum=1, global_batch_size=16, protocol_global_batch_size=None,
+                                                    matches_protocol_batch=False)  # fmt: skip
 
 
 def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp_path):
@@ -451,3 +474,47 @@ def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp
     assert last.startswith("error: --model vjepa2_vitt_area: timm model 'vjepa2_vitt_area' has no published weights")
     assert "--no-pretrained" in last and "vjepa2-area-convert" in last
     assert not (tmp_path / "run").exists()
+
+
+def test_multilevel_probe_run_caches_and_saves_the_classifier_that_reproduces_it(tiny_set, tmp_path):
+    """--out-layers: the cache holds both blocks' tokens, the saved classifier reads the same blocks."""
+    import torch.nn.functional as F
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
+    from hf_vjepa_area.data import VideoClipDataset
+    from tests.numerics import assert_matches
+
+    out, folder = tmp_path / "run", tmp_path / "classifier"
+    result = run([sys.executable, str(SCRIPT), *tiny_args(tiny_set, out, 2, "--out-layers", "1,3", "--cache-features",
+                                                          "--epochs", "1", "--save-classifier", str(folder))], cwd=tmp_path)  # fmt: skip
+    summary = results(out)
+    assert summary["probe_out_layers"] == [1, 3] and "of blocks [1, 3]" in result.stdout
+    assert "NOT V-JEPA 2's k400 protocol (256" in result.stdout and summary["matches_protocol_batch"] is False
+    with safe_open(str(out / "features" / "val.safetensors"), "pt") as f:  # 2 views x 2 segments x 16 tokens x 2 blocks
+        assert f.get_tensor("features").shape[1:] == (2, 64, 96)
+
+    model = VJEPA2AreaForVideoClassification.from_pretrained(folder).eval()
+    assert model.config.probe_out_layers == [1, 3]
+    head = AttentiveClassifier(96, 4, num_heads=4, depth=1).eval()
+    head.load_state_dict(load_file(str(out / "probe.safetensors")))
+    encoder = probing.load_encoder(None)  # the demo encoder the run used (seed 0)
+    clips, _, _ = VideoClipDataset(tiny_set / "probe_val.csv", train=False, frames_per_clip=8, frame_step=2, crop_size=32)[0]
+    with torch.no_grad():
+        hidden = encoder.encode(clips, output_hidden_states=True).hidden_states
+        norm = encoder.norm
+        blocks = [F.layer_norm(hidden[i + 1], norm.normalized_shape, norm.weight, norm.bias, norm.eps) for i in (1, 3)]
+        assert_matches(model(clips.transpose(1, 2)).logits, head(torch.cat(blocks, dim=1)))
+
+
+def test_extract_features_reads_the_blocks_it_is_told(tiny_set, tmp_path):
+    from safetensors import safe_open
+
+    common = ["--model", "demo", "--manifest", str(tiny_set / "probe_val.csv"), "--frames", "4", "--segments", "2",
+              "--views", "1", "--resolution", "32", "--num-workers", "0", "--pool", "none"]  # fmt: skip
+    load_example("extract_features").main([*common, "--output", str(tmp_path / "f.safetensors"), "--out-layers", "0,3"])
+    with safe_open(str(tmp_path / "f.safetensors"), "pt") as f:  # 2 segments x 8 tokens x 2 blocks
+        assert f.get_tensor("features").shape == (4, 1, 32, 96) and json.loads(f.metadata()["out_layers"]) == [0, 3]
+    with pytest.raises(SystemExit, match="--out-layers multilevel: .*released sizes only"):
+        load_example("extract_features").main([*common, "--output", str(tmp_path / "g.safetensors"), "--out-layers", "multilevel"])

@@ -32,7 +32,8 @@ def test_model_card_states_the_training_augmentation():
     results = {
         "best_head": {"lr": 0.001, "weight_decay": 0.01, "val_top1": 50.0, "epoch": 20},
         "encoder": {"model": "demo", "area_splits": [2, 2, 2], "area_layers": [0, 1]},
-        "data": {"num_classes": 4, "num_train": 8, "num_val": 4},
+        "data": {"num_classes": 4, "num_train": 8, "num_val": 4}, "probe_out_layers": None,
+        "global_batch_size": 256, "protocol_global_batch_size": 256, "matches_protocol_batch": True,
         "config": {"probe_depth": 1, "probe_heads": 4, "frames": 8, "frame_step": 2, "segments": 2, "views": 1,
                    "resolution": 32, "cache_features": False, "auto_augment": True, "erase_prob": 0.25},
     }  # fmt: skip
@@ -42,6 +43,11 @@ def test_model_card_states_the_training_augmentation():
     assert "RandAugment off, random erasing p 0\n" in script.classifier_model_card(results)
     results["config"].update(cache_features=True)
     assert "- training augmentation: none" in script.classifier_model_card(results)
+    assert "- probe input: the last block's tokens" in card and "- global batch 256 (V-JEPA 2's protocol)" in card
+    results.update(probe_out_layers=[17, 19, 21, 23], global_batch_size=4, matches_protocol_batch=False)
+    card = script.classifier_model_card(results)
+    assert "- probe input: the tokens of blocks [17, 19, 21, 23], each through the final norm" in card
+    assert "- global batch 4 (V-JEPA 2's protocol: 256)" in card
 
 
 def test_accuracy_svg_is_valid_and_draws_every_head():

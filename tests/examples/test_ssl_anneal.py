@@ -242,3 +242,19 @@ def test_anneal_starts_from_a_released_transformers_repo(tiny_inputs, tiny_relea
     assert annealed.config.embed_dim == 192 and annealed.config.area_layers  # the report's area attention
     predictor = load_file(out / "model" / "predictor.safetensors")
     assert predictor["predictor_embed.weight"].shape == (96, 192) and "mask_tokens.2" in predictor
+
+
+def test_the_demos_closing_hint_probes_the_demo_videos_at_the_demo_settings(tmp_path):
+    """The printed probe command, run as printed (one epoch instead of 20), probes the annealed demo encoder
+    on the demo's own manifests at the probe demo's small settings, not the K400 preset."""
+    import shlex
+
+    result = run([sys.executable, str(SCRIPT), "--steps", "2", "--checkpoint-every", "0", "--no-progress"], cwd=tmp_path)
+    hint = next(line for line in result.stdout.splitlines() if line.startswith("Probe it: "))
+    command = shlex.split(hint.removeprefix("Probe it: "))
+    assert command[:3] == ["accelerate", "launch", "examples/k400_probe.py"] and "--preset" in command
+    run([sys.executable, str(PROBE), *command[3:], "--epochs", "1", "--no-progress", "--report-to", "none"], cwd=tmp_path)
+    summary = json.loads((tmp_path / "outputs" / "demo_ssl" / "probe" / "results.json").read_text())
+    config = summary["config"]
+    assert config["preset"] == "demo" and (config["frames"], config["resolution"], config["segments"]) == (8, 64, 2)
+    assert config["model"] == str(Path("outputs/demo_ssl/model")) and summary["data"]["num_train"] == 120
