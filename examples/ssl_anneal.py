@@ -388,12 +388,13 @@ def main(argv=None) -> int:
 def probe_command(args, model_dir: Path, demo_val_csv: str | None) -> str:
     """The probe of the encoder just annealed, on the data it used. The demo's: the probe demo's small
     settings (`--preset demo`: its frames, 64 px, cached features) on the demo's own train/val manifests,
-    minutes on CPU (the default K400 preset would take days per epoch there). A real run's: its manifest
+    minutes on CPU (the default K400 preset would take days per epoch there), into a folder beside the
+    anneal's (inside it, it would be a file the anneal did not write). A real run's: its manifest
     ('path label' lines) trains the probe; the val manifest and the preset are the user's."""
     command = f"accelerate launch examples/k400_probe.py --model {model_dir}"
     if args.demo:
         return (f"{command} --preset demo --train-csv {args.train_csv} --val-csv {demo_val_csv} "
-                f"--output-dir {Path(args.output_dir) / 'probe'}")  # fmt: skip
+                f"--output-dir {args.output_dir}_probe")  # fmt: skip
     train = args.train_csv or "TRAIN_MANIFEST"
     return f"{command} --train-csv {train} --val-csv VAL_MANIFEST --preset k400 (or ssv2, diving48, jester, coin: docs/probe.md)"
 

@@ -254,7 +254,8 @@ def test_the_demos_closing_hint_probes_the_demo_videos_at_the_demo_settings(tmp_
     command = shlex.split(hint.removeprefix("Probe it: "))
     assert command[:3] == ["accelerate", "launch", "examples/k400_probe.py"] and "--preset" in command
     run([sys.executable, str(PROBE), *command[3:], "--epochs", "1", "--no-progress", "--report-to", "none"], cwd=tmp_path)
-    summary = json.loads((tmp_path / "outputs" / "demo_ssl" / "probe" / "results.json").read_text())
+    summary = json.loads((tmp_path / "outputs" / "demo_ssl_probe" / "results.json").read_text())
+    assert not (tmp_path / "outputs" / "demo_ssl" / "probe").exists()  # the anneal's folder holds only what it wrote
     config = summary["config"]
     assert config["preset"] == "demo" and (config["frames"], config["resolution"], config["segments"]) == (8, 64, 2)
     assert config["model"] == str(Path("outputs/demo_ssl/model")) and summary["data"]["num_train"] == 120
