@@ -1,16 +1,14 @@
 """Unit tests of hf_vjepa_area.probing: token layout, the multi-head grid, schedule, exact metrics."""
 
 import copy
-import json
 import math
 import types
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 import torch
 
-from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
+from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area import probing
 from tests.numerics import FLOAT32_RTOL, approx, assert_differs, assert_matches
 

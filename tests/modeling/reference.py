@@ -10,7 +10,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 
 def rotate_slice(x: torch.Tensor, pos: torch.Tensor, interleave: bool = False) -> torch.Tensor:
