@@ -24,11 +24,17 @@ def hf_classifier_dir(tmp_path_factory):
     return folder
 
 
+def write_released_probe(path, init_seed: int, values_seed: int) -> AttentiveClassifier:
+    """A released probe's layout at `path`: classifiers[0] with module.pooler.* / module.linear.* (16 heads,
+    depth 2); returns the probe it holds."""
+    torch.manual_seed(init_seed)
+    head = randomize(AttentiveClassifier(RELEASED_TINY["hidden_size"], NUM_LABELS, num_heads=16, depth=2), values_seed)
+    torch.save({"classifiers": [{"module." + k: v for k, v in head.state_dict().items()}], "epoch": 20}, path)
+    return head
+
+
 @pytest.fixture(scope="session")
 def probe_pt(tmp_path_factory):
-    """A released probe's layout: classifiers[0] with module.pooler.* / module.linear.* (16 heads, depth 2)."""
-    torch.manual_seed(0)
-    head = randomize(AttentiveClassifier(RELEASED_TINY["hidden_size"], NUM_LABELS, num_heads=16, depth=2), 5)
     path = tmp_path_factory.mktemp("probe") / "ssv2-vit-tiny-4x2x3.pt"
-    torch.save({"classifiers": [{"module." + k: v for k, v in head.state_dict().items()}], "epoch": 20}, path)
+    write_released_probe(path, 0, 5)
     return path

@@ -14,18 +14,14 @@ from hf_vjepa_area.conversion.load import RELEASED_PROBES, probe_out_layers
 
 from tests.conftest import TINY_PT_FLAGS
 from tests.numerics import assert_differs, assert_matches
-from ..conftest import RELEASED_TINY, randomize
-from .conftest import NUM_LABELS
+from .conftest import write_released_probe
 
 
 @pytest.fixture(scope="module")
 def multilevel_probe(tmp_path_factory):
-    """Meta's probe checkpoint layout: `classifiers[0]`, `module.` prefix, `pooler.*` and `linear.*`."""
-    torch.manual_seed(1)
-    head = randomize(AttentiveClassifier(RELEASED_TINY["hidden_size"], NUM_LABELS, num_heads=16, depth=2), 7)
+    """A probe in Meta's released layout, under a Diving48 probe's kind of name."""
     path = tmp_path_factory.mktemp("probe") / "diving48-vit-tiny-32x4x3.pt"
-    torch.save({"classifiers": [{"module." + k: v for k, v in head.state_dict().items()}], "epoch": 100}, path)
-    return path, head
+    return path, write_released_probe(path, 1, 7)
 
 
 def _reference_logits(release_model, head: AttentiveClassifier, video: torch.Tensor, layers) -> torch.Tensor:
