@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ._files import write_atomically
 from .data import SkippedSample, collate_skip_none, normalize
 from .modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
-from .modeling.configuration_vjepa2_area import multilevel_out_layers, parse_out_layers
+from .modeling.configuration_vjepa2_area import resolve_out_layers
 
 logger = logging.getLogger(__name__)
 
@@ -278,16 +278,6 @@ def tokens_per_clip(config: VJEPA2AreaConfig, frames_per_clip: int, crop_size: i
 OUT_LAYERS_HELP = ("encoder blocks the probe reads: 'last' (the last block's tokens), 'multilevel' (V-JEPA 2's "
                    "Diving48/Jester input: four blocks per encoder size, e.g. ViT-L 17,19,21,23, each through the "
                    "final norm, joined along the token axis) or block indices such as '17,19,21,23'")
-
-
-def resolve_out_layers(spec: str, config: VJEPA2AreaConfig) -> list[int] | None:
-    """`'last'` -> None, `'multilevel'` -> V-JEPA 2's blocks for the encoder's size
-    (`MULTILEVEL_OUT_LAYERS`), `'17,19,21,23'` -> those blocks, validated against the encoder's depth."""
-    if spec == "last":
-        return None
-    if spec == "multilevel":
-        return multilevel_out_layers(config)
-    return parse_out_layers(spec, config.depth)
 
 
 def probe_tokens(encoder: nn.Module, clips: torch.Tensor, out_layers: Sequence[int] | None = None) -> torch.Tensor:

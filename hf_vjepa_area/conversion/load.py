@@ -22,8 +22,7 @@ from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJE
 from ..modeling.configuration_vjepa2_area import (
     RELEASED_PREDICTOR_HEADS,
     RELEASED_PT_FILES,
-    multilevel_out_layers,
-    parse_out_layers,
+    resolve_out_layers,
     variant_of,
 )
 from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
@@ -58,9 +57,7 @@ def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] 
     """The blocks `probe` reads on the encoder of `config` (None: the last block's tokens)."""
     setting = probe_setting(probe, given)
     try:
-        if setting == "last":
-            return None
-        return multilevel_out_layers(config) if setting == "multilevel" else parse_out_layers(setting, config.depth)
+        return resolve_out_layers(setting, config)
     except ValueError as err:
         origin = f"--probe-out-layers {setting}" if given is not None else f"{probe.name} (a released {setting} probe)"
         raise ConversionError(f"{origin}: {err}") from None

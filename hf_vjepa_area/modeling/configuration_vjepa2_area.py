@@ -172,6 +172,16 @@ def parse_out_layers(out_layers, depth: int) -> list[int]:
     return sorted(int(i) for i in out_layers)
 
 
+def resolve_out_layers(spec, config) -> list[int] | None:
+    """`'last'` -> None, `'multilevel'` -> V-JEPA 2's blocks for the encoder's size
+    (`MULTILEVEL_OUT_LAYERS`), `'17,19,21,23'` or a list -> those blocks, validated against the encoder's depth."""
+    if spec == "last":
+        return None
+    if spec == "multilevel":
+        return multilevel_out_layers(config)
+    return parse_out_layers(spec, config.depth)
+
+
 class VJEPA2AreaConfig(PreTrainedConfig):
     r"""
     Configuration of a V-JEPA 2 video ViT encoder, optionally with ST-A² area attention.
