@@ -1,0 +1,108 @@
+"""Frozen attentive probing, V-JEPA 2 style: the reusable parts of `examples/k400_probe.py`.
+
+The protocol (V-JEPA 2, `evals/video_classification_frozen`): a frozen encoder turns each of a video's
+`S` temporal segments x `V` spatial views into tokens; per view, the `S` segments' tokens are
+concatenated along the token axis (`[V, S*N, D]`); attentive classifiers (`AttentiveClassifier`,
+4 blocks, 16 heads) are trained on those tokens, several in parallel over a grid of learning rates x
+weight decays (AdamW, cosine schedule), and the best head is reported. At evaluation the softmax is
+averaged over the `V` views.
+
+One module per job:
+
+- `loading`: the encoder to probe (`load_encoder`, `build_demo_encoder`, `with_area`).
+- `tokens`: the frozen forward and the token layout (`encode_clips`, `group_views`, `probe_tokens`).
+- `heads`: the probe (`MultiHeadProbe`, `hparam_grid`), its memory estimate, losses, optimizer, schedule.
+- `loop`: `train_one_epoch` (one head at a time, one gradient reduction per step) and `evaluate`.
+- `metrics`: per-sample records, exact for any number of processes.
+- `features`: encoded datasets and the feature cache.
+"""
+
+from .features import (
+    FeatureDataset,
+    cached_features,
+    collate_features,
+    extract_features,
+)
+from .heads import (
+    CHECKPOINTING_THRESHOLD_BYTES,
+    HEAD_GRAPH_BYTES,
+    HeadSpec,
+    MultiHeadProbe,
+    WarmupCosine,
+    build_optimizer,
+    build_scheduler,
+    head_activation_bytes,
+    hparam_grid,
+    per_sample_loss,
+    view_averaged_probs,
+)
+from .loading import DEMO_ENCODER_CONFIG, build_demo_encoder, load_encoder, with_area
+from .loop import (
+    SeededSamples,
+    ShardedBatchSampler,
+    _check_per_head_ddp,  # noqa: F401  (tested directly)
+    backward_per_head,
+    collate_probe_batch,
+    evaluate,
+    train_one_epoch,
+)
+from .metrics import (
+    add_records,
+    dedupe_records,
+    gather_records,
+    new_records,
+    stack_records,
+    summarize_records,
+)
+from .tokens import (
+    ENCODER_CHUNK,
+    OUT_LAYERS_HELP,
+    encode_clips,
+    encoder_fingerprint,
+    group_views,
+    probe_tokens,
+    resolve_out_layers,
+    tokens_per_clip,
+)
+
+__all__ = [
+    "CHECKPOINTING_THRESHOLD_BYTES",
+    "DEMO_ENCODER_CONFIG",
+    "ENCODER_CHUNK",
+    "HEAD_GRAPH_BYTES",
+    "OUT_LAYERS_HELP",
+    "FeatureDataset",
+    "HeadSpec",
+    "MultiHeadProbe",
+    "SeededSamples",
+    "ShardedBatchSampler",
+    "WarmupCosine",
+    "add_records",
+    "backward_per_head",
+    "build_demo_encoder",
+    "build_optimizer",
+    "build_scheduler",
+    "cached_features",
+    "collate_features",
+    "collate_probe_batch",
+    "dedupe_records",
+    "encode_clips",
+    "encoder_fingerprint",
+    "evaluate",
+    "extract_features",
+    "gather_records",
+    "group_views",
+    "head_activation_bytes",
+    "hparam_grid",
+    "load_encoder",
+    "new_records",
+    "per_sample_loss",
+    "probe_tokens",
+    "resolve_out_layers",
+    "stack_records",
+    "summarize_records",
+    "tokens_per_clip",
+    "train_one_epoch",
+    "view_averaged_probs",
+    "with_area",
+]
