@@ -19,16 +19,10 @@ with an atomic checkpoint; `--resume auto` continues a killed run to the same re
 from __future__ import annotations
 
 import argparse
-import hashlib
-import html
-import json
 import logging
 import math
-import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
 from pathlib import Path
 
 import torch
@@ -39,16 +33,13 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, broadcast_object_list, gather_object, set_seed
-from torch import nn
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object, set_seed
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, probing, runs
-from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
+from hf_vjepa_area import VJEPA2AreaConfig, probing, runs
+from hf_vjepa_area.data import EvalTransform, GlobalBatchSampler, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
-from hf_vjepa_area._files import write_atomically, write_text_atomically
-from hf_vjepa_area.hub import push_folder, save_repo_folder
 
 logger = logging.getLogger("k400_probe")
 
@@ -220,39 +211,6 @@ def preset_value(preset: str, field: str):
     return PRESETS[preset][PRESET_FIELDS.index(field)]
 
 
-def resolve_batching(args, world: int) -> dict:
-    """Gradient accumulation and what it makes of the preset's protocol: V-JEPA 2's global batch (videos
-    per optimizer step over all processes) by default, `--grad-accum` when given. Exits with one line when
-    the protocol's batch is no multiple of --batch-size x processes."""
-    protocol = preset_value(args.preset, "global_batch")
-    per_step = args.batch_size * world
-    accum = args.grad_accum
-    if accum is None and protocol is not None:
-        if protocol % per_step:
-            raise SystemExit(
-                f"error: the {args.preset} preset's global batch {protocol} (V-JEPA 2's) is not a multiple of "
-                f"--batch-size {args.batch_size} x {world} process(es) = {per_step}: pick a --batch-size that makes "
-                f"it one, or pass --grad-accum N to train with another global batch ({per_step} x N)"
-            )
-        accum = protocol // per_step
-    accum = accum or 1
-    global_batch = per_step * accum
-    return dict(grad_accum=accum, global_batch_size=global_batch, protocol_global_batch_size=protocol,
-                matches_protocol_batch=protocol is not None and global_batch == protocol)  # fmt: skip
-
-
-def batching_line(args, world: int, batching: dict) -> str:
-    """The run log's statement of the global batch and whether it is the protocol's."""
-    line = (f"global batch {batching['global_batch_size']} = {args.batch_size} per process x {world} process(es) x "
-            f"{batching['grad_accum']} accumulation step(s)")  # fmt: skip
-    protocol = batching["protocol_global_batch_size"]
-    if protocol is None:
-        return line + " (no V-JEPA 2 protocol for this preset)"
-    if batching["matches_protocol_batch"]:
-        return line + f": V-JEPA 2's {args.preset} protocol ({protocol})"
-    return line + f": NOT V-JEPA 2's {args.preset} protocol ({protocol}; lr not rescaled, so results may differ)"
-
-
 def resolve_out_layers(args, config: VJEPA2AreaConfig) -> list[int] | None:
     """The blocks the probe reads (None: the last block's tokens), for `--out-layers` and this encoder."""
     try:
@@ -301,26 +259,6 @@ def class_names_for(args, num_classes: int) -> list[str]:
         if args.class_names:
             raise SystemExit(f"error: --class-names {path} does not exist")
     return [f"class_{i}" for i in range(num_classes)]
-
-
-def data_signature(dataset: VideoClipDataset, accelerator) -> dict:
-    """What a feature cache was computed from: the manifest's bytes (paths and labels) and each video's
-    size and mtime, so an edited manifest or a replaced video invalidates the cache. Computed on the main
-    process and shared: one pass of stat calls, and every process compares the same key (one that saw
-    another mtime would take the other branch and leave the rest waiting for it)."""
-    signature = [None]
-    if accelerator.is_main_process:
-        videos = hashlib.sha256()
-        for path, _ in dataset.entries:
-            try:
-                stat = os.stat(path)
-                videos.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-            except OSError:  # missing: skipped when encoding; becoming readable later changes the signature
-                videos.update(f"{path}\tmissing\n".encode())
-        signature = [dict(manifest_sha256=hashlib.sha256(Path(dataset.manifest).read_bytes()).hexdigest(),
-                          videos_sha256=videos.hexdigest())]  # fmt: skip
-    broadcast_object_list(signature)
-    return signature[0]
 
 
 def make_demo_data(args):
@@ -382,7 +320,11 @@ def main(argv=None) -> int:
     if not args.demo:
         class_names = class_names_for(args, num_classes)
     num_classes = max(num_classes, len(class_names))
-    batching = resolve_batching(args, world)
+    try:
+        batching = probing.resolve_batching(args.preset, preset_value(args.preset, "global_batch"), args.batch_size, world,
+                                            args.grad_accum)  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
     checkpoint = check_output_dir(args)
 
     # ---- frozen encoder ---------------------------------------------------------------------
@@ -417,24 +359,10 @@ def main(argv=None) -> int:
     seeded = None
     if args.cache_features:
         cache_dir = Path(args.feature_cache_dir or out / "features")
-        fingerprint = probing.encoder_fingerprint(encoder)
-
-        def features(split: str, dataset: VideoClipDataset, views: int) -> dict:
-            spec = dict(split=split, manifest=str(Path(dataset.manifest).resolve()), entries=len(dataset),
-                        **data_signature(dataset, accelerator), encoder=args.model, fingerprint=fingerprint,
-                        views=views, dtype=str(enc_dtype), out_layers=out_layers,
-                        **{k: v for k, v in clip_args.items() if k != "backend"})  # fmt: skip
-
-            def compute(indices):
-                return probing.extract_features(
-                    encoder, dataset, indices, device=device, num_segments=args.segments, num_views=views,
-                    feature_shape=(views, n_tokens, dim), batch_size=args.val_batch_size, num_workers=args.num_workers,
-                    progress=progress, desc=f"encoding {split}", **encode,
-                )  # fmt: skip
-
-            return probing.cached_features(cache_dir / f"{split}.safetensors", spec, compute, len(dataset), accelerator)
-
-        train_cache, val_cache = features("train", train_videos, 1), features("val", val_videos, args.views)
+        cache = dict(encoder=encoder, accelerator=accelerator, model=args.model, crop_size=args.resolution,
+                     batch_size=args.val_batch_size, num_workers=args.num_workers, progress=progress, **encode)  # fmt: skip
+        train_cache = probing.cached_split(cache_dir / "train.safetensors", dataset=train_videos, num_views=1, **cache)
+        val_cache = probing.cached_split(cache_dir / "val.safetensors", dataset=val_videos, num_views=args.views, **cache)
         train_set = probing.FeatureDataset(train_cache["features"], train_cache["labels"], train_cache["indices"])
         val_set = probing.FeatureDataset(val_cache["features"], val_cache["labels"], val_cache["indices"])
         skipped = {"train": dict(train_cache["skipped"]), "val": dict(val_cache["skipped"])}
@@ -447,10 +375,10 @@ def main(argv=None) -> int:
     if len(train_set) == 0 or len(val_set) == 0:
         raise SystemExit(f"error: no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
     # Our sampler, not accelerate's sharding: global batches split across processes without padding
-    # (probing.ShardedBatchSampler), so every step trains on the same samples for any process count.
+    # (GlobalBatchSampler), so every step trains on the same samples for any process count.
     shard = dict(rank=accelerator.process_index, num_replicas=world)
-    train_sampler = probing.ShardedBatchSampler(len(train_set), args.batch_size, shuffle=True, seed=args.seed, **shard)
-    val_sampler = probing.ShardedBatchSampler(len(val_set), args.val_batch_size, **shard)
+    train_sampler = GlobalBatchSampler(len(train_set), args.batch_size, shuffle=True, seed=args.seed, **shard)
+    val_sampler = GlobalBatchSampler(len(val_set), args.val_batch_size, **shard)
     train_loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
     val_loader = DataLoader(val_set, batch_sampler=val_sampler, **loader_args)
 
@@ -490,15 +418,17 @@ def main(argv=None) -> int:
         f"probe: {len(specs)} heads ({probe_summary(args)}) on {dim}-dim tokens [{args.views} views x {n_tokens}] "
         f"of {'the last block' if out_layers is None else f'blocks {out_layers}'}; "
         f"{len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; {world} process(es), "
-        f"{batching_line(args, world, batching)}; encoder {args.model}"
+        f"{probing.batching_line(args.preset, args.batch_size, world, batching)}; encoder {args.model}"
         f"{' (features cached)' if args.cache_features else ''}"
         f"{'' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
         f"; preset {args.preset}; activation checkpointing {'on' if checkpointing else 'off'}"
     )
-    if device.type == "cpu" and n_tokens >= HEAVY_TOKENS and accelerator.is_main_process and start_epoch < args.epochs:
-        print(estimate_epoch(encoder, args, probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
-                             checkpointing=checkpointing, num_train=len(train_set), num_val=len(val_set), world=world),
-              flush=True)  # fmt: skip
+    if device.type == "cpu" and n_tokens >= probing.HEAVY_TOKENS and accelerator.is_main_process and start_epoch < args.epochs:
+        print(probing.estimate_epoch(encoder, frames=args.frames, resolution=args.resolution, segments=args.segments,
+                                     views=args.views, num_heads=len(specs), probe_heads=args.probe_heads,
+                                     probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
+                                     checkpointing=checkpointing, num_train=len(train_set), num_val=len(val_set),
+                                     world=world), flush=True)  # fmt: skip
 
     def tokens_of(views: int):
         def tokens(batch):
@@ -560,11 +490,14 @@ def main(argv=None) -> int:
         runs.save_checkpoint(accelerator, out / "checkpoints", epoch + 1, state, keep=args.keep_checkpoints, **CHECKPOINTS)
 
     # ---- results ------------------------------------------------------------------------------
-    results = build_results(args, specs, history, skipped, encoder, class_names, num_classes,
-                            len(train_videos), len(val_videos), world, time.time() - started,
-                            batching=batching, out_layers=out_layers)  # fmt: skip
+    results = probing.build_results(run_config(args), specs, history, skipped, encoder, class_names, num_classes=num_classes,
+                                    num_train=len(train_videos), num_val=len(val_videos), world=world,
+                                    seconds=time.time() - started, batching=batching, out_layers=out_layers)  # fmt: skip
     if accelerator.is_main_process:
-        write_outputs(args, out, results, accelerator.unwrap_model(probe), encoder, class_names)
+        probing.write_probe_outputs(out, results, accelerator.unwrap_model(probe), encoder, class_names,
+                                    all_heads=args.save_all_heads, classifier_folder=args.save_classifier,
+                                    push_to_hub=args.push_to_hub, hub_private=args.hub_private, frames=args.frames,
+                                    resolution=args.resolution)  # fmt: skip
         best = results["best_head"]
         print(
             f"\nbest head {best['name']}: val top-1 {best['val_top1']:.2f}% (chance {100 / num_classes:.1f}%), "
@@ -576,333 +509,8 @@ def main(argv=None) -> int:
     return 0
 
 
-# Tokens per view from which a CPU run says up front how long an epoch will take (K400: 16,384).
-HEAVY_TOKENS = 4096
-
-
-def estimate_epoch(encoder, args, *, probe_depth: int, num_classes: int, tokens: int, checkpointing: bool,
-                   num_train: int, num_val: int, world: int) -> str:  # fmt: skip
-    """A rough epoch time on this CPU, from timing the pieces once: the encoder on one real-size clip, and
-    one head's training step at 1,024 and 2,048 tokens, fitted as linear*M + quadratic*M^2 (projections
-    and MLPs, attention) and scaled to the run's tokens, heads and videos. Eval runs forward only (~1/3)."""
-    dim = encoder.config.embed_dim
-    head = probing.MultiHeadProbe(dim, num_classes, probing.hparam_grid([1e-3], [0.0]), num_heads=args.probe_heads,
-                                  depth=probe_depth, activation_checkpointing=checkpointing)  # fmt: skip
-
-    def timed(fn) -> float:
-        fn()  # warm-up: first-call allocations
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-
-    clip = torch.zeros(1, 3, args.frames, args.resolution, args.resolution)
-    with torch.no_grad():
-        clip_s = timed(lambda: encoder.encode(clip))
-
-    def head_step(m: int) -> float:
-        x = torch.randn(1, 1, m, dim)
-        return timed(lambda: head(x, head=0).sum().backward())
-
-    m1, m2 = 1024, 2048
-    t1, t2 = head_step(m1), head_step(m2)
-    quadratic = max(0.0, (t2 - 2 * t1) / (m2 * m2 - 2 * m1 * m1))  # t(m) = linear*m + quadratic*m^2
-    linear = max(0.0, (t1 - quadratic * m1 * m1) / m1)
-    head_s = linear * tokens + quadratic * tokens * tokens
-    heads = len(args.lrs) * len(args.wds)
-    train_s = num_train * (args.segments * clip_s + heads * head_s) / world
-    val_s = num_val * args.views * (args.segments * clip_s + heads * head_s / 3) / world
-    return (f"estimated time per epoch on this CPU: ~{(train_s + val_s) / 3600:.1f} h (train {num_train} videos x "
-            f"{(train_s * world / max(num_train, 1)):.0f} s, val {num_val} x {(val_s * world / max(num_val, 1)):.0f} s; "
-            f"{heads} heads over {tokens} tokens per view dominate: fewer --segments/--frames or a GPU cut it)")
-
-
 def probe_summary(args) -> str:
     return f"lr {args.lrs} x wd {args.wds}, depth {args.probe_depth}, {args.probe_heads} attention heads"
-
-
-def build_results(args, specs, history, skipped, encoder, class_names, num_classes, num_train, num_val, world, seconds,
-                  *, batching: dict, out_layers: list[int] | None) -> dict:  # fmt: skip
-    last = history["val_top1"][-1]
-    best = max(range(len(specs)), key=lambda h: last[h])
-    heads = [
-        dict(index=h, name=s.name, lr=s.lr, weight_decay=s.weight_decay,
-             train_loss=[e[h] for e in history["train_loss"]], train_top1=[e[h] for e in history["train_top1"]],
-             val_loss=[e[h] for e in history["val_loss"]], val_top1=[e[h] for e in history["val_top1"]])  # fmt: skip
-        for h, s in enumerate(specs)
-    ]
-    config = run_config(args)
-    return dict(
-        task="frozen attentive probe (V-JEPA 2 protocol)",
-        config=config,
-        encoder=describe_encoder(encoder, args.model),
-        data=dict(train_manifest=config["train_csv"], val_manifest=config["val_csv"], num_train=num_train,
-                  num_val=num_val, num_classes=num_classes, class_names=list(class_names),
-                  train_samples_used=history["num_train"][-1], val_samples_scored=history["num_val"][-1]),  # fmt: skip
-        num_processes=world,
-        **batching,
-        probe_out_layers=out_layers,
-        epochs=len(history["val_top1"]),
-        heads=heads,
-        best_head=dict(index=best, name=specs[best].name, lr=specs[best].lr, weight_decay=specs[best].weight_decay,
-                       val_top1=last[best], epoch=len(history["val_top1"])),  # fmt: skip
-        val_top1_best_per_epoch=[max(e) for e in history["val_top1"]],
-        skipped_videos=dict(
-            train=dict(count=len(skipped["train"]), paths=sorted(set(skipped["train"].values()))),
-            val=dict(count=len(skipped["val"]), paths=sorted(set(skipped["val"].values()))),
-            total=len(skipped["train"]) + len(skipped["val"]),
-        ),
-        wall_time_s=round(seconds, 1),
-    )
-
-
-def write_outputs(args, out: Path, results: dict, probe, encoder, class_names) -> None:
-    specs = probe.specs
-    best = results["best_head"]["index"]
-    head = probe.heads[best]
-    meta = head_metadata(specs[best], best, head, class_names, encoder=args.model,
-                                 val_top1=results["best_head"]["val_top1"])  # fmt: skip
-    save_probe_weights(out / "probe.safetensors", head, meta)
-    if args.save_all_heads:
-        save_all_heads(out / "probe_heads.safetensors", probe, {"class_names": json.dumps(list(class_names))})
-    curves = {h["name"]: h["val_top1"] for h in results["heads"]}
-    best_name = results["best_head"]["name"]
-    svg = accuracy_svg(curves, best=best_name)
-    write_text_atomically(out / "accuracy.svg", svg, overwrite=True)
-    results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
-    runs.write_json(out / "results.json", results)
-
-    if args.save_classifier or args.push_to_hub:
-        folder = Path(args.save_classifier or out / "classifier")
-        model = build_classifier(encoder.cpu(), head.cpu(), class_names, frames=args.frames, resolution=args.resolution,
-                                 out_layers=results["probe_out_layers"])  # fmt: skip
-        card = classifier_model_card(results, args.push_to_hub)
-        save_repo_folder(model, folder, model_card=card, safetensors_metadata={k: v for k, v in meta.items() if k != "format"},
-                         extra_files={"probe_results.json": runs.to_json(results)}, overwrite=True)  # fmt: skip
-        results["classifier_folder"] = str(folder)
-        if args.push_to_hub:
-            results["pushed"] = push_folder(folder, args.push_to_hub, private=args.hub_private,
-                                            commit_message="Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip
-        runs.write_json(out / "results.json", results)
-
-
-# ---- run management: checkpoints, results, plots, the classifier repo ------------------------------
-
-
-def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
-    """What results.json records about the encoder."""
-    config = encoder.config
-    return dict(
-        model=name or "demo (built-in random-init ST-A² encoder)",
-        library="timm" if not isinstance(encoder, VJEPA2AreaModel) else "transformers",
-        embed_dim=config.embed_dim,
-        depth=config.depth,
-        num_heads=config.num_heads,
-        patch_size=config.patch_size,
-        tubelet_size=config.tubelet_size,
-        area_splits=config.area_splits,
-        area_layers=list(config.area_layers),
-        num_parameters=sum(p.numel() for p in encoder.parameters()),
-    )
-
-
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-_DASHES = ("", "6,3", "2,2", "8,3,2,3")
-
-
-def accuracy_svg(curves: dict[str, Sequence[float]], *, title: str = "val top-1 per head", best: str | None = None,
-                 width: int = 760, height: int = 420) -> str:  # fmt: skip
-    """A small self-contained SVG line chart: one line per head, x = epoch (1..E), y = top-1 (%)."""
-    left, right, top, bottom = 56, 190, 34, 44
-    plot_w, plot_h = width - left - right, height - top - bottom
-    epochs = max((len(v) for v in curves.values()), default=1)
-    values = [y for v in curves.values() for y in v if y == y]  # drop NaN
-    low, high = max(0.0, min(values, default=0.0) - 2), min(100.0, max(values, default=100.0) + 2)
-    tick = next(t for t in (1, 2, 5, 10, 20, 25, 50, 100) if (high - low) / t <= 8)
-    low, high = math.floor(low / tick) * tick, math.ceil(high / tick) * tick
-    if high <= low:
-        low, high = low - tick, high + tick
-
-    def x(epoch: int) -> float:  # epoch from 1
-        return left + (plot_w * (epoch - 1) / (epochs - 1) if epochs > 1 else plot_w / 2)
-
-    def y(value: float) -> float:
-        return top + plot_h * (1 - (value - low) / (high - low))
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="14">{html.escape(title)}</text>',
-    ]
-    for i in range(round((high - low) / tick) + 1):  # horizontal grid and y labels
-        value = low + i * tick
-        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
-    step = max(1, math.ceil(epochs / 10))
-    for epoch in range(1, epochs + 1, step):
-        out.append(f'<text x="{x(epoch):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{epoch}</text>')
-    out.append(f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>')
-    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">epoch</text>')
-    out.append(f'<text x="14" y="{top + plot_h / 2:.1f}" transform="rotate(-90 14 {top + plot_h / 2:.1f})" '
-               'text-anchor="middle">top-1 (%)</text>')  # fmt: skip
-    for i, (name, series) in enumerate(curves.items()):
-        colour, dash = _PALETTE[i % len(_PALETTE)], _DASHES[(i // len(_PALETTE)) % len(_DASHES)]
-        stroke = 3 if name == best else 1.5
-        points = " ".join(f"{x(e + 1):.1f},{y(v):.1f}" for e, v in enumerate(series) if v == v)
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{stroke}"{dash_attr}/>')
-        for e, v in enumerate(series):
-            if v == v:
-                out.append(f'<circle cx="{x(e + 1):.1f}" cy="{y(v):.1f}" r="2" fill="{colour}"/>')
-        ly = top + 8 + 15 * i
-        label = html.escape(name + (" (best)" if name == best else ""))
-        out.append(f'<line x1="{left + plot_w + 12}" x2="{left + plot_w + 34}" y1="{ly}" y2="{ly}" stroke="{colour}" '
-                   f'stroke-width="{stroke}"{dash_attr}/>')  # fmt: skip
-        out.append(f'<text x="{left + plot_w + 40}" y="{ly + 4}">{label}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
-
-
-def write_accuracy_png(curves: dict[str, Sequence[float]], path: Path, best: str | None = None) -> bool:
-    """The same chart as a PNG when matplotlib is installed (it is optional); returns whether it wrote."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, series in curves.items():
-        ax.plot(range(1, len(series) + 1), series, marker="o", lw=3 if name == best else 1.5, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("val top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
-    try:
-        write_atomically(Path(path), lambda temp: fig.savefig(temp, format="png", dpi=120))
-    finally:
-        plt.close(fig)
-    return True
-
-
-def head_metadata(spec: probing.HeadSpec, index: int, head: AttentiveClassifier, class_names: Sequence[str], **extra: Any) -> dict[str, str]:
-    pooler = head.pooler
-    meta = {
-        "format": "pt",
-        "kind": "vjepa2_attentive_classifier",
-        "head_index": str(index),
-        "lr": repr(spec.lr),
-        "weight_decay": repr(spec.weight_decay),
-        "embed_dim": str(pooler.query_tokens.shape[-1]),
-        "num_classes": str(len(class_names)),
-        "probe_depth": str(len(pooler.blocks) + 1),
-        "probe_num_heads": str(pooler.cross_attention_block.xattn.num_heads),
-        "class_names": json.dumps(list(class_names)),
-    }
-    meta.update({key: str(value) for key, value in extra.items()})
-    return meta
-
-
-def save_probe_weights(path: Path, head: AttentiveClassifier, metadata: dict[str, str]) -> None:
-    """One head in V-JEPA 2's `AttentiveClassifier` key names (`pooler.*`, `linear.*`), atomically."""
-    from safetensors.torch import save_file
-
-    state = {key: value.detach().cpu().contiguous() for key, value in head.state_dict().items()}
-    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
-
-
-def save_all_heads(path: Path, probe: probing.MultiHeadProbe, metadata: dict[str, str]) -> None:
-    """Every head, keys `heads.{i}.pooler.*` / `heads.{i}.linear.*`; metadata lists the grid."""
-    from safetensors.torch import save_file
-
-    state = {key: value.detach().cpu().contiguous() for key, value in probe.state_dict().items()}
-    grid = [{"lr": s.lr, "weight_decay": s.weight_decay} for s in probe.specs]
-    metadata = {"format": "pt", **metadata, "grid": json.dumps(grid)}
-    write_atomically(path, lambda temp: save_file(state, str(temp), metadata=metadata))
-
-
-def build_classifier(encoder: nn.Module, head: AttentiveClassifier, class_names: Sequence[str], *,
-                     frames: int | None = None, resolution: int | None = None,
-                     out_layers: Sequence[int] | None = None) -> VJEPA2AreaForVideoClassification:  # fmt: skip
-    """A `VJEPA2AreaForVideoClassification` with the encoder's weights and a trained probe head.
-
-    Its `forward` classifies one clip (`pixel_values_videos [B, T, C, H, W]`). The probe was trained on
-    S segments' tokens concatenated per view; to score a video the way the probe was evaluated, encode
-    each segment and view, join with `group_views` and run `model.head` (see docs/probe.md).
-    `frames` / `resolution` (the probe's clip size) become the config's `num_frames` / `img_size`, so the
-    saved video processor crops like the probe did; RoPE encoders only (others have a sized pos_embed).
-    `out_layers` (the blocks a multi-level probe read) becomes `probe_out_layers`.
-    """
-    pooler = head.pooler
-    fields = {k: v for k, v in encoder.config.to_dict().items()
-              if k not in ("architectures", "auto_map", "model_type", "transformers_version")}  # fmt: skip
-    fields.update(
-        id2label={i: str(name) for i, name in enumerate(class_names)},
-        label2id={str(name): i for i, name in enumerate(class_names)},
-        probe_depth=len(pooler.blocks) + 1,
-        probe_num_heads=pooler.cross_attention_block.xattn.num_heads,
-        probe_out_layers=list(out_layers) if out_layers is not None else None,
-    )
-    config = VJEPA2AreaConfig(**fields)
-    if encoder.config.use_rope and (frames or resolution):
-        sized = {**fields, "num_frames": frames or config.num_frames, "img_size": resolution or config.img_size}
-        try:
-            config = VJEPA2AreaConfig(**sized)
-        except ValueError:  # e.g. area splits larger than that grid: keep the encoder's own size
-            pass
-    model = VJEPA2AreaForVideoClassification(config)
-    model.encoder.load_state_dict(encoder.state_dict())
-    model.head.load_state_dict(head.state_dict())
-    return model.eval()
-
-
-def probe_input(out_layers) -> str:
-    if out_layers is None:
-        return "the last block's tokens"
-    return f"the tokens of blocks {list(out_layers)}, each through the final norm, concatenated (multi-level)"
-
-
-def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
-    best = results["best_head"]
-    encoder = results["encoder"]
-    data = results["data"]
-    config = results["config"]
-    if config.get("cache_features"):
-        augmentation = "none (cached features of the centre view of each segment)"
-    else:
-        augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
-                        f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
-    protocol = results["protocol_global_batch_size"]
-    batch_note = (f"V-JEPA 2's protocol" if results["matches_protocol_batch"] else
-                  f"V-JEPA 2's protocol: {protocol}" if protocol else "no V-JEPA 2 protocol")  # fmt: skip
-    lines = [
-        "---",
-        "library_name: transformers",
-        "pipeline_tag: video-classification",
-        "tags: [vjepa2, video, attentive-probe, st-a2]",
-        "---",
-        f"# {repo_id or 'V-JEPA 2 frozen attentive probe'}",
-        "",
-        f"A frozen `{encoder['model']}` encoder with a V-JEPA 2 attentive probe "
-        f"({config['probe_depth']} blocks, {config['probe_heads']} heads) trained by `examples/k400_probe.py` of "
-        "hf_vjepa_area.",
-        "",
-        f"- classes: {data['num_classes']} (train {data['num_train']}, val {data['num_val']} videos)",
-        f"- clips: {config['frames']} frames, step {config['frame_step']}, {config['segments']} segments x "
-        f"{config['views']} views at {config['resolution']} px",
-        f"- probe input: {probe_input(results['probe_out_layers'])}",
-        f"- training augmentation: {augmentation}",
-        f"- global batch {results['global_batch_size']} ({batch_note})",
-        f"- area attention: splits {encoder['area_splits']}, layers {encoder['area_layers']}",
-        f"- best head of the lr x wd grid: lr {best['lr']:g}, weight decay {best['weight_decay']:g}; "
-        f"val top-1 {best['val_top1']:.2f}% (epoch {best['epoch']})",
-        "",
-        "`model(pixel_values_videos)` classifies one clip; the reported accuracy averages the softmax over "
-        "views with the segments' tokens concatenated, as in V-JEPA 2 (docs/probe.md shows how).",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 

@@ -8,6 +8,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs
 
 from hf_vjepa_area import probing
+from hf_vjepa_area.data import GlobalBatchSampler
 
 accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)])
 torch.manual_seed(0)
@@ -27,8 +28,8 @@ if accelerator.num_processes > 1:
 
 gen = torch.Generator().manual_seed(1)
 features, labels = torch.randn(12, 1, 10, 24, generator=gen), torch.randint(0, 3, (12,), generator=gen)
-sampler = probing.ShardedBatchSampler(12, 2 // accelerator.num_processes, rank=accelerator.process_index,
-                                      num_replicas=accelerator.num_processes)  # fmt: skip
+sampler = GlobalBatchSampler(12, 2 // accelerator.num_processes, rank=accelerator.process_index,
+                             num_replicas=accelerator.num_processes)  # fmt: skip
 batches = [{"features": features[i], "labels": labels[i], "indices": torch.tensor(i), "skipped_indices": [],
             "skipped_paths": []} for i in sampler]  # fmt: skip
 probing.train_one_epoch(accelerator, probe, optimizer, scheduler, batches, lambda b: b["features"],

@@ -10,6 +10,7 @@ import torch
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area import probing
+from hf_vjepa_area.data.sampling import item_generator
 from tests.numerics import FLOAT32_RTOL, approx, assert_differs, assert_matches
 
 
@@ -280,27 +281,6 @@ def test_gather_records_single_process_dedupes(accelerator):
     assert empty["num_samples"] == 0
 
 
-def test_sharded_batch_sampler_splits_global_batches_without_padding():
-    n, per_rank = 11, 2
-    for world in (1, 2, 3):
-        shards = [probing.ShardedBatchSampler(n, per_rank, rank=r, num_replicas=world, shuffle=True, seed=3) for r in range(world)]
-        single = probing.ShardedBatchSampler(n, per_rank * world, shuffle=True, seed=3)
-        for epoch in (0, 1):
-            for s in shards + [single]:
-                s.set_epoch(epoch)
-            per_rank_batches = [list(s) for s in shards]
-            assert len({len(b) for b in per_rank_batches}) == 1 == len({len(s) for s in shards})
-            steps = [sum(batches, []) for batches in zip(*per_rank_batches)]
-            assert steps == list(single)  # the same samples in the same global steps
-            assert sorted(sum(steps, [])) == list(range(n))  # each sample once, no padding
-    a, b = probing.ShardedBatchSampler(n, 4, shuffle=True), probing.ShardedBatchSampler(n, 4, shuffle=True)
-    b.set_epoch(1)
-    assert list(a) != list(b)
-    assert list(probing.ShardedBatchSampler(5, 2)) == [[0, 1], [2, 3], [4]]
-    assert list(probing.ShardedBatchSampler(5, 2, rank=0, num_replicas=2)) == [[0, 1], [4]]
-    assert list(probing.ShardedBatchSampler(5, 2, rank=1, num_replicas=2)) == [[2, 3], []]  # joins with an empty batch
-
-
 def test_seeded_samples_depend_only_on_seed_epoch_and_index():
     class Draws(torch.utils.data.Dataset):
         def __len__(self):
@@ -318,6 +298,8 @@ def test_seeded_samples_depend_only_on_seed_epoch_and_index():
     data.set_epoch(1)
     assert not torch.equal(data[0], forward[0])
     assert not torch.equal(forward[0], forward[1])
+    # the pretraining clips' seed: item i of epoch e draws what item_generator(seed, e, i) draws
+    assert torch.equal(data[2], torch.rand(3, generator=item_generator(7, 1, 2)))
 
 
 

@@ -15,7 +15,7 @@ from .kinetics import (
 )
 from .masks import RELEASED_MASK_CONFIGS, MaskConfig, MultiBlockMaskCollator
 from .pretraining import NoUsableVideoError, PretrainingClipDataset, collate_clips, list_videos
-from .sampling import VideoTooShortError, clip_indices
+from .sampling import GlobalBatchSampler, VideoTooShortError, clip_indices, item_seed
 from .synthetic import SyntheticVideoDataset, make_synthetic_video_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, TrainTransform, normalize, resize_short_side
 
@@ -26,6 +26,7 @@ __all__ = [
     "MaskConfig",
     "MultiBlockMaskCollator",
     "EvalTransform",
+    "GlobalBatchSampler",
     "ManifestEntry",
     "ManifestSummary",
     "NoUsableVideoError",
@@ -43,6 +44,7 @@ __all__ = [
     "clip_indices",
     "collate_clips",
     "collate_skip_none",
+    "item_seed",
     "list_videos",
     "make_synthetic_video_dataset",
     "normalize",

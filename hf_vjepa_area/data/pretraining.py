@@ -31,14 +31,13 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from .dataset import read_manifest
 from .decoding import VideoDecodeError, open_video
 from .kinetics import VIDEO_EXTENSIONS
-from .sampling import VideoTooShortError, clip_indices
+from .sampling import GlobalBatchSampler, VideoTooShortError, clip_indices, item_generator
 from .transforms import TrainTransform, resize_rounded
 
 logger = logging.getLogger(__name__)
@@ -69,12 +68,6 @@ def list_videos(source: str | os.PathLike) -> list[str]:
 def frame_step_for(video_fps: float, fps: float) -> int:
     """V-JEPA 2's frame step for sampling at `fps` from a video at `video_fps`: `ceil(video_fps) // fps`, >= 1."""
     return max(1, int(math.ceil(video_fps) // fps))
-
-
-def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The generator of item `index` in `epoch`: a pure function of the three numbers."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
 
 
 class PretrainingClipDataset(Dataset):
@@ -174,28 +167,22 @@ class PretrainingClipDataset(Dataset):
         )
 
 
-class StepBatchSampler(Sampler):
+class StepBatchSampler(GlobalBatchSampler):
     """Batches for optimizer steps `[start_step, stop_step)` of a step-counted run, as `(step, epoch, index)` keys.
 
-    The run's clips are an endless sequence of epochs, each a permutation of the videos seeded by
-    (seed, epoch), cut into global batches of `batch_size * num_replicas` (the tail of an epoch that does
-    not fill one is dropped, as V-JEPA 2's loader does); step s takes global batch s and process `rank` its
-    contiguous slice. A step's clips depend only on (seed, step, global batch): a resumed run starts at
-    its step, and 1 process x 8 clips sees what 2 x 4 see.
+    The run's clips are an endless sequence of epochs, each cut into global batches by `GlobalBatchSampler`'s
+    rule (shuffled; the tail of an epoch that does not fill a global batch dropped, as V-JEPA 2's loader
+    does): step s takes global batch s, so a resumed run starts at its step.
     """
 
     def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, num_replicas: int = 1, seed: int = 0,
                  start_step: int = 0, stop_step: int | None = None):  # fmt: skip
-        global_batch = batch_size * num_replicas
-        if batch_size < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"bad sharding: batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}")
-        if num_samples < global_batch:
-            raise ValueError(f"{num_samples} videos cannot fill one global batch of {global_batch} "
+        super().__init__(num_samples, batch_size, rank=rank, num_replicas=num_replicas, shuffle=True, seed=seed,
+                         drop_last=True)  # fmt: skip
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{num_samples} videos cannot fill one global batch of {batch_size * num_replicas} "
                              f"({batch_size} per process x {num_replicas}); use a smaller batch or more videos")  # fmt: skip
-        self.num_samples, self.batch_size, self.rank, self.num_replicas = num_samples, batch_size, rank, num_replicas
-        self.seed, self.start_step, self.stop_step = seed, start_step, stop_step
-        self.steps_per_epoch = num_samples // global_batch
-        self._order = (None, None)  # (epoch, permutation) of the last epoch asked for
+        self.start_step, self.stop_step = start_step, stop_step
 
     def __len__(self) -> int:
         if self.stop_step is None:
@@ -203,13 +190,8 @@ class StepBatchSampler(Sampler):
         return max(0, self.stop_step - self.start_step)
 
     def batch(self, step: int) -> list[tuple[int, int, int]]:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        if self._order[0] != epoch:
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(self.num_samples, generator=generator))
-        order = self._order[1]
-        start = (position * self.num_replicas + self.rank) * self.batch_size
-        return [(step, epoch, int(i)) for i in order[start : start + self.batch_size]]
+        epoch, indices = self.indices(step)
+        return [(step, epoch, index) for index in indices]
 
     def __iter__(self):
         step = self.start_step

@@ -1,4 +1,6 @@
-"""Which frames make up each clip: V-JEPA 2's `VideoDataset` sampling, reproduced index for index.
+"""Which frames make up each clip, which items make up each batch, and each item's seed.
+
+Frames: V-JEPA 2's `VideoDataset` sampling, reproduced index for index.
 
 The released probes were trained and scored on exactly these frames, so this follows the
 reference (`src/datasets/video_dataset.py`, `allow_clip_overlap=True` as in its frozen evals),
@@ -21,8 +23,11 @@ with `VideoTooShortError`; `min_frames=frames_per_clip * frame_step` equals the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from torch.utils.data import Sampler
 
 
 class VideoTooShortError(ValueError):
@@ -74,3 +79,69 @@ def clip_indices(
                 indices += segment * ((num_frames - clip_span) // (num_segments - 1))
         clips.append(indices)
     return np.stack(clips)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of item `index` in `epoch` of a run seeded `seed`: a pure function of the three numbers, so an
+    item's random draws depend on neither DataLoader workers, processes, nor where a run was resumed."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0])
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator seeded with `item_seed(seed, epoch, index)`."""
+    return torch.Generator().manual_seed(item_seed(seed, epoch, index))
+
+
+class GlobalBatchSampler(Sampler):
+    """Global batches of `batch_size * num_replicas` items split across processes: process `rank` takes
+    its contiguous slice of each.
+
+    Epoch e orders the items (a permutation seeded by (seed, e) with `shuffle`, else in order) and cuts
+    the order into global batches; global batch k of the run is step `e * steps_per_epoch + k`. A step's
+    items depend only on (seed, step, global batch): 1 process x 8 sees what 2 x 4 see, and a resumed
+    run what an uninterrupted one sees.
+
+    `drop_last=False` (the probe): an epoch's last global batch may be short and a process whose slice is
+    empty yields an empty batch, so every item is seen once, without the repeated items accelerate's own
+    sharding pads with, and every process runs the same number of steps. `drop_last=True` (pretraining,
+    as V-JEPA 2's loader): an epoch's tail that does not fill a global batch is dropped.
+
+    Iterating yields the batches of the epoch given to `set_epoch`; `indices(step)` those of any step.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, num_replicas: int = 1,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False):  # fmt: skip
+        if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"bad sharding: batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}")
+        self.num_samples, self.batch_size, self.rank, self.num_replicas = num_samples, batch_size, rank, num_replicas
+        self.shuffle, self.seed, self.drop_last, self.epoch = shuffle, seed, drop_last, 0
+        global_batch = batch_size * num_replicas
+        self.steps_per_epoch = num_samples // global_batch if drop_last else math.ceil(num_samples / global_batch)
+        self._order = (None, None)  # (epoch, order) of the last epoch asked for
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The items of `epoch` in the order the global batches take them."""
+        if self._order[0] != epoch:
+            if self.shuffle:
+                generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._order = (epoch, torch.randperm(self.num_samples, generator=generator))
+            else:
+                self._order = (epoch, torch.arange(self.num_samples))
+        return self._order[1]
+
+    def indices(self, step: int) -> tuple[int, list[int]]:
+        """The epoch of global batch `step` and this process's items of it."""
+        epoch, position = divmod(step, self.steps_per_epoch)
+        start = (position * self.num_replicas + self.rank) * self.batch_size
+        return epoch, self.order(epoch)[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self):
+        first = self.epoch * self.steps_per_epoch
+        for step in range(first, first + self.steps_per_epoch):
+            yield self.indices(step)[1]

@@ -15,12 +15,16 @@ One module per job:
 - `loop`: `train_one_epoch` (one head at a time, one gradient reduction per step) and `evaluate`.
 - `metrics`: per-sample records, exact for any number of processes.
 - `features`: encoded datasets and the feature cache.
+- `report`: the global batch against the protocol, the CPU epoch estimate, results.json's content.
+- `publish`: probe weights, accuracy plots, the classifier repo folder and its model card.
 """
 
 from .features import (
     FeatureDataset,
     cached_features,
+    cached_split,
     collate_features,
+    data_signature,
     extract_features,
 )
 from .heads import (
@@ -39,7 +43,6 @@ from .heads import (
 from .loading import DEMO_ENCODER_CONFIG, build_demo_encoder, load_encoder, with_area
 from .loop import (
     SeededSamples,
-    ShardedBatchSampler,
     _check_per_head_ddp,  # noqa: F401  (tested directly)
     backward_per_head,
     collate_probe_batch,
@@ -53,6 +56,25 @@ from .metrics import (
     new_records,
     stack_records,
     summarize_records,
+)
+from .publish import (
+    accuracy_svg,
+    build_classifier,
+    classifier_model_card,
+    head_metadata,
+    probe_input,
+    save_all_heads,
+    save_probe_weights,
+    write_accuracy_png,
+    write_probe_outputs,
+)
+from .report import (
+    HEAVY_TOKENS,
+    batching_line,
+    build_results,
+    describe_encoder,
+    estimate_epoch,
+    resolve_batching,
 )
 from .tokens import (
     ENCODER_CHUNK,
@@ -70,39 +92,55 @@ __all__ = [
     "DEMO_ENCODER_CONFIG",
     "ENCODER_CHUNK",
     "HEAD_GRAPH_BYTES",
+    "HEAVY_TOKENS",
     "OUT_LAYERS_HELP",
     "FeatureDataset",
     "HeadSpec",
     "MultiHeadProbe",
     "SeededSamples",
-    "ShardedBatchSampler",
     "WarmupCosine",
+    "accuracy_svg",
     "add_records",
     "backward_per_head",
+    "batching_line",
+    "build_classifier",
     "build_demo_encoder",
     "build_optimizer",
+    "build_results",
     "build_scheduler",
     "cached_features",
+    "cached_split",
+    "classifier_model_card",
     "collate_features",
     "collate_probe_batch",
+    "data_signature",
     "dedupe_records",
+    "describe_encoder",
     "encode_clips",
     "encoder_fingerprint",
+    "estimate_epoch",
     "evaluate",
     "extract_features",
     "gather_records",
     "group_views",
     "head_activation_bytes",
+    "head_metadata",
     "hparam_grid",
     "load_encoder",
     "new_records",
     "per_sample_loss",
+    "probe_input",
     "probe_tokens",
+    "resolve_batching",
     "resolve_out_layers",
+    "save_all_heads",
+    "save_probe_weights",
     "stack_records",
     "summarize_records",
     "tokens_per_clip",
     "train_one_epoch",
     "view_averaged_probs",
     "with_area",
+    "write_accuracy_png",
+    "write_probe_outputs",
 ]

@@ -3,8 +3,10 @@ safetensors keyed by what it was computed from, and read back as a dataset of to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._files import write_atomically
 from .loop import collate_probe_batch
-from .tokens import ENCODER_CHUNK, encode_clips
+from .tokens import ENCODER_CHUNK, encode_clips, encoder_fingerprint, tokens_per_clip
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,9 @@ def extract_features(
     the `skipped` list of (index, path). `feature_shape` is one item's shape, for an empty result;
     `out_layers` makes multi-level tokens (`probe_tokens`)."""
     from torch.utils.data import Subset
-    from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
+    from tqdm import (
+        tqdm,  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
+    )
 
     subset = Subset(dataset, list(range(len(dataset)) if indices is None else indices))
     loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_probe_batch)
@@ -142,3 +146,52 @@ def cached_features(path: Path, spec: dict, compute: Callable[[Sequence[int]], d
     accelerator.wait_for_everyone()
     return _load_features(path)[0]
 
+
+
+def data_signature(dataset: Dataset, accelerator) -> dict:
+    """What a feature cache was computed from: the manifest's bytes (paths and labels) and each video's
+    size and mtime, so an edited manifest or a replaced video invalidates the cache. Computed on the main
+    process and shared: one pass of stat calls, and every process compares the same key (one that saw
+    another mtime would take the other branch and leave the rest waiting for it). `dataset`: a
+    `VideoClipDataset` (`manifest`, `entries`)."""
+    from accelerate.utils import broadcast_object_list
+
+    signature = [None]
+    if accelerator.is_main_process:
+        videos = hashlib.sha256()
+        for path, _ in dataset.entries:
+            try:
+                stat = os.stat(path)
+                videos.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            except OSError:  # missing: skipped when encoding; becoming readable later changes the signature
+                videos.update(f"{path}\tmissing\n".encode())
+        signature = [dict(manifest_sha256=hashlib.sha256(Path(dataset.manifest).read_bytes()).hexdigest(),
+                          videos_sha256=videos.hexdigest())]  # fmt: skip
+    broadcast_object_list(signature)
+    return signature[0]
+
+
+def cached_split(path: Path, encoder: nn.Module, dataset: Dataset, *, accelerator, model: str, num_views: int,
+                 crop_size: int, batch_size: int, num_workers: int = 0, autocast_dtype: torch.dtype | None = None,
+                 chunk_size: int | None = ENCODER_CHUNK, out_layers: Sequence[int] | None = None,
+                 progress: bool = False) -> dict:  # fmt: skip
+    """The tokens of a `VideoClipDataset` (deterministic clips, `num_views` views) through the frozen
+    `encoder`, cached in `path` (`cached_features`) under a key of everything they depend on: the
+    manifest and videos (`data_signature`), the encoder (`model` and its `encoder_fingerprint`), the clip
+    sampling, the views, the autocast dtype and `out_layers`."""
+    spec = dict(split=path.stem, manifest=str(Path(dataset.manifest).resolve()), entries=len(dataset),
+                **data_signature(dataset, accelerator), encoder=model, fingerprint=encoder_fingerprint(encoder),
+                views=num_views, dtype=str(autocast_dtype), out_layers=out_layers, frames_per_clip=dataset.frames_per_clip,
+                frame_step=dataset.frame_step, num_segments=dataset.num_segments, crop_size=crop_size,
+                min_frames=dataset.min_frames)  # fmt: skip
+    tokens = dataset.num_segments * tokens_per_clip(encoder.config, dataset.frames_per_clip, crop_size, out_layers)
+    device = next(encoder.parameters()).device
+
+    def encode(indices: Sequence[int]) -> dict:
+        return extract_features(encoder, dataset, indices, device=device, num_segments=dataset.num_segments,
+                                num_views=num_views, feature_shape=(num_views, tokens, encoder.config.embed_dim),
+                                batch_size=batch_size, num_workers=num_workers, autocast_dtype=autocast_dtype,
+                                chunk_size=chunk_size, out_layers=out_layers, progress=progress,
+                                desc=f"encoding {path.stem}")  # fmt: skip
+
+    return cached_features(path, spec, encode, len(dataset), accelerator)

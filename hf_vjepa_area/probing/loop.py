@@ -1,24 +1,23 @@
-"""Training and evaluation: per-item seeded augmentation, batches without padding, forward + backward one
+"""Training and evaluation: per-item seeded augmentation, forward + backward one
 head at a time with one gradient reduction per optimizer step, and per-sample records."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
-from ..data import SkippedSample, collate_skip_none
+from ..data import SkippedSample, collate_skip_none, item_seed
 from .heads import per_sample_loss
 from .metrics import add_records, new_records, stack_records
 
 
 class SeededSamples(Dataset):
-    """Wraps a dataset so item i of epoch e draws its randomness from torch's RNG seeded by (seed, e, i).
+    """Wraps a dataset so item i of epoch e draws its randomness from torch's RNG seeded by
+    `item_seed(seed, e, i)` (the pretraining clips' seed, for datasets that draw from the global RNG).
 
     Training augmentation (random clip offsets, crops) then depends on neither the number of
     processes, the DataLoader workers, nor where a run was resumed, so a 2-process run sees the same
@@ -37,9 +36,8 @@ class SeededSamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        seed = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1, dtype=np.uint64)[0]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
+            torch.manual_seed(item_seed(self.seed, self.epoch, index))
             return self.dataset[index]
 
 
@@ -48,46 +46,6 @@ def collate_probe_batch(batch: list) -> dict:
     out = collate_skip_none(batch)
     out["skipped_indices"] = [item.index for item in batch if isinstance(item, SkippedSample)]
     return out
-
-
-class ShardedBatchSampler(Sampler):
-    """Global batches split across processes, with no padding.
-
-    Each epoch orders the samples (a permutation seeded by `seed + epoch`, or in order) and cuts the order
-    into global batches of `batch_size * num_replicas`; process `rank` takes its contiguous slice of each.
-    Every process yields `ceil(n / global batch)` batches, the last ones possibly short or empty, so a
-    step sees the same samples whatever the number of processes (1 process x batch 8 = 2 x 4 = 8 x 1).
-
-    accelerate's own sharding pads the last global batch with repeated samples so all processes get
-    equal batches; that changes what the probe trains on when n is not a multiple of the global batch
-    (and feature caches drop skipped videos, so n rarely is). Here a short process joins the step with an
-    empty batch and a zero loss instead.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, *, rank: int = 0, num_replicas: int = 1,
-                 shuffle: bool = False, seed: int = 0):  # fmt: skip
-        if batch_size < 1 or num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"bad sharding: batch_size={batch_size}, rank={rank}, num_replicas={num_replicas}")
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.rank, self.num_replicas = rank, num_replicas
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.num_samples / (self.batch_size * self.num_replicas))
-
-    def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.num_samples)
-        step = self.batch_size * self.num_replicas
-        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
-        for start in range(0, self.num_samples, step):
-            yield order[start : start + step][lo:hi].tolist()
-
 
 
 def _check_per_head_ddp(probe: nn.Module) -> None:
@@ -134,7 +92,7 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "train",
 ) -> tuple[dict[str, torch.Tensor], list]:
-    """One pass over `loader` (every process the same number of batches, see `ShardedBatchSampler`).
+    """One pass over `loader` (every process the same number of batches, see `data.GlobalBatchSampler`).
 
     The gradient of each optimizer step is the exact mean over the samples the step used on all
     processes: each process back-propagates `world * sum of its per-sample losses` (DDP averages over

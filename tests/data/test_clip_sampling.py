@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vjepa_area.data import VideoTooShortError, clip_indices
+from hf_vjepa_area.data import GlobalBatchSampler, VideoTooShortError, clip_indices, item_seed
 
 
 def reference_indices(num_frames, fpc, fstp, num_clips, end_of=lambda i, clip_len, partition_len: clip_len):
@@ -91,3 +91,47 @@ def test_too_short_policy():
     assert clip_indices(64, 16, 4, min_frames=64).shape == (1, 16)
     with pytest.raises(ValueError):
         clip_indices(100, 16, 0)
+
+
+def test_global_batches_split_across_processes_without_padding():
+    """The probe's rule: each step's global batch is the same for any process count, every item once."""
+    n, per_rank = 11, 2
+    for world in (1, 2, 3):
+        shards = [GlobalBatchSampler(n, per_rank, rank=r, num_replicas=world, shuffle=True, seed=3) for r in range(world)]
+        single = GlobalBatchSampler(n, per_rank * world, shuffle=True, seed=3)
+        for epoch in (0, 1):
+            for s in shards + [single]:
+                s.set_epoch(epoch)
+            per_rank_batches = [list(s) for s in shards]
+            assert len({len(b) for b in per_rank_batches}) == 1 == len({len(s) for s in shards})
+            steps = [sum(batches, []) for batches in zip(*per_rank_batches)]
+            assert steps == list(single)  # the same samples in the same global steps
+            assert sorted(sum(steps, [])) == list(range(n))  # each sample once, no padding
+    a, b = GlobalBatchSampler(n, 4, shuffle=True), GlobalBatchSampler(n, 4, shuffle=True)
+    b.set_epoch(1)
+    assert list(a) != list(b)
+    assert list(GlobalBatchSampler(5, 2)) == [[0, 1], [2, 3], [4]]
+    assert list(GlobalBatchSampler(5, 2, rank=0, num_replicas=2)) == [[0, 1], [4]]
+    assert list(GlobalBatchSampler(5, 2, rank=1, num_replicas=2)) == [[2, 3], []]  # joins with an empty batch
+    with pytest.raises(ValueError, match="bad sharding"):
+        GlobalBatchSampler(5, 2, rank=2, num_replicas=2)
+
+
+def test_step_batches_are_the_epoch_batches_without_the_short_tail():
+    """Pretraining's step-counted keys follow the same rule: step s of epoch e holds what the epoch sampler's
+    batch s - e * steps_per_epoch holds, the tail that does not fill a global batch dropped."""
+    from hf_vjepa_area.data.pretraining import StepBatchSampler
+
+    for world in (1, 2):
+        epochs = GlobalBatchSampler(10, 2, rank=world - 1, num_replicas=world, shuffle=True, seed=5)
+        steps = list(StepBatchSampler(10, 2, rank=world - 1, num_replicas=world, seed=5, stop_step=3 * (5 // world)))
+        expected = []
+        for epoch in range(3):
+            epochs.set_epoch(epoch)
+            full = [batch for batch in epochs if len(batch) == 2][: 10 // (2 * world)]
+            expected += [[(len(expected) + k, epoch, i) for i in batch] for k, batch in enumerate(full)]
+        assert steps == expected
+
+
+def test_item_seeds_differ_across_seed_epoch_and_index():
+    assert len({item_seed(s, e, i) for s in range(3) for e in range(3) for i in range(3)}) == 27

@@ -389,8 +389,7 @@ def test_run_outputs_are_written_atomically(tiny_set, tmp_path, monkeypatch):
         real(path, write)
 
     monkeypatch.setattr(_files, "write_atomically", recording)
-    script = load_example("k400_probe")  # binds the patched function
-    monkeypatch.setattr(script.probing, "write_atomically", recording)
+    script = load_example("k400_probe")
     assert script.main(tiny_args(tiny_set, tmp_path / "run", 4, "--cache-features", "--epochs", "1", "--report-to", "none")) == 0
     assert {"run_config.json", "accuracy.svg", "results.json"} <= set(written)
     assert not [p.name for p in (tmp_path / "run").iterdir() if p.name.endswith(".tmp")]
@@ -444,24 +443,17 @@ def test_presets_follow_vjepa2s_eval_configs_and_options_override_them():
     assert script.parse_args([*base, "--preset", "diving48", "--out-layers", "last"]).out_layers == "last"
 
 
-def test_presets_reproduce_vjepa2s_global_batch_on_any_process_count():
+def test_presets_reproduce_vjepa2s_global_batch_on_any_process_count(tiny_set, tmp_path):
+    """Each preset's global batch (probing.resolve_batching turns it into accumulation steps); one that
+    --batch-size cannot reach is refused before the output folder is made or the encoder loaded."""
     script = load_example("k400_probe")
-    base = ["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv"]
-    k400, diving = script.parse_args(base), script.parse_args([*base, "--preset", "diving48"])
-    assert script.resolve_batching(k400, 1) == dict(grad_accum=64, global_batch_size=256, protocol_global_batch_size=256,
-                                                    matches_protocol_batch=True)  # fmt: skip
-    assert script.resolve_batching(k400, 8)["grad_accum"] == 8 and script.resolve_batching(k400, 64)["grad_accum"] == 1
-    assert script.resolve_batching(diving, 2)["grad_accum"] == 32  # 2 x 2 x 32 = 128
-    assert "V-JEPA 2's k400 protocol (256)" in script.batching_line(k400, 1, script.resolve_batching(k400, 1))
-    with pytest.raises(SystemExit, match="global batch 256 .* not a multiple of --batch-size 4 x 3 process"):
-        script.resolve_batching(k400, 3)
-    own = script.parse_args([*base, "--grad-accum", "2"])  # an explicit --grad-accum wins, and the log says so
-    batching = script.resolve_batching(own, 3)
-    assert batching["global_batch_size"] == 24 and not batching["matches_protocol_batch"]
-    assert "NOT V-JEPA 2's k400 protocol (256" in script.batching_line(own, 3, batching)
-    demo = script.parse_args([])
-    assert script.resolve_batching(demo, 2) == dict(grad_accum=1, global_batch_size=16, protocol_global_batch_size=None,
-                                                    matches_protocol_batch=False)  # fmt: skip
+    assert [script.preset_value(name, "global_batch") for name in ("k400", "ssv2", "diving48", "jester", "coin", "demo")] == [
+        256, 256, 128, 128, 128, None]
+    args = tiny_args(tiny_set, tmp_path / "run", 3)
+    del args[args.index("--grad-accum") : args.index("--grad-accum") + 2]  # the preset's global batch
+    with pytest.raises(SystemExit, match="^error: the k400 preset's global batch 256 .* not a multiple of --batch-size 3"):
+        script.main(args)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp_path):

@@ -1,6 +1,7 @@
-"""The example's run management: checkpoints, results.json, the plot, probe weights, the classifier repo.
+"""What a probe run publishes and reports (`probing.publish`, `probing.report`): the plot, probe weights, the
+classifier repo and its card, the CPU epoch estimate.
 
-In-process (the example's functions), on tiny probes: fast, and no subprocess needed.
+In-process, on tiny probes: fast, and no subprocess needed.
 """
 
 import json
@@ -12,11 +13,7 @@ import torch
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
 from hf_vjepa_area.hub import save_repo_folder
 
-from .test_k400_probe import load_example
-
 from tests.numerics import assert_matches
-
-script = load_example("k400_probe")
 
 
 def make_probe(specs, dim=24, classes=3, depth=2):
@@ -37,28 +34,28 @@ def test_model_card_states_the_training_augmentation():
         "config": {"probe_depth": 1, "probe_heads": 4, "frames": 8, "frame_step": 2, "segments": 2, "views": 1,
                    "resolution": 32, "cache_features": False, "auto_augment": True, "erase_prob": 0.25},
     }  # fmt: skip
-    card = script.classifier_model_card(results)
+    card = probing.classifier_model_card(results)
     assert "- training augmentation: random resized crop, RandAugment on, random erasing p 0.25" in card
     results["config"].update(auto_augment=False, erase_prob=0.0)
-    assert "RandAugment off, random erasing p 0\n" in script.classifier_model_card(results)
+    assert "RandAugment off, random erasing p 0\n" in probing.classifier_model_card(results)
     results["config"].update(cache_features=True)
-    assert "- training augmentation: none" in script.classifier_model_card(results)
+    assert "- training augmentation: none" in probing.classifier_model_card(results)
     assert "- probe input: the last block's tokens" in card and "- global batch 256 (V-JEPA 2's protocol)" in card
     results.update(probe_out_layers=[17, 19, 21, 23], global_batch_size=4, matches_protocol_batch=False)
-    card = script.classifier_model_card(results)
+    card = probing.classifier_model_card(results)
     assert "- probe input: the tokens of blocks [17, 19, 21, 23], each through the final norm" in card
     assert "- global batch 4 (V-JEPA 2's protocol: 256)" in card
 
 
 def test_accuracy_svg_is_valid_and_draws_every_head():
     curves = {"lr0.001_wd0.01": [20.0, 55.5, 80.0], "lr0.003_wd0.1": [30.0, float("nan"), 90.0], "x<&>": [10, 20, 30]}
-    svg = script.accuracy_svg(curves, best="lr0.003_wd0.1")
+    svg = probing.accuracy_svg(curves, best="lr0.003_wd0.1")
     root = ET.fromstring(svg)
     ns = "{http://www.w3.org/2000/svg}"
     assert len(root.findall(f"{ns}polyline")) == 3
     texts = [t.text for t in root.findall(f"{ns}text")]
     assert "lr0.003_wd0.1 (best)" in texts and "x<&>" in texts
-    ET.fromstring(script.accuracy_svg({"one": [42.0]}))  # a single epoch still renders
+    ET.fromstring(probing.accuracy_svg({"one": [42.0]}))  # a single epoch still renders
 
 
 def test_save_probe_weights_uses_attentive_classifier_keys(tmp_path):
@@ -66,8 +63,8 @@ def test_save_probe_weights_uses_attentive_classifier_keys(tmp_path):
 
     specs = probing.hparam_grid([0.003], [0.4])
     probe = make_probe(specs)
-    meta = script.head_metadata(specs[0], 0, probe.heads[0], ["a", "b", "c"], encoder="demo")
-    script.save_probe_weights(tmp_path / "probe.safetensors", probe.heads[0], meta)
+    meta = probing.head_metadata(specs[0], 0, probe.heads[0], ["a", "b", "c"], encoder="demo")
+    probing.save_probe_weights(tmp_path / "probe.safetensors", probe.heads[0], meta)
     with safe_open(str(tmp_path / "probe.safetensors"), "pt") as f:
         assert set(f.keys()) == set(probe.heads[0].state_dict())
         m = f.metadata()
@@ -94,9 +91,9 @@ def test_probe_outputs_are_written_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", half_written)
     with pytest.raises(OSError, match="disk full"):
-        script.save_probe_weights(target, probe.heads[0], {"format": "pt"})
+        probing.save_probe_weights(target, probe.heads[0], {"format": "pt"})
     with pytest.raises(OSError, match="disk full"):
-        script.save_all_heads(tmp_path / "heads.safetensors", probe, {})
+        probing.save_all_heads(tmp_path / "heads.safetensors", probe, {})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["probe.safetensors"] and target.read_bytes() == b"previous"
 
 
@@ -104,7 +101,7 @@ def test_classifier_from_probe_round_trips(tmp_path):
     encoder = tiny_encoder()
     torch.manual_seed(0)
     head = AttentiveClassifier(96, 3, num_heads=4, depth=2).eval()
-    model = script.build_classifier(encoder, head, ["left", "right", "up"])
+    model = probing.build_classifier(encoder, head, ["left", "right", "up"])
     folder = save_repo_folder(model, tmp_path / "clf", model_card="# card\n")
     loaded = VJEPA2AreaForVideoClassification.from_pretrained(folder).eval()
     assert loaded.config.id2label == {0: "left", 1: "right", 2: "up"} and loaded.config.probe_depth == 2
@@ -119,16 +116,32 @@ def test_classifier_from_probe_round_trips(tmp_path):
 def test_classifier_takes_the_probe_clip_size():
     encoder = tiny_encoder()
     head = AttentiveClassifier(96, 2, num_heads=4, depth=1)
-    model = script.build_classifier(encoder, head, ["a", "b"], frames=16, resolution=128)
+    model = probing.build_classifier(encoder, head, ["a", "b"], frames=16, resolution=128)
     assert model.config.num_frames == 16 and model.config.img_size == [128, 128]
     for key, value in encoder.state_dict().items():
         assert torch.equal(model.encoder.state_dict()[key], value)
 
 
 def test_epoch_estimate_times_the_pieces_and_scales_them():
-    args = script.parse_args(["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv", "--frames", "8",
-                              "--resolution", "64", "--lrs", "0.001", "0.0003", "--wds", "0.1", "--probe-heads", "4"])  # fmt: skip
-    line = script.estimate_epoch(tiny_encoder(), args, probe_depth=1, num_classes=3, tokens=8192, checkpointing=False,
-                                 num_train=10, num_val=4, world=1)  # fmt: skip
+    line = probing.estimate_epoch(tiny_encoder(), frames=8, resolution=64, segments=8, views=3, num_heads=2, probe_heads=4,
+                                  probe_depth=1, num_classes=3, tokens=8192, checkpointing=False, num_train=10, num_val=4,
+                                  world=1)  # fmt: skip
     assert line.startswith("estimated time per epoch on this CPU: ~") and "train 10 videos x" in line
     assert "2 heads over 8192 tokens per view" in line
+
+
+def test_batching_reproduces_the_protocols_global_batch_on_any_process_count():
+    assert probing.resolve_batching("k400", 256, 4, 1) == dict(grad_accum=64, global_batch_size=256,
+                                                                protocol_global_batch_size=256, matches_protocol_batch=True)  # fmt: skip
+    assert probing.resolve_batching("k400", 256, 4, 8)["grad_accum"] == 8
+    assert probing.resolve_batching("k400", 256, 4, 64)["grad_accum"] == 1
+    assert probing.resolve_batching("diving48", 128, 2, 2)["grad_accum"] == 32  # 2 x 2 x 32 = 128
+    assert "V-JEPA 2's k400 protocol (256)" in probing.batching_line("k400", 4, 1, probing.resolve_batching("k400", 256, 4, 1))
+    with pytest.raises(ValueError, match="global batch 256 .* not a multiple of --batch-size 4 x 3 process"):
+        probing.resolve_batching("k400", 256, 4, 3)
+    own = probing.resolve_batching("k400", 256, 4, 3, grad_accum=2)  # an explicit accumulation wins, and the log says so
+    assert own["global_batch_size"] == 24 and not own["matches_protocol_batch"]
+    assert "NOT V-JEPA 2's k400 protocol (256" in probing.batching_line("k400", 4, 3, own)
+    assert probing.resolve_batching("demo", None, 8, 2) == dict(grad_accum=1, global_batch_size=16,
+                                                                 protocol_global_batch_size=None, matches_protocol_batch=False)  # fmt: skip
+    assert "(no V-JEPA 2 protocol for this preset)" in probing.batching_line("demo", 8, 2, probing.resolve_batching("demo", None, 8, 2))
