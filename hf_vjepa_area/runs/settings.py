@@ -86,7 +86,7 @@ class Settings:
         shown = [] if default in (None, False) else [f"default: {_shown(default)}"]
         by_value: dict[str, list[str]] = {}
         for name, preset in cls.PRESETS.items():
-            if f.name in preset and preset[f.name] != default:
+            if preset.get(f.name) is not None and preset[f.name] != default:  # None: the help text says
                 by_value.setdefault(_shown(preset[f.name]), []).append(name)
         shown += [f"{', '.join(names)}: {value}" for value, names in by_value.items()]
         return f"{help} ({'; '.join(shown)})" if shown else help
