@@ -33,11 +33,11 @@ except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, gather_object, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 
 from hf_vjepa_area import VJEPA2AreaConfig, probing, runs
-from hf_vjepa_area.data import EvalTransform, GlobalBatchSampler, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
+from hf_vjepa_area.data import EvalTransform, GlobalBatchSampler, SkippedSample, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
 
@@ -286,8 +286,9 @@ def read_manifest_or_exit(flag: str, path: str) -> list:
         raise SystemExit(f"error: {flag}: {error}") from None
 
 
-def gather_skipped(local: list) -> dict[int, str]:
-    return {int(index): path for index, path in gather_object(list(local))}
+def gather_skipped(local: list, named: runs.SkippedFiles) -> dict[int, str]:
+    """Every process's skipped (index, path); `named` names each file once in the log."""
+    return {item.index: item.path for item in named.add(SkippedSample(int(i), path, "") for i, path in local)}
 
 
 def main(argv=None) -> int:
@@ -366,11 +367,14 @@ def main(argv=None) -> int:
         train_set = probing.FeatureDataset(train_cache["features"], train_cache["labels"], train_cache["indices"])
         val_set = probing.FeatureDataset(val_cache["features"], val_cache["labels"], val_cache["indices"])
         skipped = {"train": dict(train_cache["skipped"]), "val": dict(val_cache["skipped"])}
+        named = runs.SkippedFiles(accelerator)
+        named.add(sorted({path for split in skipped.values() for path in split.values()}) if accelerator.is_main_process else [])
         loader_args = dict(collate_fn=probing.collate_features)
     else:
         seeded = train_set = probing.SeededSamples(train_videos, args.seed)
         val_set = val_videos
         skipped = {"train": {}, "val": {}}
+        named = runs.SkippedFiles(accelerator)
         loader_args = dict(collate_fn=probing.collate_probe_batch, num_workers=args.num_workers)
     if len(train_set) == 0 or len(val_set) == 0:
         raise SystemExit(f"error: no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
@@ -406,6 +410,7 @@ def main(argv=None) -> int:
         started -= state.get("elapsed_s", 0.0)  # wall time counts the interrupted part too
         for split in skipped:
             skipped[split].update({int(k): v for k, v in state["skipped"][split].items()})
+            named.counts.update({path: 1 for path in skipped[split].values()})
         if state.get("num_processes") != world:
             logger.warning("resuming a %s-process run on %d processes: float sums may differ in the last bits",
                            state.get("num_processes"), world)  # fmt: skip
@@ -454,11 +459,11 @@ def main(argv=None) -> int:
             grad_accum=batching["grad_accum"], progress=progress, desc=f"{name} train",
         )  # fmt: skip
         train = gathered(records)
-        skipped["train"].update(gather_skipped(local_skipped))
+        skipped["train"].update(gather_skipped(local_skipped, named))
         records, local_skipped = probing.evaluate(accelerator, probe, val_loader, tokens_of(args.views),
                                                   progress=progress, desc=f"{name} val")  # fmt: skip
         val = gathered(records)
-        skipped["val"].update(gather_skipped(local_skipped))
+        skipped["val"].update(gather_skipped(local_skipped, named))
         for split, summary in (("train", train), ("val", val)):  # the same on every rank: records are gathered
             if summary["num_samples"] == 0:
                 examples = sorted(set(skipped[split].values()))[:3]

@@ -1,6 +1,9 @@
 """Run files of the examples: atomic, pruned accelerate checkpoints and strict JSON."""
 
+import dataclasses
 import json
+import os
+import sys
 
 import pytest
 import torch
@@ -72,12 +75,12 @@ def test_output_dir_refuses_to_mix_runs(tmp_path):
     assert json.loads((out / runs.RUN_FILE).read_text()) == {"script": "probe", "config": {"lr": 1.0}}
     assert _check(out) is None  # a run that failed before its first checkpoint: reused as it is
     _checkpoint(out, {"lr": 2.0})
-    with pytest.raises(SystemExit, match="is not empty .* pass --resume to continue it or --overwrite"):
+    with pytest.raises(runs.UsageError, match="is not empty .* pass --resume to continue it or --overwrite"):
         _check(out)
-    with pytest.raises(SystemExit, match=r"other settings than the checkpoint's: \{'lr': \(2.0, 1.0\)\}"):
+    with pytest.raises(runs.UsageError, match=r"other settings than the checkpoint's: \{'lr': \(2.0, 1.0\)\}"):
         _check(out, resume="auto")
     assert _check(out, resume="auto", config={"lr": 2.0}).name == "epoch_001"
-    with pytest.raises(SystemExit, match="--resume: .* is not a complete checkpoint"):
+    with pytest.raises(runs.UsageError, match="--resume: .* is not a complete checkpoint"):
         _check(out, resume=str(out / "model"))
     assert _check(out, overwrite=True) is None
 
@@ -89,17 +92,17 @@ def test_overwrite_and_resume_take_only_the_scripts_own_folders(tmp_path):
     _checkpoint(out, {"lr": 1.0})
     (out / "results.json").write_text("{}")
     for flags in (dict(overwrite=True), dict(resume="auto"), {}):  # another script's folder
-        with pytest.raises(SystemExit, match=f"{out} is made by anneal: --resume and --overwrite take only probe's own"):
+        with pytest.raises(runs.UsageError, match=f"{out} is made by anneal: --resume and --overwrite take only probe's own"):
             _check(out, **flags)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(SystemExit, match="is no probe run folder"):
+    with pytest.raises(runs.UsageError, match="is no probe run folder"):
         _check(mine, overwrite=True)
     # Our run folder, plus a file the script did not write: refused; then --overwrite removes only its own.
     runs.start_output_dir(mine, _Accelerator(), overwrite=False, config={"lr": 1.0}, **PROBE)
     _checkpoint(mine, {"lr": 1.0})
-    with pytest.raises(SystemExit, match=r"holds files that probe did not write \(notes.txt\)"):
+    with pytest.raises(runs.UsageError, match=r"holds files that probe did not write \(notes.txt\)"):
         _check(mine, overwrite=True)
     (mine / "notes.txt").unlink()
     (mine / "model").mkdir()
@@ -109,11 +112,91 @@ def test_overwrite_and_resume_take_only_the_scripts_own_folders(tmp_path):
 
 
 def test_default_workers_share_the_cpus_between_local_processes(monkeypatch):
-    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
     assert runs.default_num_workers() == 4
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert runs.default_num_workers() == 8  # at most 8
-    monkeypatch.setattr(runs.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     assert runs.default_num_workers() == 1  # at least 1
+
+
+@dataclasses.dataclass
+class _Settings(runs.RunSettings):
+    lr: float = runs.setting(0.1, "learning rate", result=True, group="optimization")
+    ema: tuple[float, ...] = runs.setting((0.99,), "EMA momentum, or START END", result=True, metavar="M")
+    train_csv: str | None = runs.setting(None, "manifest", result=True, path=True, group="data")
+    preset: str | None = runs.setting(None, "protocol", choices=["fast", "slow"])
+    steps: int = runs.setting(10, "optimizer steps", result=True)
+    total: int | None = runs.setting(None, "derived", flag=False)
+
+    PRESETS = {"fast": dict(steps=2, lr=1.0, output_dir="out/fast"), "slow": dict(steps=100, output_dir="out/slow")}
+
+    def complete(self, given):
+        super().complete(given)
+        if self.steps < 1:
+            raise runs.UsageError("--steps must be >= 1")
+        self.total = self.steps * 2
+
+
+def test_settings_parse_defaults_then_preset_then_flags():
+    s = _Settings.parse(["--preset", "fast", "--lr", "0.5", "--ema", "0.9", "1.0"])
+    assert (s.steps, s.lr, s.ema, s.output_dir, s.total) == (2, 0.5, (0.9, 1.0), "out/fast", 4)
+    assert _Settings.parse([]).steps == 10 and _Settings.parse([]).ema == (0.99,)
+    assert _Settings.result_keys() == ("mixed_precision", "seed", "lr", "ema", "train_csv", "steps")
+    help = _Settings.parser().format_help()
+    assert "--steps STEPS         optimizer steps (default: 10; fast: 2; slow: 100)" in " ".join(help.split("\n"))
+    assert "learning rate (default: 0.1; fast: 1)" in help and "--total" not in help
+    assert help.index("--lr") < help.index("--output-dir")  # the script's own options first
+
+
+def test_settings_errors_are_usage_errors(capsys):
+    for argv, message in ((["--steps", "0"], "--steps must be >= 1"), (["--resume", "--overwrite"], "--resume and --overwrite exclude each other")):
+        with pytest.raises(SystemExit) as exit:
+            _Settings.parse(argv)
+        assert exit.value.code == 2 and f"error: {message}" in capsys.readouterr().err
+
+
+def test_settings_config_is_json_with_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = _Settings.parse(["--train-csv", "data.csv"]).to_config()
+    assert config["train_csv"] == str(tmp_path / "data.csv") and config["ema"] == [0.99] and config["total"] == 20
+    assert json.loads(json.dumps(config)) == config  # what a checkpoint holds compares equal to it
+
+
+def test_main_turns_bad_input_into_one_line_and_status_2(capsys):
+    def bad(argv):
+        raise runs.UsageError(f"--model {argv[0]}: no such folder")
+
+    assert runs.main(bad, ["x"]) == 2
+    assert capsys.readouterr().err == "error: --model x: no such folder\n"
+    assert runs.main(lambda: None) == 0
+    with pytest.raises(SystemExit) as exit:  # an exit with a status is no message: it passes through
+        runs.main(lambda: sys.exit(3))
+    assert exit.value.code == 3
+
+
+def test_run_records_checkpoints_resumes_and_writes_results(tmp_path):
+    out = tmp_path / "run"
+    naming = dict(script="test", outputs=("checkpoints", "logs", "results.json"), prefix="step_", state_file="state.json")
+    settings = _Settings.parse(["--output-dir", str(out), "--report-to", "none", "--num-workers", "0"])
+    run = runs.Run(settings, **naming)
+    assert (run.mixed_precision, run.num_workers, run.world) == ("no", 0, 1)  # CPU: "auto" is no autocast
+    assert run.check_output_dir() is None and run.resume() is None
+    run.start_output_dir()
+    assert json.loads((out / runs.RUN_FILE).read_text())["script"] == "test"
+    run.started -= 100.0  # 100 s into the run
+    run.save_checkpoint(1, {"step": 1})
+    with pytest.raises(SystemExit, match="pass --resume to continue it"):
+        runs.Run(settings, **naming).check_output_dir()
+    changed = _Settings.parse(["--output-dir", str(out), "--report-to", "none", "--resume", "--lr", "2"])
+    with pytest.raises(runs.UsageError, match=r"other settings than the checkpoint's: \{'lr': \(0.1, 2.0\)\}"):
+        runs.Run(changed, **naming).check_output_dir()
+    resumed = runs.Run(dataclasses.replace(settings, resume="auto"), **naming)
+    assert resumed.check_output_dir().name == "step_001"
+    state = resumed.resume()
+    assert state["step"] == 1 and state["num_processes"] == 1 and state["config"]["lr"] == 0.1
+    assert resumed.elapsed >= 100.0  # the interrupted part counts
+    resumed.finish({"loss": float("nan")})
+    assert json.loads((out / "results.json").read_text()) == {"loss": None}

@@ -2,13 +2,13 @@
 
 A bad video (missing, corrupt, too short) must not crash a multi-hour run or a DataLoader
 worker, and must not vanish silently either. `__getitem__` therefore returns a `SkippedSample`
-instead of raising; `collate_skip_none` drops those and reports them in the batch, so the
-training loop can add the counts up across workers and processes.
+instead of raising; `collate_skip_none` drops those and reports them in the batch. Workers do not
+log: the loop hands the batch's skipped samples to `runs.SkippedFiles`, which names each file once
+across workers and processes.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +21,6 @@ from .decoding import VideoDecodeError, open_video
 from .sampling import VideoTooShortError, clip_indices
 from .transforms import EvalTransform, TrainTransform
 
-logger = logging.getLogger(__name__)
-
-# Per process: each DataLoader worker warns once per bad file it meets.
-_warned_paths: set[str] = set()
 
 
 class ManifestEntry(NamedTuple):
@@ -136,9 +132,6 @@ class VideoClipDataset(Dataset):
                 )
                 frames = video.get_frames(indices.reshape(-1))
         except (VideoDecodeError, VideoTooShortError) as error:
-            if path not in _warned_paths:
-                _warned_paths.add(path)
-                logger.warning("skipping video %s: %s", path, error)
             return SkippedSample(index, path, str(error))
         segments = frames.permute(0, 3, 1, 2).unflatten(0, indices.shape)  # [S, T, C, H, W]
         clips = torch.cat([self.transform(segment) for segment in segments])
@@ -149,14 +142,16 @@ def collate_skip_none(batch: list) -> dict:
     """Stack usable samples; drop `None` and `SkippedSample` items and report them.
 
     Returns `clips` `[B, N, C, T, H, W]` (None when every item was skipped), `labels` and
-    `indices` `[B]`, `skipped` (count) and `skipped_paths`.
+    `indices` `[B]`, `skipped` (count), `skipped_paths` and `skipped_samples` (with their reasons).
     """
     kept = [item for item in batch if item is not None and not isinstance(item, SkippedSample)]
-    skipped_paths = [item.path for item in batch if isinstance(item, SkippedSample)]
+    skipped_samples = [item for item in batch if isinstance(item, SkippedSample)]
+    skipped_paths = [item.path for item in skipped_samples]
     return {
         "clips": torch.stack([clips for clips, _, _ in kept]) if kept else None,
         "labels": torch.tensor([label for _, label, _ in kept], dtype=torch.long),
         "indices": torch.tensor([index for _, _, index in kept], dtype=torch.long),
         "skipped": len(batch) - len(kept),
         "skipped_paths": skipped_paths,
+        "skipped_samples": skipped_samples,
     }

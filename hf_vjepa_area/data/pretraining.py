@@ -19,14 +19,13 @@ grey level.
 
 A video that cannot be used (missing, corrupt, shorter than `min_frames`, no frame rate) is
 replaced by another one drawn at random, as V-JEPA 2's loader does, so batches stay full and every
-process steps in lockstep; the item lists what it skipped, so runs can count it. Every random
+process steps in lockstep; the item lists what it skipped (workers do not log), so runs can name and count it. Every random
 choice (clip offset, crop, flip, replacements) comes from a generator seeded by (seed, epoch,
 index): an item depends on neither workers, processes nor where a run was resumed.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -34,13 +33,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from .dataset import read_manifest
+from .dataset import SkippedSample, read_manifest
 from .decoding import VideoDecodeError, open_video
 from .kinetics import VIDEO_EXTENSIONS
 from .sampling import GlobalBatchSampler, VideoTooShortError, clip_indices, item_generator
 from .transforms import TrainTransform, resize_rounded
-
-logger = logging.getLogger(__name__)
 
 # V-JEPA 2's pretraining configs (configs/train/vit*/pretrain-256px-16f.yaml).
 PRETRAIN_FRAMES = 16
@@ -74,8 +71,8 @@ class PretrainingClipDataset(Dataset):
     """V-JEPA 2 pretraining clips of the videos in a manifest or folder.
 
     Item `i` is a dict: `clip` uint8 `[C, T, crop_size, crop_size]`, `index` (the video used: `i`, or the
-    replacement when `i` could not be read) and `skipped` (paths of the videos tried and skipped for
-    this item, usually empty). Call `set_epoch` each epoch, or index with `StepBatchSampler`'s keys.
+    replacement when `i` could not be read) and `skipped` (a `SkippedSample` per video tried and skipped
+    for this item, usually none). Call `set_epoch` each epoch, or index with `StepBatchSampler`'s keys.
     `collate_clips` batches items (`examples/ssl_anneal.py` adds the masks of the global batch).
     """
 
@@ -113,7 +110,6 @@ class PretrainingClipDataset(Dataset):
         self.backend = backend
         self.decode_threads = decode_threads
         self.max_tries = max_tries
-        self._warned: set[str] = set()  # per worker: each bad file is reported once
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -156,14 +152,11 @@ class PretrainingClipDataset(Dataset):
             try:
                 return {"clip": self.clip(path, generator), "index": index, "skipped": skipped, **extra}
             except (VideoDecodeError, VideoTooShortError) as error:
-                if path not in self._warned:
-                    self._warned.add(path)
-                    logger.warning("skipping video %s: %s", path, error)
-                skipped.append(path)
+                skipped.append(SkippedSample(index, path, str(error)))
                 index = int(torch.randint(len(self.paths), (), generator=generator))
         raise NoUsableVideoError(
-            f"{self.max_tries} videos in a row could not be read (e.g. {skipped[:3]}): most of {self.source} is "
-            "missing or broken; check the paths and files"
+            f"{self.max_tries} videos in a row could not be read (e.g. {[item.path for item in skipped[:3]]}): most of "
+            f"{self.source} is missing or broken; check the paths and files"
         )
 
 
@@ -200,14 +193,14 @@ class StepBatchSampler(GlobalBatchSampler):
             step += 1
 
 
-def split_skipped(samples: list[dict]) -> tuple[list[dict], list[str]]:
-    """Items without their `skipped` lists, and those lists joined: the paths skipped for this batch."""
-    skipped = [path for sample in samples for path in sample["skipped"]]
+def split_skipped(samples: list[dict]) -> tuple[list[dict], list[SkippedSample]]:
+    """Items without their `skipped` lists, and those lists joined: what was skipped for this batch."""
+    skipped = [item for sample in samples for item in sample["skipped"]]
     return [{k: v for k, v in sample.items() if k != "skipped"} for sample in samples], skipped
 
 
 def collate_clips(samples: list[dict]) -> dict:
-    """`clips` uint8 `[B, C, T, H, W]`, `indices` `[B]`, `skipped` (paths skipped for this batch)."""
+    """`clips` uint8 `[B, C, T, H, W]`, `indices` `[B]`, `skipped` (the `SkippedSample`s of this batch)."""
     samples, skipped = split_skipped(samples)
     clips = torch.stack([sample["clip"] for sample in samples])
     return {"clips": clips, "indices": torch.tensor([sample["index"] for sample in samples]), "skipped": skipped}

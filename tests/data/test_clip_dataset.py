@@ -91,15 +91,42 @@ def manifest_with_bad_videos(tmp_path, synthetic_set):
     return manifest, len(good)
 
 
-def test_bad_videos_are_skipped_with_one_warning_each(manifest_with_bad_videos, caplog):
+def test_bad_videos_are_skipped_with_their_reason_and_workers_do_not_log(manifest_with_bad_videos, caplog):
     manifest, _ = manifest_with_bad_videos
     dataset = VideoClipDataset(manifest, train=True, frames_per_clip=4, frame_step=2, crop_size=16)
-    with caplog.at_level(logging.WARNING, logger="hf_vjepa_area.data.dataset"):
-        for _ in range(2):
-            missing, noise = dataset[1], dataset[2]
+    with caplog.at_level(logging.DEBUG, logger="hf_vjepa_area"):
+        missing, noise = dataset[1], dataset[2]
     assert isinstance(missing, SkippedSample) and missing.index == 1 and "no such file" in missing.reason
     assert isinstance(noise, SkippedSample) and noise.path.endswith("noise.mp4")
-    assert sum("skipping video" in record.message for record in caplog.records) == 2
+    assert not caplog.records  # runs.SkippedFiles names them, once per run
+    batch = collate_skip_none([dataset[0], missing, noise])
+    assert batch["skipped"] == 2 and batch["skipped_samples"] == [missing, noise]
+    assert batch["skipped_paths"] == [missing.path, noise.path]
+
+
+def test_every_skipped_file_is_named_once_whatever_the_worker_count(synthetic_set, tmp_path, caplog):
+    """Two workers, two epochs, bad files spread over the batches of both workers: each named once, with its reason."""
+    from hf_vjepa_area import runs
+
+    good = [line.split() for line in synthetic_set.train_manifest.read_text().splitlines()]
+    bad = [tmp_path / f"missing_{i}.mp4" for i in range(3)] + [tmp_path / f"noise_{i}.mp4" for i in range(3)]
+    for path in bad[3:]:
+        path.write_bytes(b"\x00garbage" * 500)
+    lines = [f"{synthetic_set.root / path} {label}" for path, label in good[:6]]
+    for i, path in enumerate(bad):
+        lines.insert(2 * i, f"{path} 0")
+    (tmp_path / "bad.csv").write_text("\n".join(lines) + "\n")
+    dataset = VideoClipDataset(tmp_path / "bad.csv", train=True, frames_per_clip=4, frame_step=2, crop_size=16)
+    loader = DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate_skip_none)
+    skipped = runs.SkippedFiles()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            for batch in loader:
+                skipped.add(batch["skipped_samples"])
+    named = [r.getMessage() for r in caplog.records if "skipping video" in r.getMessage()]
+    assert sorted(message.split()[2].rstrip(":") for message in named) == sorted(map(str, bad))
+    assert all("no such file" in m for m in named if "missing_" in m)
+    assert skipped.counts == {str(path): 2 for path in bad} and skipped.summary()["count"] == 6
 
 
 def test_too_short_videos_follow_min_frames(synthetic_set):

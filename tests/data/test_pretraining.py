@@ -121,14 +121,18 @@ def manifest_with_bad_videos(tmp_path, synthetic_set):
     return tmp_path / "mixed.csv"
 
 
-def test_bad_videos_are_replaced_reported_and_warned_once(manifest_with_bad_videos, caplog):
+def test_bad_videos_are_replaced_reported_and_named_once(manifest_with_bad_videos, caplog):
+    from hf_vjepa_area import runs
+
     dataset = PretrainingClipDataset(manifest_with_bad_videos, **SMALL)
-    with caplog.at_level(logging.WARNING, logger="hf_vjepa_area.data.pretraining"):
+    with caplog.at_level(logging.WARNING, logger="hf_vjepa_area"):
         batch = collate_clips([dataset[i] for i in range(len(dataset))] + [dataset[1], dataset[2]])
+        assert not caplog.records  # the dataset does not log; the run's SkippedFiles does
+        runs.SkippedFiles().add(batch["skipped"])
     assert batch["clips"].shape == (12, 3, 4, 16, 16)  # full batches: bad items are replaced
     replaced = batch["indices"].tolist()
     assert replaced[0] == 0 and replaced[3:10] == list(range(3, 10)) and {replaced[1], replaced[2]} <= set(range(12))
-    assert {p.rsplit("/", 1)[-1] for p in batch["skipped"]} == {"missing.mp4", "noise.mp4"}
+    assert {item.path.rsplit("/", 1)[-1] for item in batch["skipped"]} == {"missing.mp4", "noise.mp4"}
     assert len(batch["skipped"]) >= 4  # each bad item skipped at least its own video, each time it was asked for
     assert sum("skipping video" in r.message for r in caplog.records) == 2
     again = PretrainingClipDataset(manifest_with_bad_videos, **SMALL)[1]  # the replacement is seeded too

@@ -2,22 +2,16 @@
 `accelerate` prepares it (one unit per block, then the root) when started by `torchrun --nproc_per_node 2`
 (gloo, CPU), or plainly in one process. Global batch 4 either way, in float64 (the claim is exactness: only
 the order of the sums differs, see tests/numerics.py); writes the EMA target encoder's full state
-(through the example's `FullState`) before and after to argv[1]."""
+(through `anneal.FullState`) before and after to argv[1]."""
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from hf_vjepa_area import probing, ssl
+from hf_vjepa_area import anneal, probing, ssl
 from hf_vjepa_area.data import MultiBlockMaskCollator
-
-spec = importlib.util.spec_from_file_location("ssl_anneal", Path(__file__).resolve().parents[2] / "examples" / "ssl_anneal.py")
-example = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(example)
 
 sharded = "WORLD_SIZE" in os.environ
 rank, world = 0, 1
@@ -37,9 +31,9 @@ if sharded:
     for block in [*models.encoder.blocks, *models.predictor.predictor_blocks]:
         fully_shard(block)
     fully_shard(model)
-    example.shard_like(target, model)
+    anneal.shard_like(target, model)
 optimizer = ssl.make_optimizer(model, 1e-2)
-state = example.FullState(target)
+state = anneal.FullState(target)
 initial = {k: v.clone() for k, v in state.state_dict().items()}  # on CPU the state aliases the live tensors
 
 collator = MultiBlockMaskCollator((2, 4, 4), seed=0)

@@ -19,6 +19,6 @@ def save_then_die(accelerator, root, index, state, keep=1, **naming):
     return path
 
 
-runs.save_checkpoint = save_then_die
+runs.save_checkpoint = runs.folders.save_checkpoint = save_then_die  # for `runs.Run` and direct callers
 sys.argv = [script, *sys.argv[3:]]
 runpy.run_path(script, run_name="__main__")

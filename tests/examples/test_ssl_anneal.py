@@ -182,7 +182,7 @@ def test_tensorboard_holds_the_loss_per_mask_config(reference):
 
 def test_fsdp2_shards_the_ema_target_like_the_encoder(tmp_path):
     """FSDP 2 on 2 CPU processes (gloo), sharded as accelerate's FSDP 2 prepare does, with the example's
-    `shard_like` for the target and `FullState` for its checkpoints: the EMA target equals a 1-process run's
+    `anneal.shard_like` for the target and `anneal.FullState` for its checkpoints: the EMA target equals a 1-process run's
     at the same global batch. (accelerate itself runs FSDP on GPUs only, so the example's FSDP launch is not
     run here.)"""
     worker = REPO / "tests" / "examples" / "fsdp_ema_worker.py"
@@ -203,6 +203,7 @@ def load_example():
 
     spec = importlib.util.spec_from_file_location("ssl_anneal", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve their annotations in their module
     spec.loader.exec_module(module)
     return module
 

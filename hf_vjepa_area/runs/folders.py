@@ -1,20 +1,29 @@
-"""What the example scripts' runs share: their output dir, atomic accelerate checkpoints, strict JSON.
+"""A run's files: its output dir's rules, atomic accelerate checkpoints, strict JSON.
 
-Both `examples/k400_probe.py` (a checkpoint per epoch) and `examples/ssl_anneal.py` (every N steps) resume
-from these; each names its own checkpoints (`prefix`, `state_file`) and run file.
+The example scripts (a checkpoint per epoch, or every N steps) resume from these; each names its own
+checkpoints (`prefix`, `state_file`) and run folder (`script`, `outputs`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._files import write_text_atomically
-from .hub import move_into_place
+from .._files import write_text_atomically
+from ..hub import move_into_place
+
+
+class UsageError(SystemExit):
+    """Bad input from the command line or the files it names, said in one line: `runs.main` prints it as
+    `error: ...` and exits with status 2. A `SystemExit`, so that even uncaught it ends in that line,
+    without a traceback, and `except Exception` in a loop never swallows it."""
+
+    def __init__(self, message: str):
+        super().__init__(f"error: {message}")
+        self.message = message
 
 
 def save_checkpoint(accelerator, root: Path, index: int, state: dict, keep: int = 1, *,
@@ -87,25 +96,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 
-def default_num_workers() -> int:
-    """DataLoader workers: the CPUs this process may use, shared by the processes on this machine, at most 8."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    return max(1, min(8, cpus // local_processes))
-
-
-def resolve_report_to(value: str) -> str | None:
-    """`--report-to` for accelerate: "auto" is TensorBoard when it is installed, else nothing."""
-    import importlib.util
-
-    if value == "none":
-        return None
-    if value == "auto":
-        available = importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")
-        return "tensorboard" if available else None
-    return value
-
-
 # The file that makes a folder a run folder: which script made it and with which settings.
 RUN_FILE = "run_config.json"
 
@@ -120,7 +110,7 @@ def _made_by(out: Path) -> str | None:
 def check_output_dir(out: Path, *, script: str, outputs: Sequence[str], resume: str | None, overwrite: bool,
                      config: dict, compared_keys, prefix: str, state_file: str) -> Path | None:  # fmt: skip
     """Refuse to mix runs, before anything slow or destructive (it only reads). Returns the checkpoint to
-    resume from (None: start fresh). Errors are one-line SystemExits.
+    resume from (None: start fresh). Bad input raises `UsageError`.
 
     A run folder is one whose `RUN_FILE` names `script` and that holds nothing but `outputs` (the names
     the script writes at its top level). `resume` and `overwrite` take only such a folder; one without a
@@ -133,26 +123,26 @@ def check_output_dir(out: Path, *, script: str, outputs: Sequence[str], resume: 
     made_by = _made_by(out)
     if made_by != script:
         what = f"made by {made_by}" if made_by else f"no {script} run folder (no {RUN_FILE} naming it)"
-        raise SystemExit(f"error: {out} is {what}: --resume and --overwrite take only {script}'s own folders; "
+        raise UsageError(f"{out} is {what}: --resume and --overwrite take only {script}'s own folders; "
                          "choose another --output-dir")  # fmt: skip
     foreign = [name for name in present if name not in (RUN_FILE, *outputs)]
     if foreign:
-        raise SystemExit(f"error: {out} holds files that {script} did not write ({', '.join(foreign[:5])}): move them "
+        raise UsageError(f"{out} holds files that {script} did not write ({', '.join(foreign[:5])}): move them "
                          "or choose another --output-dir")  # fmt: skip
     if resume:
         try:
             checkpoint = find_checkpoint(out / "checkpoints", resume, prefix=prefix, state_file=state_file)
         except FileNotFoundError as error:
-            raise SystemExit(f"error: --resume: {error}") from None
+            raise UsageError(f"--resume: {error}") from None
         if checkpoint is not None:
             saved = read_checkpoint_state(checkpoint, state_file)["config"]
             changed = {k: (saved.get(k), config[k]) for k in compared_keys if saved.get(k) != config[k]}
             if changed:
-                raise SystemExit(f"error: --resume with other settings than the checkpoint's: {changed}")
+                raise UsageError(f"--resume with other settings than the checkpoint's: {changed}")
         return checkpoint
     started = find_checkpoint(out / "checkpoints", "auto", prefix=prefix, state_file=state_file) or (out / "results.json").exists()
     if started and not overwrite:
-        raise SystemExit(f"error: {out} is not empty (an earlier run?); pass --resume to continue it or "
+        raise UsageError(f"{out} is not empty (an earlier run?); pass --resume to continue it or "
                          "--overwrite to start over")  # fmt: skip
     return None
 
@@ -174,14 +164,13 @@ def start_output_dir(out: Path, accelerator, *, script: str, outputs: Sequence[s
 
 
 __all__ = [
+    "UsageError",
     "RUN_FILE",
     "save_checkpoint",
     "find_checkpoint",
     "read_checkpoint_state",
     "to_json",
     "write_json",
-    "default_num_workers",
-    "resolve_report_to",
     "check_output_dir",
     "start_output_dir",
 ]
