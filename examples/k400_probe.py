@@ -18,260 +18,167 @@ with an atomic checkpoint; `--resume auto` continues a killed run to the same re
 
 from __future__ import annotations
 
-import argparse
-import logging
+import dataclasses
 import math
 import sys
-import time
 from pathlib import Path
-
-import torch
 
 try:
     import hf_vjepa_area  # noqa: F401
 except ImportError:  # running from a source checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import VJEPA2AreaConfig, probing, runs
-from hf_vjepa_area.data import EvalTransform, GlobalBatchSampler, SkippedSample, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
+from hf_vjepa_area import probing, runs
+from hf_vjepa_area.data import (EvalTransform, GlobalBatchSampler, TrainTransform, VideoClipDataset, collate_skip_none,
+                                make_synthetic_video_dataset, read_manifest)
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
+from hf_vjepa_area.runs import UsageError, setting
 
-logger = logging.getLogger("k400_probe")
+# What a run writes in its output dir (--overwrite removes these and nothing else); one checkpoint per epoch.
+OUTPUTS = ("checkpoints", "logs", "features", "classifier", "probe.safetensors", "probe_heads.safetensors", "accuracy.svg",
+           "accuracy.png", "results.json")  # fmt: skip
+CHECKPOINTS = dict(prefix="epoch_", state_file="probe_state.json")
 
-CHECKPOINTS = dict(prefix="epoch_", state_file="probe_state.json")  # one per epoch
-# What a run writes in its output dir: --overwrite removes these and nothing else.
-RUN_FOLDER = dict(script="k400_probe", outputs=("checkpoints", "logs", "features", "classifier", "probe.safetensors",
-                  "probe_heads.safetensors", "accuracy.svg", "accuracy.png", "results.json"))  # fmt: skip
-
-# The protocols, one row each. V-JEPA 2's frozen evals, configs/eval/vitl/: k400-area-attn.yaml and
-# ssv2-area-attn.yaml (facebookresearch/vjepa2), diving48.yaml, jester.yaml, coin.yaml (the same repo's
-# configs, read from a fork that carries them). All five: 4-block 16-head probes, 256 px, bf16, no warmup,
-# cosine to lr 0, constant weight decay; training clips as evals/video_classification_frozen/eval.py makes
-# them (`VJEPA2_K400_TRAIN`: crop scale 0.08-1, no flip, RandAugment, random erasing p 0.25). `batch` is
-# per process, `global` the global batch V-JEPA 2 trained with (batch x 64 GPUs; lr not rescaled), which
-# gradient accumulation reproduces on any process count. `tokens`: the last block's, or the multi-level
-# input (four blocks, `MULTILEVEL_OUT_LAYERS` per encoder size). The demo row: small everything, features
-# cached, no protocol batch (see probing.DEMO_ENCODER_CONFIG for its encoder).
-VJEPA2_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
-VJEPA2_WDS = (0.01, 0.1, 0.4, 0.8)
-PRESET_FIELDS = ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "global_batch",
-                 "lrs", "wds", "probe_depth", "probe_heads", "out_layers", "cache_features", "auto_augment", "erase_prob")  # fmt: skip
+# The protocols. The settings' defaults are V-JEPA 2's K400 frozen eval; each preset changes what its config
+# changes. configs/eval/vitl/: k400-area-attn.yaml and ssv2-area-attn.yaml (facebookresearch/vjepa2),
+# diving48.yaml, jester.yaml, coin.yaml (the same repo's configs, read from a fork that carries them). All five:
+# 4-block 16-head probes, 256 px, bf16, no warmup, cosine to lr 0, constant weight decay; training clips as
+# evals/video_classification_frozen/eval.py makes them (`VJEPA2_K400_TRAIN`). `global_batch`: what V-JEPA 2
+# trained with (batch x 64 GPUs; lr not rescaled), which gradient accumulation reproduces on any process
+# count. Diving48 and Jester read the multi-level input (four blocks, `MULTILEVEL_OUT_LAYERS` per encoder
+# size). The demo: small everything, features cached, no protocol batch (its encoder: DEMO_ENCODER_CONFIG).
+MULTILEVEL = dict(frames=32, frame_step=2, segments=4, epochs=100, batch_size=2, global_batch=128,
+                  lrs=(0.001, 0.0003, 0.0001), wds=(0.8,), out_layers="multilevel")  # fmt: skip
 PRESETS = {
-    #          frames step seg views  px  epochs batch global lrs                     wds           depth heads tokens        cache  RandAug erase
-    "k400":     (16,   4,   8,  3,   256,  20,   4,   256,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
-    "ssv2":     (16,   4,   2,  3,   256,  20,   4,   256,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
-    "diving48": (32,   2,   4,  3,   256, 100,   2,   128,  (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  "multilevel", False, True,  0.25),
-    "jester":   (32,   2,   4,  3,   256, 100,   2,   128,  (0.001, 0.0003, 0.0001), (0.8,),         4,  16,  "multilevel", False, True,  0.25),
-    "coin":     (16,   4,   8,  3,   256,  20,   2,   128,  VJEPA2_LRS,             VJEPA2_WDS,      4,  16,  "last",       False, True,  0.25),
-    "demo":     (8,    4,   2,  1,    64,  20,   8,   None, (0.003, 0.001),         (0.01, 0.1),     1,   4,  "last",       True,  False, 0.0),
+    "k400": {},
+    "ssv2": dict(segments=2),
+    "diving48": MULTILEVEL,
+    "jester": MULTILEVEL,
+    "coin": dict(batch_size=2, global_batch=128),
+    "demo": dict(frames=8, segments=2, views=1, resolution=64, batch_size=8, global_batch=None, lrs=(0.003, 0.001),
+                 wds=(0.01, 0.1), probe_depth=1, probe_heads=4, cache_features=True, auto_augment=False, erase_prob=0.0),
 }  # fmt: skip
-assert VJEPA2_K400_TRAIN["erase_prob"] == PRESETS["k400"][-1] and VJEPA2_K400_TRAIN["auto_augment"]
-# Preset fields that are no command-line option: the protocol's global batch (reached through --grad-accum).
-PROTOCOL_ONLY = ("global_batch",)
-
-# The demo's videos: a square drifting over 48 frames at 64 px (hf_vjepa_area.data.synthetic).
-
-# Arguments that change the numbers a run produces: a resumed run must match them.
-RESULT_KEYS = (
-    "model", "area_splits", "area_layers", "full_attention", "no_pretrained", "revision", "train_csv", "val_csv",
-    "frames", "frame_step", "segments", "views", "resolution", "min_frames", "epochs", "batch_size",
-    "grad_accum", "lrs", "wds", "warmup_epochs", "wd_exclude_bias_norm", "probe_depth", "probe_heads", "out_layers",
-    "cache_features", "encoder_dtype", "mixed_precision", "seed", "demo_classes", "demo_videos_per_class",
-    "auto_augment", "erase_prob",
-)  # fmt: skip
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("encoder")
-    g.add_argument("--model", help="a released source (Meta's vitl.pt, facebook/vjepa2-vitl-fpc64-256 or its folder), "
-                   "our folder / Hub id (model_type vjepa2_area), a timm name (vjepa2_vitl_area, hf-hub:ORG/NAME), or "
-                   "'demo' (built-in random-init encoder; the default without --train-csv)")  # fmt: skip
-    g.add_argument("--area-splits", type=int, nargs=3, metavar=("T", "H", "W"), help="use ST-A² with these splits")
-    g.add_argument("--area-layers", help="blocks with area attention, e.g. 0:18 (default: the model's, or the first 75%%)")
-    g.add_argument("--full-attention", action="store_true", help="turn area attention off (full attention everywhere)")
-    g.add_argument("--revision", help="Hub revision of --model")
-    g.add_argument("--no-pretrained", action="store_true", help="random init instead of the weights (debugging)")
-    g.add_argument("--encoder-dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="autocast dtype of the frozen encoder (auto: bf16 on GPU, fp32 on CPU)")  # fmt: skip
-    g.add_argument("--encoder-chunk", type=int, default=probing.ENCODER_CHUNK,
-                   help="at most this many clips per encoder forward (default %(default)s; 0: the whole batch)")  # fmt: skip
+@dataclasses.dataclass
+class ProbeSettings(runs.RunSettings):
+    """V-JEPA 2's K400 protocol by default; `--preset` another one, and the demo without --train-csv."""
 
-    g = p.add_argument_group("data (V-JEPA 2 manifests: 'path label' per line)")
-    g.add_argument("--preset", choices=list(PRESETS),
-                   help="V-JEPA 2's eval protocol whose defaults to use (default: k400 with --train-csv), or 'demo' "
-                   "(the built-in demo's small settings, e.g. on the SSL demo's videos); options given explicitly override it")  # fmt: skip
-    g.add_argument("--train-csv")
-    g.add_argument("--val-csv")
-    g.add_argument("--class-names", help="class list, line i = label i (default: <train>_classes.txt or classes.txt beside the manifest)")
-    g.add_argument("--frames", type=int, help="frames per clip (K400: 16)")
-    g.add_argument("--frame-step", type=int, help="frame step (K400: 4)")
-    g.add_argument("--segments", type=int, help="temporal segments per video (K400: 8)")
-    g.add_argument("--views", type=int, help="spatial views per segment at eval (K400: 3)")
-    g.add_argument("--resolution", type=int, help="crop size (K400: 256)")
-    g.add_argument("--min-frames", type=int, default=1, help="skip videos with fewer frames (default 1: pad short videos, as V-JEPA 2)")
-    g.add_argument("--num-workers", type=int, help="DataLoader workers per process (default: the CPUs each local "
-                   "process has, at most 8; 0 for the demo)")
-    g.add_argument("--video-backend", default="auto", choices=["auto", "pyav", "torchcodec"],
-                   help="auto: torchcodec for mp4/mov/mkv/webm when it decodes here (faster), else PyAV "
-                        "(exact on every container; torchcodec returns other frames for B-frames in AVI/MPEG-TS)")
-    g.add_argument("--demo-data-root", help="where the demo videos are generated "
-                   "(default: outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)")
-    g.add_argument("--demo-classes", type=int, default=DEMO_VIDEOS["num_classes"], help="demo classes (motion directions), 1-4")
-    g.add_argument("--demo-videos-per-class", type=int, default=DEMO_VIDEOS["videos_per_class"])
+    PRESETS = PRESETS
 
-    g = p.add_argument_group("probe training")
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int, help="videos per process per micro-batch (K400: 4 on each of 64 GPUs)")
-    g.add_argument("--val-batch-size", type=int, help="default: --batch-size")
-    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default: what reproduces the "
-                   "preset's global batch, V-JEPA 2's 256 or 128, on this process count and --batch-size)")
-    g.add_argument("--lrs", type=float, nargs="+", help="learning rates of the grid")
-    g.add_argument("--wds", type=float, nargs="+", help="weight decays of the grid")
-    g.add_argument("--warmup-epochs", type=float, default=0.0)
-    g.add_argument("--wd-exclude-bias-norm", action="store_true",
-                   help="no weight decay on biases, norms and the query token (V-JEPA 2 decays all)")  # fmt: skip
-    g.add_argument("--probe-depth", type=int, help="attentive probe blocks (K400: 4)")
-    g.add_argument("--probe-heads", type=int, help="attention heads of the probe (K400: 16)")
-    g.add_argument("--out-layers", help=probing.OUT_LAYERS_HELP + " (default: the preset's; multilevel for Diving48 and Jester)")
-    g.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction,
-                   help="keep only each probe block's input for backward and recompute the rest (about 1/3 more "
-                   "probe compute); default: on when one head's training graph would exceed "
-                   f"{probing.CHECKPOINTING_THRESHOLD_BYTES / 2**30:g} GiB")  # fmt: skip
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"],
-                   help="autocast of the probe (default: bf16 on a GPU that has it, as V-JEPA 2's evals; else no)")  # fmt: skip
-    g.add_argument("--cache-features", action=argparse.BooleanOptionalAction,
-                   help="encode each split once (deterministic train clips, 1 view) and train from the cache "
-                   "(default: on for the demo, off otherwise)")  # fmt: skip
-    g.add_argument("--feature-cache-dir", help="default: OUTPUT_DIR/features")
-    g.add_argument("--auto-augment", action=argparse.BooleanOptionalAction,
-                   help="RandAugment (rand-m7-n4-mstd0.5-inc1, one draw per clip) on training clips "
-                   "(default: on, as V-JEPA 2's K400 eval; off for the demo; no effect with --cache-features)")
-    g.add_argument("--erase-prob", type=float, help="random erasing probability of a training clip, one box through "
-                   "all frames (default: 0.25, as V-JEPA 2's K400 eval; 0 for the demo; no effect with --cache-features)")
-    g.add_argument("--seed", type=int, default=0)
+    model: str | None = setting(None, "a released source (Meta's vitl.pt, facebook/vjepa2-vitl-fpc64-256 or its folder), "
+                                "our folder / Hub id (model_type vjepa2_area), a timm name (vjepa2_vitl_area, "
+                                "hf-hub:ORG/NAME), or 'demo' (the built-in random-init encoder; the default without "
+                                "--train-csv)", result=True, group="encoder")  # fmt: skip
+    area_splits: tuple[int, ...] | None = setting(None, "use ST-A² with these splits", result=True, nargs=3,
+                                                  metavar=("T", "H", "W"), group="encoder")  # fmt: skip
+    area_layers: str | None = setting(None, "blocks with area attention, e.g. 0:18 (default: the model's, or the first "
+                                      "75%)", result=True, group="encoder")  # fmt: skip
+    full_attention: bool = setting(False, "turn area attention off (full attention everywhere)", result=True, group="encoder")
+    revision: str | None = setting(None, "Hub revision of --model", result=True, group="encoder")
+    no_pretrained: bool = setting(False, "random init instead of the weights (debugging)", result=True, group="encoder")
+    encoder_dtype: str = setting("auto", "autocast dtype of the frozen encoder (auto: bf16 on a GPU that has it, else "
+                                 "fp32)", result=True, choices=["auto", "fp32", "bf16", "fp16"], group="encoder")  # fmt: skip
+    encoder_chunk: int = setting(probing.ENCODER_CHUNK, "at most this many clips per encoder forward (0: the whole "
+                                 "batch)", group="encoder")  # fmt: skip
 
-    g = p.add_argument_group("outputs")
-    g.add_argument("--output-dir")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output dir of this script")
-    g.add_argument("--resume", nargs="?", const="auto", help="'auto' (latest checkpoint in OUTPUT_DIR) or a checkpoint folder")
-    g.add_argument("--keep-checkpoints", type=int, default=1, help="newest checkpoints to keep (0: all)")
-    g.add_argument("--report-to", default="auto", help="accelerate tracker: auto (tensorboard if installed), none, tensorboard, wandb, ...")
-    g.add_argument("--save-all-heads", action="store_true", help="also write probe_heads.safetensors (every head)")
-    g.add_argument("--save-classifier", help="write the best head + encoder as a VJEPA2AreaForVideoClassification repo folder")
-    g.add_argument("--push-to-hub", metavar="ORG/NAME", help="push that classifier (token: HF_TOKEN or `hf auth login`)")
-    g.add_argument("--hub-private", action="store_true")
-    g.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    preset: str | None = setting(None, "V-JEPA 2's eval protocol to follow (k400 with --train-csv), or 'demo' (the "
+                                 "built-in demo's small settings, e.g. on the SSL demo's videos); options given "
+                                 "explicitly override it", choices=list(PRESETS), group="data")  # fmt: skip
+    train_csv: str | None = setting(None, "training videos, a V-JEPA 2 manifest ('path label' per line)", result=True,
+                                    path=True, group="data")  # fmt: skip
+    val_csv: str | None = setting(None, "validation videos, a V-JEPA 2 manifest", result=True, path=True, group="data")
+    class_names: str | None = setting(None, "class list, line i = label i (default: <train>_classes.txt or classes.txt "
+                                      "beside the manifest)", group="data")  # fmt: skip
+    frames: int = setting(16, "frames per clip", result=True, group="data")
+    frame_step: int = setting(4, "frame step", result=True, group="data")
+    segments: int = setting(8, "temporal segments per video", result=True, group="data")
+    views: int = setting(3, "spatial views per segment at eval", result=True, group="data")
+    resolution: int = setting(256, "crop size", result=True, group="data")
+    min_frames: int = setting(1, "skip videos with fewer frames (1: pad short videos, as V-JEPA 2)", result=True, group="data")
+    video_backend: str = setting("auto", "auto: torchcodec for mp4/mov/mkv/webm when it decodes here (faster), else PyAV "
+                                 "(exact on every container; torchcodec returns other frames for B-frames in "
+                                 "AVI/MPEG-TS)", choices=["auto", "pyav", "torchcodec"], group="data")  # fmt: skip
+    demo_data_root: str | None = setting(None, "where the demo videos are generated (default: "
+                                         "outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)", group="data")  # fmt: skip
+    demo_classes: int = setting(DEMO_VIDEOS["num_classes"], "demo classes (motion directions), 1-4", result=True, group="data")
+    demo_videos_per_class: int = setting(DEMO_VIDEOS["videos_per_class"], "demo videos per class", result=True, group="data")
 
-    args.demo = args.train_csv is None
-    if args.demo and args.val_csv:
-        p.error("--val-csv needs --train-csv")
-    if not args.demo and not args.val_csv:
-        p.error("--train-csv needs --val-csv")
-    if not args.demo and args.model is None:
-        p.error("--train-csv needs --model (a Hub id, folder or timm name; 'demo' for the built-in encoder)")
-    if args.model is None:
-        args.model = "demo"
-    if args.demo_data_root is None:  # one folder per data set: changing its size never meets the old one
-        args.demo_data_root = demo_data_root(args.demo_classes, args.demo_videos_per_class)
-    if args.resume and args.overwrite:
-        p.error("--resume and --overwrite exclude each other")
-    if args.demo and args.preset not in (None, "demo"):
-        p.error("--preset needs --train-csv and --val-csv (without them the script runs its built-in demo)")
-    args.preset = "demo" if args.demo else args.preset or "k400"
-    for key, value in zip(PRESET_FIELDS, PRESETS[args.preset]):
-        if key not in PROTOCOL_ONLY and getattr(args, key) is None:
-            setattr(args, key, list(value) if isinstance(value, tuple) else value)
-    if args.num_workers is None:
-        args.num_workers = 0 if args.demo else runs.default_num_workers()
-    args.output_dir = args.output_dir or f"outputs/{args.preset}_probe"
-    if args.mixed_precision is None:  # V-JEPA 2's eval configs: use_bfloat16 (also halves the heads' graphs)
-        args.mixed_precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    args.val_batch_size = args.val_batch_size or args.batch_size
-    for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
-                 "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')} must be >= 1")
-    if not 0.0 <= args.erase_prob <= 1.0:
-        p.error("--erase-prob must be in [0, 1]")
-    if args.push_to_hub and args.push_to_hub.count("/") != 1:
-        p.error("--push-to-hub needs ORG/NAME")
-    if args.out_layers not in ("last", "multilevel") and not all(v.strip().isdigit() for v in args.out_layers.split(",")):  # checked against the encoder once loaded
-        p.error(f"--out-layers must be 'last', 'multilevel' or block indices like 17,19,21,23, got {args.out_layers!r}")
-    return args
+    epochs: int = setting(20, "training epochs", result=True, group="probe training")
+    batch_size: int = setting(4, "videos per process per micro-batch", result=True, group="probe training")
+    val_batch_size: int | None = setting(None, "default: --batch-size", group="probe training")
+    grad_accum: int | None = setting(None, "micro-batches per optimizer step (default: what reproduces the preset's "
+                                     "global batch on this process count and --batch-size)", result=True,
+                                     group="probe training")  # fmt: skip
+    global_batch: int | None = setting(256, result=True, flag=False)  # the protocol's, see PRESETS
+    lrs: tuple[float, ...] = setting((0.005, 0.003, 0.001, 0.0003, 0.0001), "learning rates of the grid", result=True,
+                                     group="probe training")  # fmt: skip
+    wds: tuple[float, ...] = setting((0.01, 0.1, 0.4, 0.8), "weight decays of the grid", result=True, group="probe training")
+    warmup_epochs: float = setting(0.0, "linear warmup", result=True, group="probe training")
+    wd_exclude_bias_norm: bool = setting(False, "no weight decay on biases, norms and the query token (V-JEPA 2 decays "
+                                         "all)", result=True, group="probe training")  # fmt: skip
+    probe_depth: int = setting(4, "attentive probe blocks", result=True, group="probe training")
+    probe_heads: int = setting(16, "attention heads of the probe", result=True, group="probe training")
+    out_layers: str = setting("last", probing.OUT_LAYERS_HELP, result=True, group="probe training")
+    activation_checkpointing: bool | None = setting(None, "keep only each probe block's input for backward and recompute "
+                                                    "the rest (about 1/3 more probe compute); default: on when one "
+                                                    "head's training graph would exceed "
+                                                    f"{probing.CHECKPOINTING_THRESHOLD_BYTES / 2**30:g} GiB",
+                                                    group="probe training")  # fmt: skip
+    cache_features: bool | None = setting(None, "encode each split once (deterministic train clips, 1 view) and train "
+                                          "from the cache (default: off)", result=True, group="probe training")  # fmt: skip
+    feature_cache_dir: str | None = setting(None, "default: OUTPUT_DIR/features", group="probe training")
+    auto_augment: bool = setting(VJEPA2_K400_TRAIN["auto_augment"], "RandAugment (rand-m7-n4-mstd0.5-inc1, one draw per "
+                                 "clip) on training clips; no effect with --cache-features", result=True,
+                                 group="probe training")  # fmt: skip
+    erase_prob: float = setting(VJEPA2_K400_TRAIN["erase_prob"], "random erasing probability of a training clip, one box "
+                                "through all frames; no effect with --cache-features", result=True,
+                                group="probe training")  # fmt: skip
 
+    save_all_heads: bool = setting(False, "also write probe_heads.safetensors (every head)", group="outputs")
+    save_classifier: str | None = setting(None, "write the best head + encoder as a VJEPA2AreaForVideoClassification repo "
+                                          "folder", group="outputs")  # fmt: skip
+    push_to_hub: str | None = setting(None, "push that classifier (token: HF_TOKEN or `hf auth login`)", metavar="ORG/NAME",
+                                      group="outputs")  # fmt: skip
+    hub_private: bool = setting(False, "make the pushed repo private", group="outputs")
+    demo: bool = setting(False, flag=False)  # no --train-csv: the built-in demo
 
-def preset_value(preset: str, field: str):
-    return PRESETS[preset][PRESET_FIELDS.index(field)]
+    @classmethod
+    def choose_preset(cls, given: dict) -> str | None:
+        if given.get("train_csv") is None and given.get("preset", "demo") != "demo":
+            raise UsageError("--preset needs --train-csv and --val-csv (without them the script runs its built-in demo)")
+        return given.get("preset", "k400" if given.get("train_csv") else "demo")
 
-
-def resolve_out_layers(args, config: VJEPA2AreaConfig) -> list[int] | None:
-    """The blocks the probe reads (None: the last block's tokens), for `--out-layers` and this encoder."""
-    try:
-        return probing.resolve_out_layers(args.out_layers, config)
-    except ValueError as error:
-        raise SystemExit(f"error: --out-layers {args.out_layers}: {error}") from None
-
-
-def autocast_dtype(args, device: torch.device) -> torch.dtype | None:
-    choice = args.encoder_dtype
-    if choice == "auto":
-        choice = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def run_config(args) -> dict:
-    config = {k: v for k, v in vars(args).items()}
-    for key in ("train_csv", "val_csv"):
-        if config[key]:
-            config[key] = str(Path(config[key]).resolve())
-    return config
-
-
-def check_output_dir(args) -> Path | None:
-    """The run's output dir (and --save-classifier's folder) checked before anything slow (the encoder) or
-    destructive. Returns the checkpoint to resume."""
-    checkpoint = runs.check_output_dir(args.output_dir, resume=args.resume, overwrite=args.overwrite, config=run_config(args),
-                                       compared_keys=RESULT_KEYS, **RUN_FOLDER, **CHECKPOINTS)  # fmt: skip
-    classifier = Path(args.save_classifier) if args.save_classifier else None
-    if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
-        raise SystemExit(f"error: --save-classifier {classifier} is not empty; pass --overwrite to replace it")
-    return checkpoint
-
-
-def class_names_for(args, num_classes: int) -> list[str]:
-    candidates = [Path(args.class_names)] if args.class_names else []
-    if not args.class_names:
-        train = Path(args.train_csv)
-        candidates = [train.with_name(f"{train.stem}_classes.txt"), train.with_name("classes.txt")]
-    for path in candidates:
-        if path.is_file():
-            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if len(names) < num_classes:
-                raise SystemExit(f"error: {path} names {len(names)} classes but the manifests use labels up to {num_classes - 1}")
-            return names
-        if args.class_names:
-            raise SystemExit(f"error: --class-names {path} does not exist")
-    return [f"class_{i}" for i in range(num_classes)]
-
-
-def make_demo_data(args):
-    """The demo's videos and manifests (reused when already there with the same arguments)."""
-    try:
-        return make_synthetic_video_dataset(args.demo_data_root, num_classes=args.demo_classes,
-                                            videos_per_class=args.demo_videos_per_class,
-                                            frames=DEMO_VIDEOS["frames"], size=DEMO_VIDEOS["size"])  # fmt: skip
-    except FileExistsError as error:
-        raise SystemExit(f"error: {error}; pass another --demo-data-root (or leave it out: the default depends on "
-                         "--demo-classes and --demo-videos-per-class)") from None  # fmt: skip
-    except ValueError as error:
-        raise SystemExit(f"error: demo data: {error} (--demo-classes / --demo-videos-per-class)") from None
+    def complete(self, given: set[str]) -> None:
+        super().complete(given)
+        self.demo = self.train_csv is None
+        if self.demo and self.val_csv:
+            raise UsageError("--val-csv needs --train-csv")
+        if not self.demo and not self.val_csv:
+            raise UsageError("--train-csv needs --val-csv")
+        if not self.demo and self.model is None:
+            raise UsageError("--train-csv needs --model (a Hub id, folder or timm name; 'demo' for the built-in encoder)")
+        self.model = self.model or "demo"
+        # one folder per data set: changing its size never meets the old one
+        self.demo_data_root = self.demo_data_root or demo_data_root(self.demo_classes, self.demo_videos_per_class)
+        self.output_dir = self.output_dir or f"outputs/{self.preset}_probe"
+        self.cache_features = bool(self.cache_features)
+        self.num_workers = runs.resolve_num_workers(0 if self.demo and self.num_workers is None else self.num_workers)
+        self.val_batch_size = self.val_batch_size or self.batch_size
+        for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
+                     "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+        if not 0.0 <= self.erase_prob <= 1.0:
+            raise UsageError("--erase-prob must be in [0, 1]")
+        if self.push_to_hub and self.push_to_hub.count("/") != 1:
+            raise UsageError("--push-to-hub needs ORG/NAME")
+        if self.out_layers not in ("last", "multilevel") and not all(v.strip().isdigit() for v in self.out_layers.split(",")):
+            raise UsageError(f"--out-layers must be 'last', 'multilevel' or block indices like 17,19,21,23, got {self.out_layers!r}")
 
 
 def read_manifest_or_exit(flag: str, path: str) -> list:
@@ -279,56 +186,77 @@ def read_manifest_or_exit(flag: str, path: str) -> list:
     try:
         return read_manifest(path)
     except FileNotFoundError:
-        raise SystemExit(f"error: {flag} {path}: no such file") from None
+        raise UsageError(f"{flag} {path}: no such file") from None
     except IsADirectoryError:
-        raise SystemExit(f"error: {flag} {path} is a folder; pass the manifest file ('path label' per line)") from None
+        raise UsageError(f"{flag} {path} is a folder; pass the manifest file ('path label' per line)") from None
     except (ValueError, UnicodeDecodeError) as error:
-        raise SystemExit(f"error: {flag}: {error}") from None
+        raise UsageError(f"{flag}: {error}") from None
 
 
-def gather_skipped(local: list, named: runs.SkippedFiles) -> dict[int, str]:
-    """Every process's skipped (index, path); `named` names each file once in the log."""
-    return {item.index: item.path for item in named.add(SkippedSample(int(i), path, "") for i, path in local)}
+def read_inputs(args: ProbeSettings, accelerator) -> list[str]:
+    """The class names, after checking the manifests (generating the demo's videos first): bad input fails
+    here, before an output dir is touched."""
+    if args.demo:
+        with accelerator.main_process_first():
+            try:
+                demo = make_synthetic_video_dataset(args.demo_data_root, num_classes=args.demo_classes,
+                                                    videos_per_class=args.demo_videos_per_class,
+                                                    frames=DEMO_VIDEOS["frames"], size=DEMO_VIDEOS["size"])  # fmt: skip
+            except FileExistsError as error:
+                raise UsageError(f"{error}; pass another --demo-data-root (or leave it out: the default depends on "
+                                 "--demo-classes and --demo-videos-per-class)") from None  # fmt: skip
+            except ValueError as error:
+                raise UsageError(f"demo data: {error} (--demo-classes / --demo-videos-per-class)") from None
+        args.train_csv, args.val_csv = str(demo.train_manifest), str(demo.val_manifest)
+    entries = read_manifest_or_exit("--train-csv", args.train_csv) + read_manifest_or_exit("--val-csv", args.val_csv)
+    num_classes = max(e.label for e in entries) + 1
+    if args.demo:
+        return list(demo.class_names)
+    train = Path(args.train_csv)
+    for path in [Path(args.class_names)] if args.class_names else [train.with_name(f"{train.stem}_classes.txt"),
+                                                                     train.with_name("classes.txt")]:  # fmt: skip
+        if path.is_file():
+            names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if len(names) < num_classes:
+                raise UsageError(f"{path} names {len(names)} classes but the manifests use labels up to {num_classes - 1}")
+            return names
+        if args.class_names:
+            raise UsageError(f"--class-names {path} does not exist")
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+def video_datasets(args: ProbeSettings) -> tuple[VideoClipDataset, VideoClipDataset]:
+    """Training clips (V-JEPA 2's augmentation, or deterministic centre views to cache) and eval clips."""
+    clips = dict(frames_per_clip=args.frames, frame_step=args.frame_step, num_segments=args.segments,
+                 crop_size=args.resolution, min_frames=args.min_frames, backend=args.video_backend)  # fmt: skip
+    if args.cache_features:
+        train = VideoClipDataset(args.train_csv, train=False, num_views=1, **clips)
+    else:
+        augment = {**VJEPA2_K400_TRAIN, "auto_augment": args.auto_augment, "erase_prob": args.erase_prob}
+        train = VideoClipDataset(args.train_csv, train=True, num_views=1, transform=TrainTransform(args.resolution, **augment), **clips)
+    val = VideoClipDataset(args.val_csv, train=False, num_views=args.views, transform=EvalTransform(args.resolution, args.views), **clips)
+    return train, val
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    started = time.time()
-    out = Path(args.output_dir)
-    report_to = runs.resolve_report_to(args.report_to)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=report_to,
-        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
-        # Heads train one at a time (probing.backward_per_head): every DDP pass leaves the others unused.
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)],
-    )
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # accelerate's per-file save logs stay quiet
-    for name in ("k400_probe", "hf_vjepa_area"):
-        logging.getLogger(name).setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
-    progress = accelerator.is_main_process and not args.no_progress
-    device = accelerator.device
-    world = accelerator.num_processes
-    # Inputs first (demo videos, manifests, class list, encoder): a typo must fail before an existing
-    # output dir is replaced or a new one is started.
-    if args.demo:
-        with accelerator.main_process_first():
-            demo = make_demo_data(args)
-        args.train_csv, args.val_csv = str(demo.train_manifest), str(demo.val_manifest)
-        class_names = list(demo.class_names)
-    train_entries, val_entries = read_manifest_or_exit("--train-csv", args.train_csv), read_manifest_or_exit("--val-csv", args.val_csv)
-    num_classes = max(e.label for e in train_entries + val_entries) + 1
-    if not args.demo:
-        class_names = class_names_for(args, num_classes)
-    num_classes = max(num_classes, len(class_names))
+    args = ProbeSettings.parse(argv, __doc__)
+    # Heads train one at a time (probing.backward_per_head): every DDP pass leaves the others unused.
+    run = runs.Run(args, script="k400_probe", outputs=OUTPUTS, **CHECKPOINTS, kwargs_handlers=[
+        DistributedDataParallelKwargs(find_unused_parameters=True, gradient_as_bucket_view=True)])  # fmt: skip
+    accelerator, device, world = run.accelerator, run.device, run.world
+    progress = run.is_main and not args.no_progress
+    class_names = read_inputs(args, accelerator)
+    num_classes = len(class_names)
     try:
-        batching = probing.resolve_batching(args.preset, preset_value(args.preset, "global_batch"), args.batch_size, world,
-                                            args.grad_accum)  # fmt: skip
+        batching = probing.resolve_batching(args.preset, args.global_batch, args.batch_size, world, args.grad_accum)
     except ValueError as error:
-        raise SystemExit(f"error: {error}") from None
-    checkpoint = check_output_dir(args)
+        raise UsageError(str(error)) from None
+    run.check_output_dir()
+    classifier = Path(args.save_classifier) if args.save_classifier else None
+    if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
+        raise UsageError(f"--save-classifier {classifier} is not empty; pass --overwrite to replace it")
 
-    # ---- frozen encoder ---------------------------------------------------------------------
+    # ---- frozen encoder, data -----------------------------------------------------------------
     with accelerator.main_process_first():
         try:
             encoder = probing.load_encoder(
@@ -337,62 +265,46 @@ def main(argv=None) -> int:
             )  # fmt: skip
         except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
             raise SystemExit(f"error: --model {args.model}: {error}") from None
-    out_layers = resolve_out_layers(args, encoder.config)
-    runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume, config=run_config(args),
-                          **RUN_FOLDER)
+    try:
+        out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
+    except ValueError as error:
+        raise UsageError(f"--out-layers {args.out_layers}: {error}") from None
+    run.start_output_dir()
     encoder.to(device)
-    enc_dtype = autocast_dtype(args, device)
     dim = encoder.config.embed_dim
     n_tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution, out_layers)
-    encode = dict(autocast_dtype=enc_dtype, chunk_size=args.encoder_chunk, out_layers=out_layers)
-
-    clip_args = dict(frames_per_clip=args.frames, frame_step=args.frame_step, num_segments=args.segments,
-                     crop_size=args.resolution, min_frames=args.min_frames, backend=args.video_backend)  # fmt: skip
-    if args.cache_features:  # deterministic clips for training too: one centre view per segment
-        train_videos = VideoClipDataset(args.train_csv, train=False, num_views=1, **clip_args)
-    else:  # V-JEPA 2's training clips: crop scale 0.08-1, no flip; RandAugment and random erasing per the flags
-        transform = TrainTransform(args.resolution, scale=(0.08, 1.0), horizontal_flip=False,
-                                   auto_augment=args.auto_augment, erase_prob=args.erase_prob)  # fmt: skip
-        train_videos = VideoClipDataset(args.train_csv, train=True, num_views=1, transform=transform, **clip_args)
-    val_videos = VideoClipDataset(args.val_csv, train=False, num_views=args.views,
-                                  transform=EvalTransform(args.resolution, args.views), **clip_args)  # fmt: skip
-
-    seeded = None
+    encode = dict(autocast_dtype=runs.autocast_dtype(args.encoder_dtype), chunk_size=args.encoder_chunk, out_layers=out_layers)
+    train_videos, val_videos = video_datasets(args)
+    named = runs.SkippedFiles(accelerator)
     if args.cache_features:
-        cache_dir = Path(args.feature_cache_dir or out / "features")
         cache = dict(encoder=encoder, accelerator=accelerator, model=args.model, crop_size=args.resolution,
-                     batch_size=args.val_batch_size, num_workers=args.num_workers, progress=progress, **encode)  # fmt: skip
-        train_cache = probing.cached_split(cache_dir / "train.safetensors", dataset=train_videos, num_views=1, **cache)
-        val_cache = probing.cached_split(cache_dir / "val.safetensors", dataset=val_videos, num_views=args.views, **cache)
-        train_set = probing.FeatureDataset(train_cache["features"], train_cache["labels"], train_cache["indices"])
-        val_set = probing.FeatureDataset(val_cache["features"], val_cache["labels"], val_cache["indices"])
-        skipped = {"train": dict(train_cache["skipped"]), "val": dict(val_cache["skipped"])}
-        named = runs.SkippedFiles(accelerator)
-        named.add(sorted({path for split in skipped.values() for path in split.values()}) if accelerator.is_main_process else [])
+                     batch_size=args.val_batch_size, num_workers=run.num_workers, progress=progress, **encode)  # fmt: skip
+        cache_dir = Path(args.feature_cache_dir or run.out / "features")
+        splits = {"train": probing.cached_split(cache_dir / "train.safetensors", dataset=train_videos, num_views=1, **cache),
+                  "val": probing.cached_split(cache_dir / "val.safetensors", dataset=val_videos, num_views=args.views, **cache)}  # fmt: skip
+        train_set, val_set = (probing.FeatureDataset(s["features"], s["labels"], s["indices"]) for s in splits.values())
+        skipped = {split: dict(data["skipped"]) for split, data in splits.items()}
+        named.add(sorted({path for split in skipped.values() for path in split.values()}) if run.is_main else [])
         loader_args = dict(collate_fn=probing.collate_features)
     else:
-        seeded = train_set = probing.SeededSamples(train_videos, args.seed)
-        val_set = val_videos
+        train_set, val_set = probing.SeededSamples(train_videos, args.seed), val_videos
         skipped = {"train": {}, "val": {}}
-        named = runs.SkippedFiles(accelerator)
-        loader_args = dict(collate_fn=probing.collate_probe_batch, num_workers=args.num_workers)
+        loader_args = dict(collate_fn=collate_skip_none, num_workers=run.num_workers)
     if len(train_set) == 0 or len(val_set) == 0:
-        raise SystemExit(f"error: no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
-    # Our sampler, not accelerate's sharding: global batches split across processes without padding
-    # (GlobalBatchSampler), so every step trains on the same samples for any process count.
+        raise UsageError(f"no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
+    # Our sampler, not accelerate's sharding: global batches split across processes without padding, so every
+    # step trains on the same samples for any process count.
     shard = dict(rank=accelerator.process_index, num_replicas=world)
     train_sampler = GlobalBatchSampler(len(train_set), args.batch_size, shuffle=True, seed=args.seed, **shard)
-    val_sampler = GlobalBatchSampler(len(val_set), args.val_batch_size, **shard)
     train_loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
-    val_loader = DataLoader(val_set, batch_sampler=val_sampler, **loader_args)
+    val_loader = DataLoader(val_set, batch_sampler=GlobalBatchSampler(len(val_set), args.val_batch_size, **shard), **loader_args)
 
     # ---- probe, optimizer, schedule -----------------------------------------------------------
     set_seed(args.seed)  # the heads' init does not depend on anything above
     specs = probing.hparam_grid(args.lrs, args.wds)
-    token_channels = args.batch_size * n_tokens * dim  # one training view per video
     checkpointing = args.activation_checkpointing
-    if checkpointing is None:
-        checkpointing = probing.head_activation_bytes(token_channels, args.probe_depth) > probing.CHECKPOINTING_THRESHOLD_BYTES
+    if checkpointing is None:  # one training view per video
+        checkpointing = probing.head_activation_bytes(args.batch_size * n_tokens * dim, args.probe_depth) > probing.CHECKPOINTING_THRESHOLD_BYTES
     probe = probing.MultiHeadProbe(dim, num_classes, specs, num_heads=args.probe_heads, depth=args.probe_depth,
                                    activation_checkpointing=checkpointing)  # fmt: skip
     optimizer = probing.build_optimizer(probe, exclude_bias_and_norm=args.wd_exclude_bias_norm)
@@ -400,130 +312,75 @@ def main(argv=None) -> int:
     scheduler = probing.build_scheduler(optimizer, args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch))
     probe, optimizer = accelerator.prepare(probe, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
-
-    history = {key: [] for key in ("train_loss", "train_top1", "val_loss", "val_top1", "num_train", "num_val")}
-    start_epoch = 0
-    if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        state = runs.read_checkpoint_state(checkpoint, CHECKPOINTS["state_file"])
-        start_epoch, history = state["epoch"], state["history"]
-        started -= state.get("elapsed_s", 0.0)  # wall time counts the interrupted part too
-        for split in skipped:
-            skipped[split].update({int(k): v for k, v in state["skipped"][split].items()})
-            named.counts.update({path: 1 for path in skipped[split].values()})
-        if state.get("num_processes") != world:
-            logger.warning("resuming a %s-process run on %d processes: float sums may differ in the last bits",
-                           state.get("num_processes"), world)  # fmt: skip
-        accelerator.print(f"resumed from {checkpoint} (epoch {start_epoch} of {args.epochs})")
-    if report_to:
-        hparams = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in run_config(args).items()}
-        accelerator.init_trackers("k400_probe", config=hparams)
+    state = run.resume() or dict(epoch=0, history={})
+    for split in skipped:
+        skipped[split].update({int(k): v for k, v in state.get("skipped", {}).get(split, {}).items()})
+        named.counts.update({path: 1 for path in skipped[split].values()})
+    run.init_trackers()
 
     accelerator.print(
-        f"probe: {len(specs)} heads ({probe_summary(args)}) on {dim}-dim tokens [{args.views} views x {n_tokens}] "
-        f"of {'the last block' if out_layers is None else f'blocks {out_layers}'}; "
-        f"{len(train_set)} train / {len(val_set)} val videos, {num_classes} classes; {world} process(es), "
+        f"probe: {len(specs)} heads (lr {list(args.lrs)} x wd {list(args.wds)}, depth {args.probe_depth}, {args.probe_heads} "
+        f"attention heads) on {dim}-dim tokens [{args.views} views x {n_tokens}] of "
+        f"{'the last block' if out_layers is None else f'blocks {out_layers}'}; {len(train_set)} train / {len(val_set)} "
+        f"val videos, {num_classes} classes; {world} process(es), "
         f"{probing.batching_line(args.preset, args.batch_size, world, batching)}; encoder {args.model}"
-        f"{' (features cached)' if args.cache_features else ''}"
-        f"{'' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
+        f"{' (features cached)' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
         f"; preset {args.preset}; activation checkpointing {'on' if checkpointing else 'off'}"
     )
-    if device.type == "cpu" and n_tokens >= probing.HEAVY_TOKENS and accelerator.is_main_process and start_epoch < args.epochs:
+    if device.type == "cpu" and n_tokens >= probing.HEAVY_TOKENS and run.is_main and state["epoch"] < args.epochs:
         print(probing.estimate_epoch(encoder, frames=args.frames, resolution=args.resolution, segments=args.segments,
                                      views=args.views, num_heads=len(specs), probe_heads=args.probe_heads,
                                      probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
                                      checkpointing=checkpointing, num_train=len(train_set), num_val=len(val_set),
                                      world=world), flush=True)  # fmt: skip
 
-    def tokens_of(views: int):
-        def tokens(batch):
-            if "features" in batch:
-                return None if batch["features"] is None else batch["features"].to(device)
-            if batch["clips"] is None:
-                return None
-            return probing.encode_clips(encoder, batch["clips"].to(device), args.segments, views, **encode)
-
-        return tokens
-
-    def gathered(records):
-        return probing.summarize_records(probing.gather_records(records))
-
     # ---- epochs -------------------------------------------------------------------------------
-    for epoch in range(start_epoch, args.epochs):
+    history = state["history"]
+    for epoch in range(state["epoch"], args.epochs):
         train_sampler.set_epoch(epoch)
-        if seeded is not None:
-            seeded.set_epoch(epoch)
+        if not args.cache_features:
+            train_set.set_epoch(epoch)
         name = f"epoch {epoch + 1}/{args.epochs}"
-        records, local_skipped = probing.train_one_epoch(
-            accelerator, probe, optimizer, scheduler, train_loader, tokens_of(1), empty_tokens_shape=(1, n_tokens, dim),
-            grad_accum=batching["grad_accum"], progress=progress, desc=f"{name} train",
+        records, local = probing.train_one_epoch(
+            accelerator, probe, optimizer, scheduler, train_loader, probing.batch_tokens(encoder, device, args.segments, 1, **encode),
+            empty_tokens_shape=(1, n_tokens, dim), grad_accum=batching["grad_accum"], progress=progress, desc=f"{name} train",
         )  # fmt: skip
-        train = gathered(records)
-        skipped["train"].update(gather_skipped(local_skipped, named))
-        records, local_skipped = probing.evaluate(accelerator, probe, val_loader, tokens_of(args.views),
-                                                  progress=progress, desc=f"{name} val")  # fmt: skip
-        val = gathered(records)
-        skipped["val"].update(gather_skipped(local_skipped, named))
+        train = probing.summarize_records(probing.gather_records(records))
+        skipped["train"].update({item.index: item.path for item in named.add(local)})
+        records, local = probing.evaluate(accelerator, probe, val_loader, probing.batch_tokens(encoder, device, args.segments, args.views, **encode),
+                                          progress=progress, desc=f"{name} val")  # fmt: skip
+        val = probing.summarize_records(probing.gather_records(records))
+        skipped["val"].update({item.index: item.path for item in named.add(local)})
         for split, summary in (("train", train), ("val", val)):  # the same on every rank: records are gathered
             if summary["num_samples"] == 0:
-                examples = sorted(set(skipped[split].values()))[:3]
-                raise SystemExit(
-                    f"error: epoch {epoch + 1}: not one {split} video could be read ({len(skipped[split])} skipped, "
-                    f"e.g. {examples}); see the warnings above, fix the paths in {getattr(args, f'{split}_csv')} "
-                    "or the files, and run again"
-                )
-
-        history["train_loss"].append(train["loss"])
-        history["train_top1"].append(train["top1"])
-        history["val_loss"].append(val["loss"])
-        history["val_top1"].append(val["top1"])
-        history["num_train"].append(train["num_samples"])
-        history["num_val"].append(val["num_samples"])
-        best = max(range(len(specs)), key=lambda h: val["top1"][h])
-        accelerator.print(
-            f"epoch {epoch + 1}/{args.epochs}: best head {specs[best].name}: val top-1 {val['top1'][best]:.2f}%, "
-            f"train loss {train['loss'][best]:.4f}; skipped videos "
-            f"{len(skipped['train'])} train, {len(skipped['val'])} val"
-        )
-        if report_to:
-            logs = {f"val_top1/{s.name}": val["top1"][h] for h, s in enumerate(specs)}
-            logs.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
-            logs.update({"val_top1/best": val["top1"][best], "skipped_videos": len(skipped["train"]) + len(skipped["val"])})
-            accelerator.log(logs, step=epoch + 1)
-        state = dict(epoch=epoch + 1, history=history, skipped=skipped, config=run_config(args), num_processes=world,
-                     elapsed_s=time.time() - started)  # fmt: skip
-        runs.save_checkpoint(accelerator, out / "checkpoints", epoch + 1, state, keep=args.keep_checkpoints, **CHECKPOINTS)
+                raise UsageError(
+                    f"epoch {epoch + 1}: not one {split} video could be read ({len(skipped[split])} skipped, e.g. "
+                    f"{sorted(set(skipped[split].values()))[:3]}); see the warnings above, fix the paths in "
+                    f"{getattr(args, f'{split}_csv')} or the files, and run again"
+                )  # fmt: skip
+        best = probing.add_epoch(history, train, val)
+        accelerator.print(f"{name}: best head {specs[best].name}: val top-1 {val['top1'][best]:.2f}%, train loss "
+                          f"{train['loss'][best]:.4f}; skipped videos {len(skipped['train'])} train, {len(skipped['val'])} val")  # fmt: skip
+        logs = {f"val_top1/{s.name}": val["top1"][h] for h, s in enumerate(specs)}
+        logs.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
+        run.log({**logs, "val_top1/best": val["top1"][best], "skipped_videos": len(named)}, step=epoch + 1)
+        run.save_checkpoint(epoch + 1, dict(epoch=epoch + 1, history=history, skipped=skipped))
 
     # ---- results ------------------------------------------------------------------------------
-    results = probing.build_results(run_config(args), specs, history, skipped, encoder, class_names, num_classes=num_classes,
-                                    num_train=len(train_videos), num_val=len(val_videos), world=world,
-                                    seconds=time.time() - started, batching=batching, out_layers=out_layers)  # fmt: skip
-    if accelerator.is_main_process:
-        probing.write_probe_outputs(out, results, accelerator.unwrap_model(probe), encoder, class_names,
+    results = probing.build_results(args.to_config(), specs, history, skipped, encoder, class_names, num_classes=num_classes,
+                                    num_train=len(train_videos), num_val=len(val_videos), world=world, seconds=run.elapsed,
+                                    batching=batching, out_layers=out_layers)  # fmt: skip
+    if run.is_main:
+        probing.write_probe_outputs(run.out, results, accelerator.unwrap_model(probe), encoder, class_names,
                                     all_heads=args.save_all_heads, classifier_folder=args.save_classifier,
                                     push_to_hub=args.push_to_hub, hub_private=args.hub_private, frames=args.frames,
                                     resolution=args.resolution)  # fmt: skip
         best = results["best_head"]
-        print(
-            f"\nbest head {best['name']}: val top-1 {best['val_top1']:.2f}% (chance {100 / num_classes:.1f}%), "
-            f"{results['skipped_videos']['total']} video(s) skipped; {time.time() - started:.0f} s. "
-            f"Results in {out}/results.json"
-        )
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        print(f"\nbest head {best['name']}: val top-1 {best['val_top1']:.2f}% (chance {100 / num_classes:.1f}%), "
+              f"{results['skipped_videos']['total']} video(s) skipped; {run.elapsed:.0f} s. Results in {run.out}/results.json")  # fmt: skip
+    run.finish()
     return 0
 
 
-def probe_summary(args) -> str:
-    return f"lr {args.lrs} x wd {args.wds}, depth {args.probe_depth}, {args.probe_heads} attention heads"
-
-
-
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except SystemExit as exit:  # a user error ("error: ..."): the message, exit status 2, no traceback
-        if isinstance(exit.code, str):
-            print(exit.code, file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+    raise SystemExit(runs.main(main))

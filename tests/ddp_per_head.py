@@ -30,7 +30,7 @@ gen = torch.Generator().manual_seed(1)
 features, labels = torch.randn(12, 1, 10, 24, generator=gen), torch.randint(0, 3, (12,), generator=gen)
 sampler = GlobalBatchSampler(12, 2 // accelerator.num_processes, rank=accelerator.process_index,
                              num_replicas=accelerator.num_processes)  # fmt: skip
-batches = [{"features": features[i], "labels": labels[i], "indices": torch.tensor(i), "skipped_indices": [],
+batches = [{"features": features[i], "labels": labels[i], "indices": torch.tensor(i), "skipped_samples": [],
             "skipped_paths": []} for i in sampler]  # fmt: skip
 probing.train_one_epoch(accelerator, probe, optimizer, scheduler, batches, lambda b: b["features"],
                         empty_tokens_shape=(1, 10, 24), grad_accum=2)  # fmt: skip

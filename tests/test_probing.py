@@ -10,6 +10,7 @@ import torch
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area import probing
+from hf_vjepa_area.data import SkippedSample
 from hf_vjepa_area.data.sampling import item_generator
 from tests.numerics import FLOAT32_RTOL, approx, assert_differs, assert_matches
 
@@ -337,7 +338,7 @@ def _batches(features, labels, sizes, skipped_at=()):
         kept = [i for i in idx if i not in skipped_at]
         batches.append({
             "features": features[kept] if kept else None, "labels": labels[kept], "indices": torch.tensor(kept, dtype=torch.long),
-            "skipped_indices": [i for i in idx if i in skipped_at], "skipped_paths": [f"v{i}" for i in idx if i in skipped_at],
+            "skipped_samples": [SkippedSample(i, f"v{i}", "unreadable") for i in idx if i in skipped_at],
         })  # fmt: skip
         start += size
     return batches
@@ -367,7 +368,8 @@ def test_train_step_is_the_exact_mean_over_the_step_samples(accelerator):
     for a, b in zip(big.parameters(), small.parameters()):
         assert_matches(a, b)
     assert big_records["indices"].tolist() == small_records["indices"].tolist() == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11]
-    assert sorted(big_skipped) == sorted(small_skipped) == [(4, "v4"), (5, "v5")]
+    assert sorted((s.index, s.path) for s in big_skipped) == sorted((s.index, s.path) for s in small_skipped) == [
+        (4, "v4"), (5, "v5")]
     plain, _, _ = _train(accelerator, _batches(features, labels, [2, 3, 1, 3, 3], skipped), 1)
     assert_differs(plain.heads[0].linear.weight, big.heads[0].linear.weight)  # the check has teeth
 

@@ -45,7 +45,6 @@ from .loop import (
     SeededSamples,
     _check_per_head_ddp,  # noqa: F401  (tested directly)
     backward_per_head,
-    collate_probe_batch,
     evaluate,
     train_one_epoch,
 )
@@ -70,6 +69,7 @@ from .publish import (
 )
 from .report import (
     HEAVY_TOKENS,
+    add_epoch,
     batching_line,
     build_results,
     describe_encoder,
@@ -79,6 +79,7 @@ from .report import (
 from .tokens import (
     ENCODER_CHUNK,
     OUT_LAYERS_HELP,
+    batch_tokens,
     encode_clips,
     encoder_fingerprint,
     group_views,
@@ -100,8 +101,10 @@ __all__ = [
     "SeededSamples",
     "WarmupCosine",
     "accuracy_svg",
+    "add_epoch",
     "add_records",
     "backward_per_head",
+    "batch_tokens",
     "batching_line",
     "build_classifier",
     "build_demo_encoder",
@@ -112,7 +115,6 @@ __all__ = [
     "cached_split",
     "classifier_model_card",
     "collate_features",
-    "collate_probe_batch",
     "data_signature",
     "dedupe_records",
     "describe_encoder",

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._files import write_atomically
-from .loop import collate_probe_batch
+from ..data import collate_skip_none
 from .tokens import ENCODER_CHUNK, encode_clips, encoder_fingerprint, tokens_per_clip
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def collate_features(batch: list) -> dict:
         "indices": torch.tensor([index for _, _, index in batch], dtype=torch.long),
         "skipped": 0,
         "skipped_paths": [],
-        "skipped_indices": [],
+        "skipped_samples": [],
     }
 
 
@@ -76,10 +76,10 @@ def extract_features(
     )
 
     subset = Subset(dataset, list(range(len(dataset)) if indices is None else indices))
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_probe_batch)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skip_none)
     features, labels, kept, skipped = [], [], [], []
     for batch in tqdm(loader, desc=desc, disable=not progress):
-        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        skipped += [(item.index, item.path) for item in batch["skipped_samples"]]
         if batch["clips"] is None:
             continue
         tokens = encode_clips(encoder, batch["clips"].to(device), num_segments, num_views,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import SkippedSample, collate_skip_none, item_seed
+from ..data import item_seed
 from .heads import per_sample_loss
 from .metrics import add_records, new_records, stack_records
 
@@ -39,13 +39,6 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item_seed(self.seed, self.epoch, index))
             return self.dataset[index]
-
-
-def collate_probe_batch(batch: list) -> dict:
-    """`collate_skip_none` plus the dataset indices of the skipped items (`skipped_indices`)."""
-    out = collate_skip_none(batch)
-    out["skipped_indices"] = [item.index for item in batch if isinstance(item, SkippedSample)]
-    return out
 
 
 def _check_per_head_ddp(probe: nn.Module) -> None:
@@ -102,7 +95,8 @@ def train_one_epoch(
     empty runs the heads on zeros with a zero loss so DDP's collectives still match. Heads train one at
     a time (`backward_per_head`); gradients are reduced once per optimizer step.
 
-    Returns this process's per-sample records (`new_records` layout) and its skipped (index, path).
+    Returns this process's per-sample records (`new_records` layout) and its skipped videos (the batches'
+    `skipped_samples`, `data.SkippedSample`s).
     """
     from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
@@ -113,7 +107,7 @@ def train_one_epoch(
     window = 0
     num_batches = len(loader)
     for step, batch in enumerate(tqdm(loader, desc=desc, disable=not progress)):
-        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        skipped += batch["skipped_samples"]
         tokens = tokens_of(batch)
         labels = batch["labels"].to(device)
         last = (step + 1) % grad_accum == 0 or step + 1 == num_batches
@@ -151,13 +145,13 @@ def evaluate(
     desc: str = "val",
 ) -> tuple[dict[str, torch.Tensor], list]:
     """Per-sample predictions (softmax averaged over views) and losses of every head on this process's
-    share of `loader`; returns the records and the skipped (index, path)."""
+    share of `loader`; returns the records and the skipped videos (`data.SkippedSample`s)."""
     from tqdm import tqdm  # not tqdm.auto: its asyncio class calls iter() in __init__, a second DataLoader iterator (twice the workers)
 
     model = accelerator.unwrap_model(probe).eval()
     records, skipped = new_records(), []
     for batch in tqdm(loader, desc=desc, disable=not progress):
-        skipped += list(zip(batch["skipped_indices"], batch["skipped_paths"]))
+        skipped += batch["skipped_samples"]
         tokens = tokens_of(batch)
         if tokens is None:
             continue

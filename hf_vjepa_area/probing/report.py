@@ -87,6 +87,16 @@ def estimate_epoch(encoder: nn.Module, *, frames: int, resolution: int, segments
             f"{num_heads} heads over {tokens} tokens per view dominate: fewer --segments/--frames or a GPU cut it)")
 
 
+def add_epoch(history: dict[str, list], train: dict, val: dict) -> int:
+    """Append an epoch's train and val summaries (`summarize_records`) to `history` (an empty dict to
+    start); returns the head with the best val top-1."""
+    for split, summary in (("train", train), ("val", val)):
+        history.setdefault(f"{split}_loss", []).append(summary["loss"])
+        history.setdefault(f"{split}_top1", []).append(summary["top1"])
+        history.setdefault(f"num_{split}", []).append(summary["num_samples"])
+    return max(range(len(val["top1"])), key=lambda h: val["top1"][h])
+
+
 def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
     """What results.json records about the encoder."""
     config = encoder.config

@@ -88,3 +88,21 @@ def encode_clips(
         with torch.autocast(chunk.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             outputs.append(probe_tokens(encoder, chunk, out_layers).float())
     return group_views(torch.cat(outputs), num_segments, num_views)
+
+
+def batch_tokens(encoder: nn.Module, device: torch.device, num_segments: int, num_views: int, *,
+                 autocast_dtype: torch.dtype | None = None, chunk_size: int | None = ENCODER_CHUNK,
+                 out_layers: Sequence[int] | None = None):  # fmt: skip
+    """The `tokens_of` of `train_one_epoch` / `evaluate`: a loader batch's probe tokens on `device`, the
+    cached `features` as they are or the `clips` through `encode_clips`; None when every video of the
+    batch was skipped."""
+
+    def tokens(batch: dict) -> torch.Tensor | None:
+        if "features" in batch:
+            return None if batch["features"] is None else batch["features"].to(device)
+        if batch["clips"] is None:
+            return None
+        return encode_clips(encoder, batch["clips"].to(device), num_segments, num_views, autocast_dtype=autocast_dtype,
+                            chunk_size=chunk_size, out_layers=out_layers)  # fmt: skip
+
+    return tokens

@@ -228,6 +228,7 @@ def test_saved_classifier_reproduces_the_probe(tiny_set, reference):
 def load_example(name: str):
     spec = importlib.util.spec_from_file_location(name, REPO / "examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -427,27 +428,27 @@ def test_real_videos_at_the_k400_layout_with_a_missing_file(tmp_path):
 def test_presets_follow_vjepa2s_eval_configs_and_options_override_them():
     script = load_example("k400_probe")
     base = ["--model", "demo", "--train-csv", "t.csv", "--val-csv", "v.csv"]
-    k400 = script.parse_args(base)
+    k400 = script.ProbeSettings.parse(base)
     assert (k400.preset, k400.frames, k400.frame_step, k400.segments, k400.views, k400.batch_size) == ("k400", 16, 4, 8, 3, 4)
     assert (len(k400.lrs) * len(k400.wds), k400.epochs, k400.output_dir) == (20, 20, "outputs/k400_probe")
-    diving = script.parse_args([*base, "--preset", "diving48", "--segments", "2"])
+    diving = script.ProbeSettings.parse([*base, "--preset", "diving48", "--segments", "2"])
     assert (diving.frames, diving.frame_step, diving.segments, diving.epochs, diving.batch_size) == (32, 2, 2, 100, 2)
-    assert (diving.lrs, diving.wds) == ([0.001, 0.0003, 0.0001], [0.8])
-    assert script.parse_args([*base, "--preset", "ssv2"]).segments == 2
-    assert script.parse_args([*base, "--preset", "coin"]).batch_size == 2
-    assert script.parse_args([]).preset == "demo"
+    assert (diving.lrs, diving.wds) == ((0.001, 0.0003, 0.0001), (0.8,))
+    assert script.ProbeSettings.parse([*base, "--preset", "ssv2"]).segments == 2
+    assert script.ProbeSettings.parse([*base, "--preset", "coin"]).batch_size == 2
+    assert script.ProbeSettings.parse([]).preset == "demo"
     with pytest.raises(SystemExit):
-        script.parse_args(["--preset", "ssv2"])  # a preset needs manifests
-    assert (k400.out_layers, diving.out_layers, script.parse_args([*base, "--preset", "jester"]).out_layers) == (
+        script.ProbeSettings.parse(["--preset", "ssv2"])  # a preset needs manifests
+    assert (k400.out_layers, diving.out_layers, script.ProbeSettings.parse([*base, "--preset", "jester"]).out_layers) == (
         "last", "multilevel", "multilevel")
-    assert script.parse_args([*base, "--preset", "diving48", "--out-layers", "last"]).out_layers == "last"
+    assert script.ProbeSettings.parse([*base, "--preset", "diving48", "--out-layers", "last"]).out_layers == "last"
 
 
 def test_presets_reproduce_vjepa2s_global_batch_on_any_process_count(tiny_set, tmp_path):
     """Each preset's global batch (probing.resolve_batching turns it into accumulation steps); one that
     --batch-size cannot reach is refused before the output folder is made or the encoder loaded."""
     script = load_example("k400_probe")
-    assert [script.preset_value(name, "global_batch") for name in ("k400", "ssv2", "diving48", "jester", "coin", "demo")] == [
+    assert [script.ProbeSettings.from_preset(name).global_batch for name in script.PRESETS] == [
         256, 256, 128, 128, 128, None]
     args = tiny_args(tiny_set, tmp_path / "run", 3)
     del args[args.index("--grad-accum") : args.index("--grad-accum") + 2]  # the preset's global batch
