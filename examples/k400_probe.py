@@ -60,7 +60,8 @@ PRESETS = {
     "jester": MULTILEVEL,
     "coin": dict(batch_size=2, global_batch=128),
     "demo": dict(frames=8, segments=2, views=1, resolution=64, batch_size=8, global_batch=None, lrs=(0.003, 0.001),
-                 wds=(0.01, 0.1), probe_depth=1, probe_heads=4, cache_features=True, auto_augment=False, erase_prob=0.0),
+                 wds=(0.01, 0.1), probe_depth=1, probe_heads=4, cache_features=True, auto_augment=False, erase_prob=0.0,
+                 num_workers=0),
 }  # fmt: skip
 
 
@@ -167,7 +168,7 @@ class ProbeSettings(runs.RunSettings):
         self.demo_data_root = self.demo_data_root or demo_data_root(self.demo_classes, self.demo_videos_per_class)
         self.output_dir = self.output_dir or f"outputs/{self.preset}_probe"
         self.cache_features = bool(self.cache_features)
-        self.num_workers = runs.resolve_num_workers(0 if self.demo and self.num_workers is None else self.num_workers)
+        self.num_workers = runs.resolve_num_workers(self.num_workers)  # the count used, recorded in the config
         self.val_batch_size = self.val_batch_size or self.batch_size
         for name in ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "val_batch_size",
                      "grad_accum", "probe_depth", "probe_heads"):  # fmt: skip
@@ -194,8 +195,11 @@ def read_manifest_or_exit(flag: str, path: str) -> list:
 
 
 def read_inputs(args: ProbeSettings, accelerator) -> list[str]:
-    """The class names, after checking the manifests (generating the demo's videos first): bad input fails
-    here, before an output dir is touched."""
+    """The class names, after checking the manifests (generating the demo's videos first) and the classifier
+    folder: bad input fails here, before an output dir is touched."""
+    classifier = Path(args.save_classifier) if args.save_classifier else None
+    if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
+        raise UsageError(f"--save-classifier {classifier} is not empty; pass --overwrite to replace it")
     if args.demo:
         with accelerator.main_process_first():
             try:
@@ -238,6 +242,69 @@ def video_datasets(args: ProbeSettings) -> tuple[VideoClipDataset, VideoClipData
     return train, val
 
 
+def probe_data(args: ProbeSettings, run: runs.Run, encoder, encode: dict) -> tuple:
+    """Training and validation sets (seeded video clips, or tokens from the feature cache), their loaders, and
+    the videos the cache skipped (`{split: {index: path}}`), and the manifests' sizes."""
+    train_videos, val_videos = video_datasets(args)
+    if args.cache_features:
+        cache = dict(encoder=encoder, accelerator=run.accelerator, model=args.model, crop_size=args.resolution,
+                     batch_size=args.val_batch_size, num_workers=run.num_workers,
+                     progress=run.is_main and not args.no_progress, **encode)  # fmt: skip
+        folder = Path(args.feature_cache_dir or run.out / "features")
+        splits = {"train": probing.cached_split(folder / "train.safetensors", dataset=train_videos, num_views=1, **cache),
+                  "val": probing.cached_split(folder / "val.safetensors", dataset=val_videos, num_views=args.views, **cache)}  # fmt: skip
+        train_set, val_set = (probing.FeatureDataset(s["features"], s["labels"], s["indices"]) for s in splits.values())
+        skipped = {split: dict(data["skipped"]) for split, data in splits.items()}
+        loader_args = dict(collate_fn=probing.collate_features)
+    else:
+        train_set, val_set = probing.SeededSamples(train_videos, args.seed), val_videos
+        skipped = {"train": {}, "val": {}}
+        loader_args = dict(collate_fn=collate_skip_none, num_workers=run.num_workers)
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise UsageError(f"no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
+    # Our sampler, not accelerate's sharding: global batches split across processes without padding, so every
+    # step trains on the same samples for any process count.
+    shard = dict(rank=run.accelerator.process_index, num_replicas=run.world)
+    train = GlobalBatchSampler(len(train_set), args.batch_size, shuffle=True, seed=args.seed, **shard)
+    val = GlobalBatchSampler(len(val_set), args.val_batch_size, **shard)
+    return (train_set, val_set, DataLoader(train_set, batch_sampler=train, **loader_args),
+            DataLoader(val_set, batch_sampler=val, **loader_args), skipped, (len(train_videos), len(val_videos)))  # fmt: skip
+
+
+def build_probe(args: ProbeSettings, dim: int, num_classes: int, n_tokens: int, steps_per_epoch: int) -> tuple:
+    """The heads of the lr x wd grid (seeded: their init depends on nothing else), one AdamW, the schedule."""
+    set_seed(args.seed)
+    checkpointing = args.activation_checkpointing
+    if checkpointing is None:  # one training view per video
+        checkpointing = probing.head_activation_bytes(args.batch_size * n_tokens * dim, args.probe_depth) > probing.CHECKPOINTING_THRESHOLD_BYTES
+    probe = probing.MultiHeadProbe(dim, num_classes, probing.hparam_grid(args.lrs, args.wds), num_heads=args.probe_heads,
+                                   depth=args.probe_depth, activation_checkpointing=checkpointing)  # fmt: skip
+    optimizer = probing.build_optimizer(probe, exclude_bias_and_norm=args.wd_exclude_bias_norm)
+    total, warmup = args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch)
+    return probe, optimizer, probing.build_scheduler(optimizer, total, warmup)
+
+
+def announce(args: ProbeSettings, run: runs.Run, probe: probing.MultiHeadProbe, encoder, out_layers, n_tokens: int,
+             num_train: int, num_val: int, batching: dict, estimate: bool) -> None:  # fmt: skip
+    """The run's one-line description, and on CPU for a heavy run an estimate of the time per epoch."""
+    dim, num_classes, heads = encoder.config.embed_dim, probe.heads[0].linear.out_features, len(probe.heads)
+    run.accelerator.print(
+        f"probe: {heads} heads (lr {list(args.lrs)} x wd {list(args.wds)}, depth {args.probe_depth}, {args.probe_heads} "
+        f"attention heads) on {dim}-dim tokens [{args.views} views x {n_tokens}] of "
+        f"{'the last block' if out_layers is None else f'blocks {out_layers}'}; {num_train} train / {num_val} "
+        f"val videos, {num_classes} classes; {run.world} process(es), "
+        f"{probing.batching_line(args.preset, args.batch_size, run.world, batching)}; encoder {args.model}"
+        f"{' (features cached)' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
+        f"; preset {args.preset}; activation checkpointing {'on' if probe.activation_checkpointing else 'off'}"
+    )
+    if run.device.type == "cpu" and n_tokens >= probing.HEAVY_TOKENS and run.is_main and estimate:
+        print(probing.estimate_epoch(encoder, frames=args.frames, resolution=args.resolution, segments=args.segments,
+                                     views=args.views, num_heads=heads, probe_heads=args.probe_heads,
+                                     probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
+                                     checkpointing=probe.activation_checkpointing, num_train=num_train, num_val=num_val,
+                                     world=run.world), flush=True)  # fmt: skip
+
+
 def main(argv=None) -> int:
     args = ProbeSettings.parse(argv, __doc__)
     # Heads train one at a time (probing.backward_per_head): every DDP pass leaves the others unused.
@@ -252,9 +319,6 @@ def main(argv=None) -> int:
     except ValueError as error:
         raise UsageError(str(error)) from None
     run.check_output_dir()
-    classifier = Path(args.save_classifier) if args.save_classifier else None
-    if classifier and classifier.is_dir() and any(classifier.iterdir()) and not (args.overwrite or args.resume):
-        raise UsageError(f"--save-classifier {classifier} is not empty; pass --overwrite to replace it")
 
     # ---- frozen encoder, data -----------------------------------------------------------------
     with accelerator.main_process_first():
@@ -274,71 +338,28 @@ def main(argv=None) -> int:
     dim = encoder.config.embed_dim
     n_tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution, out_layers)
     encode = dict(autocast_dtype=runs.autocast_dtype(args.encoder_dtype), chunk_size=args.encoder_chunk, out_layers=out_layers)
-    train_videos, val_videos = video_datasets(args)
-    named = runs.SkippedFiles(accelerator)
-    if args.cache_features:
-        cache = dict(encoder=encoder, accelerator=accelerator, model=args.model, crop_size=args.resolution,
-                     batch_size=args.val_batch_size, num_workers=run.num_workers, progress=progress, **encode)  # fmt: skip
-        cache_dir = Path(args.feature_cache_dir or run.out / "features")
-        splits = {"train": probing.cached_split(cache_dir / "train.safetensors", dataset=train_videos, num_views=1, **cache),
-                  "val": probing.cached_split(cache_dir / "val.safetensors", dataset=val_videos, num_views=args.views, **cache)}  # fmt: skip
-        train_set, val_set = (probing.FeatureDataset(s["features"], s["labels"], s["indices"]) for s in splits.values())
-        skipped = {split: dict(data["skipped"]) for split, data in splits.items()}
-        named.add(sorted({path for split in skipped.values() for path in split.values()}) if run.is_main else [])
-        loader_args = dict(collate_fn=probing.collate_features)
-    else:
-        train_set, val_set = probing.SeededSamples(train_videos, args.seed), val_videos
-        skipped = {"train": {}, "val": {}}
-        loader_args = dict(collate_fn=collate_skip_none, num_workers=run.num_workers)
-    if len(train_set) == 0 or len(val_set) == 0:
-        raise UsageError(f"no usable videos (train {len(train_set)}, val {len(val_set)}); skipped: {skipped}")
-    # Our sampler, not accelerate's sharding: global batches split across processes without padding, so every
-    # step trains on the same samples for any process count.
-    shard = dict(rank=accelerator.process_index, num_replicas=world)
-    train_sampler = GlobalBatchSampler(len(train_set), args.batch_size, shuffle=True, seed=args.seed, **shard)
-    train_loader = DataLoader(train_set, batch_sampler=train_sampler, **loader_args)
-    val_loader = DataLoader(val_set, batch_sampler=GlobalBatchSampler(len(val_set), args.val_batch_size, **shard), **loader_args)
+    train_set, val_set, train_loader, val_loader, skipped, sizes = probe_data(args, run, encoder, encode)
 
-    # ---- probe, optimizer, schedule -----------------------------------------------------------
-    set_seed(args.seed)  # the heads' init does not depend on anything above
-    specs = probing.hparam_grid(args.lrs, args.wds)
-    checkpointing = args.activation_checkpointing
-    if checkpointing is None:  # one training view per video
-        checkpointing = probing.head_activation_bytes(args.batch_size * n_tokens * dim, args.probe_depth) > probing.CHECKPOINTING_THRESHOLD_BYTES
-    probe = probing.MultiHeadProbe(dim, num_classes, specs, num_heads=args.probe_heads, depth=args.probe_depth,
-                                   activation_checkpointing=checkpointing)  # fmt: skip
-    optimizer = probing.build_optimizer(probe, exclude_bias_and_norm=args.wd_exclude_bias_norm)
-    steps_per_epoch = math.ceil(len(train_loader) / batching["grad_accum"])
-    scheduler = probing.build_scheduler(optimizer, args.epochs * steps_per_epoch, round(args.warmup_epochs * steps_per_epoch))
+    probe, optimizer, scheduler = build_probe(args, dim, num_classes, n_tokens, math.ceil(len(train_loader) / batching["grad_accum"]))
     probe, optimizer = accelerator.prepare(probe, optimizer)
     accelerator.register_for_checkpointing(scheduler)  # stepped by us, once per optimizer step
-    state = run.resume() or dict(epoch=0, history={})
-    for split in skipped:
-        skipped[split].update({int(k): v for k, v in state.get("skipped", {}).get(split, {}).items()})
-        named.counts.update({path: 1 for path in skipped[split].values()})
+    state = run.resume() or dict(epoch=0, history={}, skipped={})
+    # Each unreadable video named once in the log: those the feature cache skipped now, the others as met.
+    named = runs.SkippedFiles(accelerator, counts={path: 1 for split in state["skipped"].values() for path in split.values()})
+    named.add(sorted({path for split in skipped.values() for path in split.values()}) if run.is_main else [])
+    for split, recorded in state["skipped"].items():
+        skipped[split].update({int(k): v for k, v in recorded.items()})
     run.init_trackers()
 
-    accelerator.print(
-        f"probe: {len(specs)} heads (lr {list(args.lrs)} x wd {list(args.wds)}, depth {args.probe_depth}, {args.probe_heads} "
-        f"attention heads) on {dim}-dim tokens [{args.views} views x {n_tokens}] of "
-        f"{'the last block' if out_layers is None else f'blocks {out_layers}'}; {len(train_set)} train / {len(val_set)} "
-        f"val videos, {num_classes} classes; {world} process(es), "
-        f"{probing.batching_line(args.preset, args.batch_size, world, batching)}; encoder {args.model}"
-        f"{' (features cached)' if args.cache_features else f'; RandAugment {args.auto_augment}, random erasing p {args.erase_prob:g}'}"
-        f"; preset {args.preset}; activation checkpointing {'on' if checkpointing else 'off'}"
-    )
-    if device.type == "cpu" and n_tokens >= probing.HEAVY_TOKENS and run.is_main and state["epoch"] < args.epochs:
-        print(probing.estimate_epoch(encoder, frames=args.frames, resolution=args.resolution, segments=args.segments,
-                                     views=args.views, num_heads=len(specs), probe_heads=args.probe_heads,
-                                     probe_depth=args.probe_depth, num_classes=num_classes, tokens=n_tokens,
-                                     checkpointing=checkpointing, num_train=len(train_set), num_val=len(val_set),
-                                     world=world), flush=True)  # fmt: skip
+    specs = accelerator.unwrap_model(probe).specs
+    announce(args, run, accelerator.unwrap_model(probe), encoder, out_layers, n_tokens, len(train_set), len(val_set), batching,
+             estimate=state["epoch"] < args.epochs)  # fmt: skip
 
     # ---- epochs -------------------------------------------------------------------------------
     history = state["history"]
     for epoch in range(state["epoch"], args.epochs):
-        train_sampler.set_epoch(epoch)
-        if not args.cache_features:
+        train_loader.batch_sampler.set_epoch(epoch)
+        if isinstance(train_set, probing.SeededSamples):
             train_set.set_epoch(epoch)
         name = f"epoch {epoch + 1}/{args.epochs}"
         records, local = probing.train_one_epoch(
@@ -363,12 +384,12 @@ def main(argv=None) -> int:
                           f"{train['loss'][best]:.4f}; skipped videos {len(skipped['train'])} train, {len(skipped['val'])} val")  # fmt: skip
         logs = {f"val_top1/{s.name}": val["top1"][h] for h, s in enumerate(specs)}
         logs.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
-        run.log({**logs, "val_top1/best": val["top1"][best], "skipped_videos": len(named)}, step=epoch + 1)
+        run.log({**logs, "val_top1/best": val["top1"][best], "skipped_videos": len(skipped["train"]) + len(skipped["val"])}, step=epoch + 1)
         run.save_checkpoint(epoch + 1, dict(epoch=epoch + 1, history=history, skipped=skipped))
 
     # ---- results ------------------------------------------------------------------------------
     results = probing.build_results(args.to_config(), specs, history, skipped, encoder, class_names, num_classes=num_classes,
-                                    num_train=len(train_videos), num_val=len(val_videos), world=world, seconds=run.elapsed,
+                                    num_train=sizes[0], num_val=sizes[1], world=world, seconds=run.elapsed,
                                     batching=batching, out_layers=out_layers)  # fmt: skip
     if run.is_main:
         probing.write_probe_outputs(run.out, results, accelerator.unwrap_model(probe), encoder, class_names,

@@ -13,12 +13,15 @@ from typing import Any
 
 from torch import nn
 
-from .. import runs
 from .._files import write_atomically, write_text_atomically
 from ..hub import push_folder, save_repo_folder
-from ..modeling import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification
+from ..modeling import (
+    AttentiveClassifier,
+    VJEPA2AreaConfig,
+    VJEPA2AreaForVideoClassification,
+)
+from ..runs import to_json, write_json
 from .heads import HeadSpec, MultiHeadProbe
-
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 DASHES = ("", "6,3", "2,2", "8,3,2,3")
@@ -190,7 +193,7 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
         augmentation = (f"random resized crop, RandAugment {'on' if config.get('auto_augment') else 'off'}, "
                         f"random erasing p {config.get('erase_prob') or 0:g}")  # fmt: skip
     protocol = results["protocol_global_batch_size"]
-    batch_note = (f"V-JEPA 2's protocol" if results["matches_protocol_batch"] else
+    batch_note = ("V-JEPA 2's protocol" if results["matches_protocol_batch"] else
                   f"V-JEPA 2's protocol: {protocol}" if protocol else "no V-JEPA 2 protocol")  # fmt: skip
     lines = [
         "---",
@@ -239,7 +242,7 @@ def write_probe_outputs(out: Path, results: dict, probe: MultiHeadProbe, encoder
     best_name = results["best_head"]["name"]
     write_text_atomically(out / "accuracy.svg", accuracy_svg(curves, best=best_name), overwrite=True)
     results["plots"] = ["accuracy.svg"] + (["accuracy.png"] if write_accuracy_png(curves, out / "accuracy.png", best_name) else [])
-    runs.write_json(out / "results.json", results)
+    write_json(out / "results.json", results)
 
     if classifier_folder or push_to_hub:
         folder = Path(classifier_folder or out / "classifier")
@@ -247,9 +250,9 @@ def write_probe_outputs(out: Path, results: dict, probe: MultiHeadProbe, encoder
                                  out_layers=results["probe_out_layers"])  # fmt: skip
         save_repo_folder(model, folder, model_card=classifier_model_card(results, push_to_hub),
                          safetensors_metadata={k: v for k, v in meta.items() if k != "format"},
-                         extra_files={"probe_results.json": runs.to_json(results)}, overwrite=True)  # fmt: skip
+                         extra_files={"probe_results.json": to_json(results)}, overwrite=True)  # fmt: skip
         results["classifier_folder"] = str(folder)
         if push_to_hub:
             results["pushed"] = push_folder(folder, push_to_hub, private=hub_private,
                                             commit_message="Upload frozen attentive probe (hf_vjepa_area k400_probe)")  # fmt: skip
-        runs.write_json(out / "results.json", results)
+        write_json(out / "results.json", results)
