@@ -145,3 +145,22 @@ def test_batching_reproduces_the_protocols_global_batch_on_any_process_count():
     assert probing.resolve_batching("demo", None, 8, 2) == dict(grad_accum=1, global_batch_size=16,
                                                                  protocol_global_batch_size=None, matches_protocol_batch=False)  # fmt: skip
     assert "(no V-JEPA 2 protocol for this preset)" in probing.batching_line("demo", 8, 2, probing.resolve_batching("demo", None, 8, 2))
+
+
+def test_results_follow_the_history_and_pick_the_best_head_of_the_last_epoch():
+    specs = probing.hparam_grid([0.003, 0.001], [0.1])
+    history = {}
+    epochs = [([80.0, 60.0], [0.5, 0.7]), ([70.0, 90.0], [0.4, 0.3])]  # head 0 leads, then head 1
+    for top1, loss in epochs:
+        summary = {"num_samples": 10, "top1": top1, "loss": loss}
+        best = probing.add_epoch(history, summary, summary)
+    assert best == 1 and history["val_top1"] == [[80.0, 60.0], [70.0, 90.0]] and history["num_train"] == [10, 10]
+    skipped = {"train": {3: "a.mp4", 7: "b.mp4"}, "val": {1: "a.mp4"}}
+    config = {"model": "demo", "train_csv": "/t.csv", "val_csv": "/v.csv"}
+    results = probing.build_results(config, specs, history, skipped, tiny_encoder(), ["x", "y"], num_classes=2, num_train=12,
+                                    num_val=5, world=2, seconds=1.26, batching={"grad_accum": 1}, out_layers=None)  # fmt: skip
+    assert results["best_head"] == dict(index=1, name="lr0.001_wd0.1", lr=0.001, weight_decay=0.1, val_top1=90.0, epoch=2)
+    assert results["val_top1_best_per_epoch"] == [80.0, 90.0] and results["heads"][0]["val_loss"] == [0.5, 0.4]
+    assert results["skipped_videos"] == {"train": {"count": 2, "paths": ["a.mp4", "b.mp4"]},
+                                         "val": {"count": 1, "paths": ["a.mp4"]}, "total": 3}  # fmt: skip
+    assert results["encoder"]["library"] == "transformers" and results["wall_time_s"] == 1.3 and results["grad_accum"] == 1
