@@ -271,6 +271,18 @@ def probe_data(args: ProbeSettings, run: runs.Run, encoder, encode: dict) -> tup
             DataLoader(val_set, batch_sampler=val, **loader_args), skipped, (len(train_videos), len(val_videos)))  # fmt: skip
 
 
+def check_read(args: ProbeSettings, epoch: int, summaries: dict, skipped: dict) -> None:
+    """Stop with one line when not one video of a split could be read this epoch (the summaries are the
+    same on every process: the records are gathered)."""
+    for split, summary in summaries.items():
+        if summary["num_samples"] == 0:
+            raise UsageError(
+                f"epoch {epoch + 1}: not one {split} video could be read ({len(skipped[split])} skipped, e.g. "
+                f"{sorted(set(skipped[split].values()))[:3]}); see the warnings above, fix the paths in "
+                f"{getattr(args, f'{split}_csv')} or the files, and run again"
+            )  # fmt: skip
+
+
 def build_probe(args: ProbeSettings, dim: int, num_classes: int, n_tokens: int, steps_per_epoch: int) -> tuple:
     """The heads of the lr x wd grid (seeded: their init depends on nothing else), one AdamW, the schedule."""
     set_seed(args.seed)
@@ -372,19 +384,11 @@ def main(argv=None) -> int:
                                           progress=progress, desc=f"{name} val")  # fmt: skip
         val = probing.summarize_records(probing.gather_records(records))
         skipped["val"].update({item.index: item.path for item in named.add(local)})
-        for split, summary in (("train", train), ("val", val)):  # the same on every rank: records are gathered
-            if summary["num_samples"] == 0:
-                raise UsageError(
-                    f"epoch {epoch + 1}: not one {split} video could be read ({len(skipped[split])} skipped, e.g. "
-                    f"{sorted(set(skipped[split].values()))[:3]}); see the warnings above, fix the paths in "
-                    f"{getattr(args, f'{split}_csv')} or the files, and run again"
-                )  # fmt: skip
+        check_read(args, epoch, {"train": train, "val": val}, skipped)
         best = probing.add_epoch(history, train, val)
         accelerator.print(f"{name}: best head {specs[best].name}: val top-1 {val['top1'][best]:.2f}%, train loss "
                           f"{train['loss'][best]:.4f}; skipped videos {len(skipped['train'])} train, {len(skipped['val'])} val")  # fmt: skip
-        logs = {f"val_top1/{s.name}": val["top1"][h] for h, s in enumerate(specs)}
-        logs.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
-        run.log({**logs, "val_top1/best": val["top1"][best], "skipped_videos": len(skipped["train"]) + len(skipped["val"])}, step=epoch + 1)
+        run.log(probing.epoch_scalars(specs, train, val, skipped=len(skipped["train"]) + len(skipped["val"])), step=epoch + 1)
         run.save_checkpoint(epoch + 1, dict(epoch=epoch + 1, history=history, skipped=skipped))
 
     # ---- results ------------------------------------------------------------------------------

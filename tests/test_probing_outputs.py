@@ -164,3 +164,6 @@ def test_results_follow_the_history_and_pick_the_best_head_of_the_last_epoch():
     assert results["skipped_videos"] == {"train": {"count": 2, "paths": ["a.mp4", "b.mp4"]},
                                          "val": {"count": 1, "paths": ["a.mp4"]}, "total": 3}  # fmt: skip
     assert results["encoder"]["library"] == "transformers" and results["wall_time_s"] == 1.3 and results["grad_accum"] == 1
+    scalars = probing.epoch_scalars(specs, {"loss": [0.4, 0.3]}, {"top1": [70.0, 90.0]}, skipped=3)
+    assert scalars == {"val_top1/lr0.003_wd0.1": 70.0, "val_top1/lr0.001_wd0.1": 90.0, "train_loss/lr0.003_wd0.1": 0.4,
+                       "train_loss/lr0.001_wd0.1": 0.3, "val_top1/best": 90.0, "skipped_videos": 3}  # fmt: skip

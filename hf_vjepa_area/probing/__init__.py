@@ -73,6 +73,7 @@ from .report import (
     batching_line,
     build_results,
     describe_encoder,
+    epoch_scalars,
     estimate_epoch,
     resolve_batching,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "data_signature",
     "dedupe_records",
     "describe_encoder",
+    "epoch_scalars",
     "encode_clips",
     "encoder_fingerprint",
     "estimate_epoch",

@@ -97,6 +97,14 @@ def add_epoch(history: dict[str, list], train: dict, val: dict) -> int:
     return max(range(len(val["top1"])), key=lambda h: val["top1"][h])
 
 
+def epoch_scalars(specs: Sequence[HeadSpec], train: dict, val: dict, *, skipped: int) -> dict[str, float]:
+    """An epoch's tracker scalars: every head's val top-1 and train loss, the best val top-1, the skipped
+    video count."""
+    scalars = {f"val_top1/{s.name}": val["top1"][h] for h, s in enumerate(specs)}
+    scalars.update({f"train_loss/{s.name}": train["loss"][h] for h, s in enumerate(specs)})
+    return {**scalars, "val_top1/best": max(val["top1"]), "skipped_videos": skipped}
+
+
 def describe_encoder(encoder: nn.Module, name: str | None) -> dict:
     """What results.json records about the encoder."""
     config = encoder.config
