@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from hf_vjepa_area.data import GlobalBatchSampler, VideoTooShortError, clip_indices, item_seed
+from hf_vjepa_area.data import (
+    GlobalBatchSampler,
+    VideoTooShortError,
+    clip_indices,
+    item_seed,
+)
 
 
 def reference_indices(num_frames, fpc, fstp, num_clips, end_of=lambda i, clip_len, partition_len: clip_len):
