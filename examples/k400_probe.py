@@ -243,8 +243,8 @@ def video_datasets(args: ProbeSettings) -> tuple[VideoClipDataset, VideoClipData
 
 
 def probe_data(args: ProbeSettings, run: runs.Run, encoder, encode: dict) -> tuple:
-    """Training and validation sets (seeded video clips, or tokens from the feature cache), their loaders, and
-    the videos the cache skipped (`{split: {index: path}}`), and the manifests' sizes."""
+    """Training and validation sets (seeded video clips, or tokens from the feature cache), their loaders, the
+    videos the cache skipped (`{split: {index: path}}`) and the manifests' sizes."""
     train_videos, val_videos = video_datasets(args)
     if args.cache_features:
         cache = dict(encoder=encoder, accelerator=run.accelerator, model=args.model, crop_size=args.resolution,
