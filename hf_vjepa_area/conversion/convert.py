@@ -17,9 +17,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 from safetensors.torch import load_file
 
+from .._build import build_holding
+from .._version import __version__
 from ..hub import move_into_place, repo_id_for, save_repo_folder, save_safetensors
 from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, VJEPA2AreaPredictor
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
@@ -91,10 +92,7 @@ def verification_input(config: VJEPA2AreaConfig, seed: int = 0):
 
 def _holding(build, state: dict) -> torch.nn.Module:
     """A module built without initialising its weights, holding exactly `state` (as fp32)."""
-    with init_empty_weights():
-        module = build()
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    return module.eval()
+    return build_holding(build, {k: v.float() for k, v in state.items()}, error=ConversionError)
 
 
 def transformers_block_outputs(encoder, layers) -> list:
@@ -220,8 +218,6 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
             repo_id: str | None = None, probe: str | Path | None = None, **read_options) -> dict:  # fmt: skip
     """Write `source` (Meta `.pt`, transformers folder or Hub id) as our repo folder at `output`; returns the
     report. `read_options` are `load_released`'s (checkpoint_key, variant, img_size, revision, config fields)."""
-    from .. import __version__
-
     output = Path(output).expanduser().absolute()
     check_output(output, overwrite, [source, probe])
     read = read_source(source, probe=probe, **read_options)

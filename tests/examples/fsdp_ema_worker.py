@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from hf_vjepa_area import probing, ssl
+from hf_vjepa_area import sources, ssl
 from hf_vjepa_area.data import MultiBlockMaskCollator
 
 spec = importlib.util.spec_from_file_location("ssl_anneal", Path(__file__).resolve().parents[2] / "examples" / "ssl_anneal.py")
@@ -27,10 +27,10 @@ if sharded:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
-encoder = probing.build_demo_encoder(0, img_size=32, patch_size=8, num_frames=4, predictor_embed_dim=16,
+encoder = sources.build_demo_encoder(0, img_size=32, patch_size=8, num_frames=4, predictor_embed_dim=16,
                                      predictor_depth=1, predictor_num_heads=2, predictor_num_mask_tokens=1)
-models = ssl.load_ssl_models(encoder, init_predictor="random")
-models = ssl.SSLModels(*(m.double() for m in models))
+models = sources.load_ssl_models(encoder, init_predictor="random")
+models = sources.SSLModels(*(m.double() for m in models))
 model = ssl.JEPA(models.encoder, models.predictor)
 target = models.target_encoder
 if sharded:
