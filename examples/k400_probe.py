@@ -44,6 +44,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, probing, runs
+from hf_vjepa_area import sources
+from hf_vjepa_area._cli import run_main
 from hf_vjepa_area.data import EvalTransform, TrainTransform, VideoClipDataset, make_synthetic_video_dataset, read_manifest
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
 from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
@@ -65,7 +67,7 @@ RUN_FOLDER = dict(script="k400_probe", outputs=("checkpoints", "logs", "features
 # per process, `global` the global batch V-JEPA 2 trained with (batch x 64 GPUs; lr not rescaled), which
 # gradient accumulation reproduces on any process count. `tokens`: the last block's, or the multi-level
 # input (four blocks, `MULTILEVEL_OUT_LAYERS` per encoder size). The demo row: small everything, features
-# cached, no protocol batch (see probing.DEMO_ENCODER_CONFIG for its encoder).
+# cached, no protocol batch (see sources.DEMO_ENCODER_CONFIG for its encoder).
 VJEPA2_LRS = (0.005, 0.003, 0.001, 0.0003, 0.0001)
 VJEPA2_WDS = (0.01, 0.1, 0.4, 0.8)
 PRESET_FIELDS = ("frames", "frame_step", "segments", "views", "resolution", "epochs", "batch_size", "global_batch",
@@ -388,12 +390,11 @@ def main(argv=None) -> int:
     # ---- frozen encoder ---------------------------------------------------------------------
     with accelerator.main_process_first():
         try:
-            encoder = probing.load_encoder(
-                None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
-                full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
-            )  # fmt: skip
-        except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
-            raise SystemExit(f"error: --model {args.model}: {error}") from None
+            area = sources.AreaOptions(args.area_splits, args.area_layers, args.full_attention)
+            encoder = sources.load_encoder(args.model, area=area, pretrained=not args.no_pretrained, revision=args.revision,
+                                           seed=args.seed)  # fmt: skip
+        except sources.SourceError as error:  # a name, folder or area option the encoder cannot take
+            raise SystemExit(f"error: --model {error}") from None
     out_layers = resolve_out_layers(args, encoder.config)
     runs.start_output_dir(args.output_dir, accelerator, overwrite=args.overwrite and not args.resume, config=run_config(args),
                           **RUN_FOLDER)
@@ -907,10 +908,4 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except SystemExit as exit:  # a user error ("error: ..."): the message, exit status 2, no traceback
-        if isinstance(exit.code, str):
-            print(exit.code, file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+    run_main(main)

@@ -33,7 +33,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 from ._build import build_holding
 from .conversion.keys import ConversionError
 from .conversion.load import CONVERT_FIRST, UnstoredFactsError, read_config, read_source, read_transformers
-from .hub import SourceError, looks_like_path, resolve_folder
+from .locate import SourceError, looks_like_path, resolve_folder
 from .modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, parse_area_layers
 from .modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaPredictor
@@ -189,15 +189,18 @@ def load_encoder(source: str | os.PathLike | nn.Module, *, area: AreaOptions = A
 def _read_released(found: Resolved, source, read_options: dict, with_predictor: bool):
     if found.kind == "pt":
         return read_source(found.where, with_predictor=with_predictor, **read_options)
-    return read_transformers(source, found.where, found.config, with_predictor=with_predictor, **read_options)
+    options = dict(read_options)
+    out_layers = options.pop("probe_out_layers", None)
+    return read_transformers(source, found.where, found.config, with_predictor=with_predictor, out_layers=out_layers, **options)
 
 
 def _is_timm_name(name: str) -> bool:
-    import timm
+    """One of our timm entry points (`vjepa2_vitl_area`, ...); timm's other models are no V-JEPA 2 encoders."""
+    from timm.models import is_model, model_entrypoint
 
-    from . import timm_models  # noqa: F401  (registers the vjepa2_* entry points)
+    from . import timm_models
 
-    return timm.is_model(name)
+    return is_model(name) and model_entrypoint(name).__module__ == timm_models.__name__
 
 
 def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | None) -> nn.Module:
@@ -205,7 +208,7 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
     entry's defaults, or the config.json of `hf-hub:` / `local-dir:` (a Hub id resolved offline-aware)."""
     import timm
 
-    from . import timm_models  # noqa: F401
+    from . import timm_models
 
     if name.startswith(TIMM_PREFIXES):
         repo = name.split(":", 1)[1]
@@ -219,7 +222,10 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
     kwargs = {key: value for key, value in area.overrides(base).items() if value is not None}  # timm drops None
     if "area_splits" in kwargs and "area_layers" not in kwargs:  # the default blocks, not a saved (empty) list
         kwargs["area_layers"] = parse_area_layers(None, base["depth"])
-    return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+    if not isinstance(model, timm_models.VJEPA2Area):
+        raise SourceError(f"{name}: a timm {type(model).__name__}, not a V-JEPA 2 encoder (architecture vjepa2_*)")
+    return model
 
 
 def _has_published_weights(name: str) -> bool:

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..conversion.keys import ConversionError
-from ..conversion.load import build_ac_predictor, build_model, read_source, resolve_folder
+from ..conversion.load import build_ac_predictor, build_model, read_source
+from ..locate import resolve_folder
 from ..modeling import VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import (
     AC_PREDICTOR_CONFIG_KEY,

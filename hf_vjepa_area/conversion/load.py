@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .._build import build_holding
-from ..hub import resolve_folder
+from ..locate import resolve_folder
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
 from ..modeling.configuration_vjepa2_area import (
@@ -268,7 +268,7 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     folder = resolve_folder(str(source), revision)
     return read_transformers(source, folder, read_config(folder, source), checkpoint_key=checkpoint_key, probe=probe,
                              variant=variant, predictor_heads=predictor_heads, img_size=img_size, num_frames=num_frames,
-                             with_predictor=with_predictor, probe_out_layers=out_layers, **fields)  # fmt: skip
+                             with_predictor=with_predictor, out_layers=out_layers, **fields)  # fmt: skip
 
 
 def read_config(folder: Path, source) -> dict:
@@ -281,9 +281,10 @@ def read_config(folder: Path, source) -> dict:
 
 def read_transformers(source, folder: Path, raw: dict, *, checkpoint_key=None, probe=None, variant=None,
                       predictor_heads=None, img_size=None, num_frames=None, with_predictor: bool = True,
-                      probe_out_layers=None, **fields) -> Source:  # fmt: skip
-    """A transformers V-JEPA 2 folder (`raw`: its config.json, read once by the caller) as a `Source`."""
-    path, out_layers = Path(str(source)).expanduser(), probe_out_layers
+                      out_layers=None, **fields) -> Source:  # fmt: skip
+    """A transformers V-JEPA 2 folder (`raw`: its config.json, read once by the caller) as a `Source`;
+    `out_layers`: the blocks its probe reads (`probe_out_layers` of `read_source`)."""
+    path = Path(str(source)).expanduser()
     if raw.get("model_type") != "vjepa2":
         raise ConversionError(f"{source}: model_type {raw.get('model_type')!r}, not transformers' 'vjepa2' "
                               "(one of our folders loads with from_pretrained, or converts with --to transformers)")  # fmt: skip
