@@ -50,7 +50,7 @@ from hf_vjepa_area.ac.demo import DEMO_SIZE, demo_world_model
 from hf_vjepa_area.ac.posttrain import DroidRecipe, ac_loss, target_latents, wsd_learning_rate
 from hf_vjepa_area.conversion import ConversionError, load_released
 from hf_vjepa_area.conversion.load import CONVERT_FIRST
-from hf_vjepa_area.conversion.keys import is_ac_predictor, original_parts, safe_torch_load
+from hf_vjepa_area.checkpoint_keys import is_ac_predictor, original_parts, safe_torch_load
 from hf_vjepa_area.data import normalize
 from hf_vjepa_area.hub import save_repo_folder
 from hf_vjepa_area.modeling.ac_predictor_vjepa2_area import (

@@ -31,7 +31,7 @@ from torch import nn
 from transformers.utils import SAFE_WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 
 from ._build import build_holding
-from .conversion.keys import ConversionError
+from .checkpoint_keys import ConversionError
 from .conversion.load import CONVERT_FIRST, UnstoredFactsError, read_config, read_source, read_transformers
 from .locate import SourceError, looks_like_path, resolve_folder
 from .modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
@@ -145,22 +145,25 @@ def _one_line(source):
 
 
 def _name(source) -> str:
+    if isinstance(source, Resolved):
+        source = source.where
     return "a model instance" if isinstance(source, nn.Module) else os.fspath(source)
 
 
-def load_model(source: str | os.PathLike | nn.Module, *, area: AreaOptions = AreaOptions(), pretrained: bool = True,
+def load_model(source: str | os.PathLike | nn.Module | Resolved, *, area: AreaOptions = AreaOptions(), pretrained: bool = True,
                revision: str | None = None, seed: int = 0, read_options: dict | None = None) -> nn.Module:  # fmt: skip
-    """The model of `source` with `area` applied: a `VJEPA2AreaModel`, a `VJEPA2AreaForVideoClassification`
+    """The model of `source` (or of what `resolve` found) with `area` applied: a `VJEPA2AreaModel`, a `VJEPA2AreaForVideoClassification`
     (a classifier's folder or a `.pt` with `read_options=dict(probe=...)`), or for a timm source timm's
     `VJEPA2Area` without a head. `pretrained=False`: the same architecture, random init (ours and timm);
     `read_options`: what a `.pt` does not store (`variant`, `predictor_heads`, `img_size`, `num_frames`)."""
     with _one_line(source):
-        found = resolve(source, revision)
+        found = source if isinstance(source, Resolved) else resolve(source, revision)
         if found.kind == "demo":
             return build_demo_encoder(seed, **area.overrides(DEMO_ENCODER_CONFIG))
         if found.kind == "instance":
-            config = area.apply(source.config)
-            return source if config is source.config else build_holding(lambda: type(source)(config), source.state_dict())
+            model = found.where
+            config = area.apply(model.config)
+            return model if config is model.config else build_holding(lambda: type(model)(config), model.state_dict())
         if found.kind == "timm":
             return _timm_model(found.where, area, pretrained, revision)
         if found.kind == "ours":

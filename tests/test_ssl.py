@@ -326,7 +326,7 @@ def test_load_refuses_bad_input(tmp_path):
 def test_load_released_sources_directly(tiny_release):
     """Meta's .pt (target_encoder, encoder = context, predictor) and transformers' folder (encoder,
     predictor) give the same target encoder and predictor; only the .pt has a context encoder of its own."""
-    from hf_vjepa_area.conversion.keys import original_parts, safe_torch_load
+    from hf_vjepa_area.checkpoint_keys import original_parts, safe_torch_load
 
     parts = original_parts(safe_torch_load(tiny_release.pt))
     from_pt = load_ssl_models(tiny_release.pt, read_options=TINY_PT_OPTIONS, area=AreaOptions((2, 2, 1)))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conversion.keys import ConversionError
+from ..checkpoint_keys import ConversionError
 from ..conversion.load import build_ac_predictor, build_model, read_source
 from ..locate import resolve_folder
 from ..modeling import VJEPA2AreaModel

@@ -26,7 +26,7 @@ from ..modeling.configuration_vjepa2_area import (
     resolve_out_layers,
     variant_of,
 )
-from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
+from ..checkpoint_keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 # Meta's released classification probes (https://dl.fbaipublicfiles.com/vjepa2/evals/<name>) and the tokens
 # each was trained on, which its tensors do not record: "last" (the last block's) or "multilevel" (the
