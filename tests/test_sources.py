@@ -155,6 +155,22 @@ def test_our_hub_ids_and_timm_hub_names(offline_hub):
     assert load_encoder("local-dir:" + str(offline_hub.encoder_dir), area=AreaOptions((1, 1, 2))).config.area_layers == [0]
 
 
+def test_config_json_is_read_once_per_load(tiny_release, tmp_path, monkeypatch):
+    from hf_vjepa_area.conversion import load as conversion_load
+
+    reads = []
+    read_config, from_json = conversion_load.read_config, VJEPA2AreaConfig._dict_from_json_file.__func__
+    monkeypatch.setattr(sources, "read_config", lambda *a: reads.append(a) or read_config(*a))
+    monkeypatch.setattr(conversion_load, "read_config", lambda *a: reads.append(a) or read_config(*a))
+    monkeypatch.setattr(VJEPA2AreaConfig, "_dict_from_json_file", classmethod(lambda cls, f: reads.append(f) or from_json(cls, f)))
+    sources.build_demo_encoder(0).save_pretrained(tmp_path / "ours")
+    for load in (lambda: load_encoder(tmp_path / "ours"), lambda: load_encoder(tiny_release.folder),
+                 lambda: sources.load_ssl_models(tiny_release.folder), lambda: sources.load_ssl_models(tmp_path / "ours", init_predictor="random")):  # fmt: skip
+        reads.clear()
+        load()
+        assert len(reads) == 1, reads
+
+
 # ---- one line, no network for what looks local, no retries offline ------------------------------------
 
 
