@@ -32,7 +32,7 @@ from transformers.utils import SAFE_WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 
 from ._build import build_holding
 from .checkpoint_keys import ConversionError
-from .conversion.load import CONVERT_FIRST, UnstoredFactsError, read_config, read_source, read_transformers
+from .conversion.load import CONVERT_FIRST, UnstoredFactsError, build_model, read_config, read_source, read_transformers
 from .locate import SourceError, looks_like_path, resolve_folder
 from .modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, parse_area_layers
@@ -152,9 +152,9 @@ def _name(source) -> str:
 
 def load_model(source: str | os.PathLike | nn.Module | Resolved, *, area: AreaOptions = AreaOptions(), pretrained: bool = True,
                revision: str | None = None, seed: int = 0, read_options: dict | None = None) -> nn.Module:  # fmt: skip
-    """The model of `source` (or of what `resolve` found) with `area` applied: a `VJEPA2AreaModel`, a `VJEPA2AreaForVideoClassification`
-    (a classifier's folder or a `.pt` with `read_options=dict(probe=...)`), or for a timm source timm's
-    `VJEPA2Area` without a head. `pretrained=False`: the same architecture, random init (ours and timm);
+    """The model of `source` (or of what `resolve` found) with `area` applied: a `VJEPA2AreaModel`, a
+    `VJEPA2AreaForVideoClassification` (a classifier's folder or a `.pt` with `read_options=dict(probe=...)`),
+    or for a timm source timm's `VJEPA2Area` without a head. `pretrained=False`: the same architecture, random init (ours and timm);
     `read_options`: what a `.pt` does not store (`variant`, `predictor_heads`, `img_size`, `num_frames`)."""
     with _one_line(source):
         found = source if isinstance(source, Resolved) else resolve(source, revision)
@@ -172,10 +172,7 @@ def load_model(source: str | os.PathLike | nn.Module | Resolved, *, area: AreaOp
             model_class = VJEPA2AreaForVideoClassification if classifier else VJEPA2AreaModel
             return model_class.from_pretrained(found.where, config=config) if pretrained else model_class(config)
         read = _read_released(found, source, read_options or {}, with_predictor=False)
-        config = area.apply(read.config)
-        from .conversion.load import build_model
-
-        return build_model(read.model_class, config, read.encoder)
+        return build_model(read.model_class, area.apply(read.config), read.encoder)
 
 
 def load_encoder(source: str | os.PathLike | nn.Module, *, area: AreaOptions = AreaOptions(), pretrained: bool = True,
@@ -219,7 +216,7 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
         base, name = read_config(folder, name), f"local-dir:{folder}"
     else:
         if pretrained and not _has_published_weights(name):
-            raise SourceError(f"timm model {name!r} has no published weights: pass pretrained=False (--no-pretrained) "
+            raise SourceError(f"{name}: this timm model has no published weights: pass pretrained=False (--no-pretrained) "
                               "for a random init, or a converted model (a folder or Hub id written by vjepa2-area-convert)")  # fmt: skip
         base = timm.create_model(name, pretrained=False, num_classes=0, device="meta").config.to_dict()
     kwargs = {key: value for key, value in area.overrides(base).items() if value is not None}  # timm drops None

@@ -164,8 +164,10 @@ def test_config_json_is_read_once_per_load(tiny_release, tmp_path, monkeypatch):
     monkeypatch.setattr(conversion_load, "read_config", lambda *a: reads.append(a) or read_config(*a))
     monkeypatch.setattr(VJEPA2AreaConfig, "_dict_from_json_file", classmethod(lambda cls, f: reads.append(f) or from_json(cls, f)))
     sources.build_demo_encoder(0).save_pretrained(tmp_path / "ours")
-    for load in (lambda: load_encoder(tmp_path / "ours"), lambda: load_encoder(tiny_release.folder),
-                 lambda: sources.load_ssl_models(tiny_release.folder), lambda: sources.load_ssl_models(tmp_path / "ours", init_predictor="random")):  # fmt: skip
+    loads = [lambda: load_encoder(tmp_path / "ours"), lambda: load_encoder(tiny_release.folder),
+             lambda: sources.load_ssl_models(tiny_release.folder),
+             lambda: sources.load_ssl_models(tmp_path / "ours", init_predictor="random")]
+    for load in loads:
         reads.clear()
         load()
         assert len(reads) == 1, reads

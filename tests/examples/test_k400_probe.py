@@ -471,7 +471,7 @@ def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp
                             timeout=120)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: --model vjepa2_vitt_area: timm model 'vjepa2_vitt_area' has no published weights")
+    assert last.startswith("error: --model vjepa2_vitt_area: this timm model has no published weights")
     assert "--no-pretrained" in last and "vjepa2-area-convert" in last
     assert not (tmp_path / "run").exists()
 
