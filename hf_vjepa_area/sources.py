@@ -215,11 +215,10 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
         folder = Path(repo).expanduser() if name.startswith("local-dir:") else resolve_folder(repo, revision)
         base, name = read_config(folder, name), f"local-dir:{folder}"
     else:
-        if pretrained and not _has_published_weights(name):
-            raise SourceError(f"{name}: this timm model has no published weights: pass pretrained=False (--no-pretrained) "
-                              "for a random init, or a converted model (a folder or Hub id written by vjepa2-area-convert)")  # fmt: skip
         base = timm.create_model(name, pretrained=False, num_classes=0, device="meta").config.to_dict()
     kwargs = {key: value for key, value in area.overrides(base).items() if value is not None}  # timm drops None
+    if pretrained and not name.startswith(TIMM_PREFIXES):
+        kwargs.update(_published_weights(name, revision))
     if "area_splits" in kwargs and "area_layers" not in kwargs:  # the default blocks, not a saved (empty) list
         kwargs["area_layers"] = parse_area_layers(None, base["depth"])
     model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
@@ -228,11 +227,22 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
     return model
 
 
-def _has_published_weights(name: str) -> bool:
+def _published_weights(name: str, revision: str | None) -> dict:
+    """timm's arguments that load a released entry's weights from the Hub snapshot the resolver found
+    (offline-aware, one line on failure) rather than through timm's own download."""
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(name)
-    return cfg is not None and bool(cfg.hf_hub_id or cfg.url or cfg.file)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        raise SourceError(f"{name}: this timm model has no published weights: pass pretrained=False (--no-pretrained) "
+                          "for a random init, or a converted model (a folder or Hub id written by vjepa2-area-convert)")  # fmt: skip
+    if cfg.file or not cfg.hf_hub_id:
+        return {}
+    try:
+        weights = resolve_folder(cfg.hf_hub_id, revision) / "model.safetensors"
+    except SourceError as error:
+        raise SourceError(f"{name}: its weights, {error}") from None
+    return {"pretrained_cfg_overlay": {"file": str(weights)}} if weights.is_file() else {}  # sharded: timm's own loader
 
 
 # ----------------------------------------------------------------------------------------------

@@ -139,6 +139,41 @@ def test_timm_names_with_area_options():
         resolve("resnet18")
 
 
+def released_as(monkeypatch, repo_id: str) -> list:
+    """timm's pretrained cfg of every entry names `repo_id`; timm.create_model records its pretrained calls
+    (and builds them without weights: the tiny repo is no timm size)."""
+    import timm
+    from timm.models import PretrainedCfg
+
+    monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda name: PretrainedCfg(hf_hub_id=repo_id))
+    calls, create = [], timm.create_model
+
+    def record(name, pretrained=False, **kwargs):
+        if pretrained:
+            calls.append(kwargs.pop("pretrained_cfg_overlay", None))
+        return create(name, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", record)
+    return calls
+
+
+def test_a_timm_entrys_weights_come_from_the_resolved_snapshot(offline_release, monkeypatch):
+    calls = released_as(monkeypatch, offline_release.repo_id)
+    load_encoder("vjepa2_vitt_area")
+    snapshot = offline_release.cache / f"models--{offline_release.repo_id.replace('/', '--')}" / "snapshots" / ("c" * 40)
+    assert calls == [{"file": str(snapshot / "model.safetensors")}]
+
+
+def test_a_timm_entrys_weights_offline_and_absent_are_one_line(no_network, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    calls = released_as(monkeypatch, "facebook/absent")
+    with pytest.raises(SourceError, match="^vjepa2_vitt_area: its weights, facebook/absent: not found locally, not reachable on the Hub"):
+        load_encoder("vjepa2_vitt_area")
+    assert calls == []
+
+
 def test_our_hub_ids_and_timm_hub_names(offline_hub):
     assert resolve(offline_hub.encoder_id).kind == "ours"
     encoder = load_encoder(offline_hub.encoder_id)
