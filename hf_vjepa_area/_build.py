@@ -8,7 +8,7 @@ from accelerate import init_empty_weights
 from torch import nn
 
 
-def build_holding(build: Callable[[], nn.Module], state_dict: dict, *, what: str = "the weights",
+def build_holding(build: Callable[[], nn.Module], state_dict: dict, *, what: str = "the checkpoint",
                   error: type[Exception] = ValueError) -> nn.Module:  # fmt: skip
     """`build()` with its parameters on the meta device (buffers stay real), then `state_dict`'s tensors assigned as they are (no random init, no
     second copy). Strict: a missing, unexpected or mis-shaped tensor raises `error` naming them, never a

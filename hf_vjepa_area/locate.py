@@ -46,7 +46,7 @@ def resolve_folder(source: str, revision: str | None = None, allow_patterns=("*.
         try:  # one request, no retries: a missing repo or an unreachable Hub is known at once
             HfApi().model_info(source, revision=revision)
         except errors.HFValidationError as error:
-            raise SourceError(f"{source}: no such local file or folder, and not a valid Hub id ({error})") from None
+            raise SourceError(f"{source}: no such local file or folder, and not a valid Hub id ({' '.join(str(error).split())})") from None
         except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError) as error:
             what = "revision" if isinstance(error, errors.RevisionNotFoundError) else "repo (or it is private: log in with `hf auth login`)"
             raise SourceError(f"{source}: no such local folder, and no such Hub {what}") from None

@@ -294,3 +294,18 @@ def test_the_examples_refuse_a_missing_model_in_one_line(script, args, tmp_path,
     assert caught.value.code == 2
     assert capsys.readouterr().err == "error: --model /nonexistent: no such local file or folder\n"
     assert not (tmp_path / "out").exists()
+
+
+# ---- the one meta-build helper ----------------------------------------------------------------------------
+
+
+def test_build_holding_takes_the_tensors_as_they_are_and_refuses_a_partial_fit():
+    from hf_vjepa_area._build import build_holding
+
+    weight, bias = torch.randn(3, 2), torch.randn(3)
+    linear = build_holding(lambda: torch.nn.Linear(2, 3), {"weight": weight, "bias": bias})
+    assert linear.weight.data_ptr() == weight.data_ptr() and not linear.training  # assigned, no copy, no init
+    with pytest.raises(ValueError, match=r"missing \['bias'\] \(1\), unexpected \[\] \(0\)"):
+        build_holding(lambda: torch.nn.Linear(2, 3), {"weight": weight})
+    with pytest.raises(SourceError, match=r"x.safetensors: the tensors do not fit Linear: .*shapes .*weight \[2, 3\] vs \[3, 2\]"):
+        build_holding(lambda: torch.nn.Linear(2, 3), {"weight": weight.T, "bias": bias}, what="x.safetensors", error=SourceError)

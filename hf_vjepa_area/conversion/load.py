@@ -170,7 +170,7 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
     sizes.update(_released_file(file_name, img_size, num_frames, missing))
     if missing:
         raise UnstoredFactsError(f"the weights do not store these, so they are asked for: {'; '.join(missing)} "
-                              "(in Python: variant=, predictor_heads=, img_size=, num_frames=)")  # fmt: skip
+                                 "(in Python: variant=, predictor_heads=, img_size=, num_frames=)")  # fmt: skip
     try:
         return VJEPA2AreaConfig(
             **sizes, num_heads=VARIANTS[fits or variant]["num_heads"], in_chans=patch.shape[1], tubelet_size=patch.shape[2],
@@ -189,7 +189,7 @@ def ac_predictor_config(predictor: dict, encoder_config: VJEPA2AreaConfig, heads
     if heads is None and width not in RELEASED_AC_PREDICTOR_HEADS:
         table = ", ".join(f"width {w}: {h}" for w, h in RELEASED_AC_PREDICTOR_HEADS.items())
         raise UnstoredFactsError(f"AC predictor width {width} is no released size and the weights do not store its head count: "
-                              f"pass --predictor-heads N (predictor_heads=N; released {table})")  # fmt: skip
+                                 f"pass --predictor-heads N (predictor_heads=N; released {table})")  # fmt: skip
     try:
         return VJEPA2ACPredictorConfig(
             embed_dim=embed_dim, predictor_embed_dim=width, depth=_depth(predictor, "predictor_blocks"),
