@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
-from hf_vjepa_area.conversion.keys import ENCODER_KEYS, to_transformers
+from hf_vjepa_area.checkpoint_keys import ENCODER_KEYS, to_transformers
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
 from hf_vjepa_area.modeling.configuration_vjepa2_area import AREA_KERNELS
 from hf_vjepa_area.modeling.rope import token_positions

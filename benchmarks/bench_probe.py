@@ -82,7 +82,7 @@ def current_rss_mb() -> float:
 
 
 def run_phase(args) -> dict:
-    from hf_vjepa_area import probing
+    from hf_vjepa_area import probing, sources
     from hf_vjepa_area.data import TrainTransform, VideoClipDataset, clip_indices, open_video
     from hf_vjepa_area.data.transforms import VJEPA2_K400_TRAIN
 
@@ -112,7 +112,7 @@ def run_phase(args) -> dict:
                 VideoClipDataset(manifest, train=False, num_views=args.views, **clip)[videos.index(path)]
         result.update(rate(len(videos), time.perf_counter() - start))
     else:
-        encoder = probing.load_encoder(None if args.model == "demo" else args.model, pretrained=False).to(device)
+        encoder = sources.load_encoder(args.model, pretrained=False).to(device)
         dim = encoder.config.embed_dim
         out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
         tokens = args.segments * probing.tokens_per_clip(encoder.config, args.frames, args.resolution, out_layers)

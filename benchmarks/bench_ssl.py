@@ -46,7 +46,7 @@ from bench_encoder import (
     set_backend_defaults,
 )
 
-from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel, ssl
+from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel, sources, ssl
 from hf_vjepa_area.data import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 
 AREA_SPLITS = (2, 2, 1)
@@ -89,7 +89,7 @@ def build_models(args, config: VJEPA2AreaConfig, device: torch.device):
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed)
         with torch.device(device):
-            models = ssl.load_ssl_models(VJEPA2AreaModel(config), init_predictor="random")
+            models = sources.load_ssl_models(VJEPA2AreaModel(config), init_predictor="random")
     jepa = ssl.JEPA(models.encoder, models.predictor).to(device)
     if args.activation_checkpointing:
         jepa.set_grad_checkpointing(True)

@@ -24,7 +24,6 @@ with examples/ac_plan.py --model OUTPUT_DIR/model). docs/ac.md.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -43,14 +42,14 @@ from safetensors.torch import save
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hf_vjepa_area import VJEPA2AreaModel, runs, ssl
+from hf_vjepa_area import runs, sources, ssl
 from hf_vjepa_area.ac import WorldModel, load_world_model
 from hf_vjepa_area.ac.data import StepSampler, TrajectoryClips, write_synthetic_trajectories
 from hf_vjepa_area.ac.demo import DEMO_SIZE, demo_world_model
 from hf_vjepa_area.ac.posttrain import DroidRecipe, ac_loss, target_latents, wsd_learning_rate
-from hf_vjepa_area.conversion import ConversionError, load_released
+from hf_vjepa_area.conversion import ConversionError
 from hf_vjepa_area.conversion.load import CONVERT_FIRST
-from hf_vjepa_area.conversion.keys import is_ac_predictor, original_parts, safe_torch_load
+from hf_vjepa_area.checkpoint_keys import is_ac_predictor, original_parts, safe_torch_load
 from hf_vjepa_area.data import normalize
 from hf_vjepa_area.hub import save_repo_folder
 from hf_vjepa_area.modeling.ac_predictor_vjepa2_area import (
@@ -137,8 +136,7 @@ def load_models(args) -> WorldModel:
         if args.use_extrinsics and not model.predictor.config.use_extrinsics:
             raise ConversionError("--use-extrinsics: only for a new predictor (this one was trained without)")
         return model
-    ours = path.is_dir() and json.loads((path / "config.json").read_text()).get("model_type") == "vjepa2_area"
-    encoder = VJEPA2AreaModel.from_pretrained(path) if ours else load_released(str(path))
+    encoder = sources.load_encoder(args.model)
     config = VJEPA2ACPredictorConfig(embed_dim=encoder.config.embed_dim, predictor_embed_dim=args.predictor_width,
                                      depth=args.predictor_depth, num_heads=args.predictor_heads or VJEPA2ACPredictorConfig().num_heads, img_size=list(encoder.config.img_size),
                                      patch_size=encoder.config.patch_size, use_extrinsics=args.use_extrinsics)  # fmt: skip
@@ -165,6 +163,8 @@ def main(argv=None) -> int:
                                   seed=args.seed, extrinsics=args.use_extrinsics)  # fmt: skip
         with accelerator.main_process_first():
             world_model = load_models(args)
+    except sources.SourceError as error:
+        raise SystemExit(f"error: --model {error}") from None
     except ConversionError as error:
         raise SystemExit(f"error: --model {args.model}: {' '.join(str(error).split())}; {CONVERT_FIRST}") from None
     except (OSError, ValueError) as error:

@@ -28,7 +28,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 
 from safetensors.torch import save_file
 
-from hf_vjepa_area import probing
+from hf_vjepa_area import probing, runs, sources
 from hf_vjepa_area.data import VideoClipDataset
 from hf_vjepa_area._files import write_atomically
 
@@ -55,9 +55,9 @@ def main(argv=None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        encoder = probing.load_encoder(None if args.model == "demo" else args.model).to(device)
-    except (ValueError, TypeError) as error:
-        raise SystemExit(f"error: --model {args.model}: {error}") from None
+        encoder = sources.load_encoder(args.model).to(device)
+    except sources.SourceError as error:
+        raise SystemExit(f"error: --model {error}") from None
     try:
         out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
     except ValueError as error:
@@ -84,4 +84,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(runs.main(main))

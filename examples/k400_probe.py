@@ -31,7 +31,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import probing, runs
+from hf_vjepa_area import probing, runs, sources
 from hf_vjepa_area.data import (EvalTransform, GlobalBatchSampler, TrainTransform, VideoClipDataset, collate_skip_none,
                                 make_synthetic_video_dataset, read_manifest)
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
@@ -50,7 +50,7 @@ CHECKPOINTS = dict(prefix="epoch_", state_file="probe_state.json")
 # evals/video_classification_frozen/eval.py makes them (`VJEPA2_K400_TRAIN`). `global_batch`: what V-JEPA 2
 # trained with (batch x 64 GPUs; lr not rescaled), which gradient accumulation reproduces on any process
 # count. Diving48 and Jester read the multi-level input (four blocks, `MULTILEVEL_OUT_LAYERS` per encoder
-# size). The demo: small everything, features cached, no protocol batch (its encoder: DEMO_ENCODER_CONFIG).
+# size). The demo: small everything, features cached, no protocol batch (its encoder: sources.DEMO_ENCODER_CONFIG).
 MULTILEVEL = dict(frames=32, frame_step=2, segments=4, epochs=100, batch_size=2, global_batch=128,
                   lrs=(0.001, 0.0003, 0.0001), wds=(0.8,), out_layers="multilevel")  # fmt: skip
 PRESETS = {
@@ -335,12 +335,11 @@ def main(argv=None) -> int:
     # ---- frozen encoder, data -----------------------------------------------------------------
     with accelerator.main_process_first():
         try:
-            encoder = probing.load_encoder(
-                None if args.model == "demo" else args.model, area_splits=args.area_splits, area_layers=args.area_layers,
-                full_attention=args.full_attention, pretrained=not args.no_pretrained, revision=args.revision, seed=args.seed,
-            )  # fmt: skip
-        except (ValueError, TypeError) as error:  # a name, folder or area option the encoder cannot take
-            raise SystemExit(f"error: --model {args.model}: {error}") from None
+            area = sources.AreaOptions(args.area_splits, args.area_layers, args.full_attention)
+            encoder = sources.load_encoder(args.model, area=area, pretrained=not args.no_pretrained, revision=args.revision,
+                                           seed=args.seed)  # fmt: skip
+        except sources.SourceError as error:  # a name, folder or area option the encoder cannot take
+            raise UsageError(f"--model {error}") from None
     try:
         out_layers = probing.resolve_out_layers(args.out_layers, encoder.config)
     except ValueError as error:

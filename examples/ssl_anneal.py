@@ -40,21 +40,18 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 
-from hf_vjepa_area import anneal, probing, runs, ssl
+from hf_vjepa_area import anneal, runs, sources, ssl
 from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_dataset, normalize
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
-from hf_vjepa_area.conversion import ConversionError
-from hf_vjepa_area.conversion.load import CONVERT_FIRST, resolve_folder
+from hf_vjepa_area.modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS
 from hf_vjepa_area.runs import setting
 
 MODEL_DIR = "model"
-# The demo model: the probe demo's encoder (probing.DEMO_ENCODER_CONFIG) at patch 8, so that 64 px clips give
+# The demo model: the probe demo's encoder (sources.DEMO_ENCODER_CONFIG) at patch 8, so that 64 px clips give
 # an 8 x 8 grid in which V-JEPA 2's mask blocks (15% and 70% of the frame) leave context, with a 2-block predictor.
 DEMO_MODEL = dict(patch_size=8, predictor_embed_dim=48, predictor_depth=2, predictor_num_heads=4, predictor_num_mask_tokens=2)
-# The anneal's area attention when neither the flags nor the model say: the ST-A² report's.
-REPORT_AREA_SPLITS = (2, 2, 1)
 
 
 @dataclasses.dataclass
@@ -140,50 +137,15 @@ class AnnealSettings(runs.RunSettings):
             raise runs.UsageError("--warmup-steps must be in [0, --steps)")
 
 
-def model_source(args) -> Path:
-    """--model as a local folder or .pt: itself; a Hub id: its snapshot in the Hugging Face cache (downloaded
-    when missing), as `load_released` resolves it."""
-    path = Path(args.model).expanduser()
-    if path.exists():
-        return path
+def load_models(s) -> sources.SSLModels:
+    """The demo's seeded random init, or --model through the resolver; a source it cannot read is one line."""
+    area = sources.AreaOptions(s.area_splits, s.area_layers, s.full_attention, default_splits=DEFAULT_AREA_SPLITS)
+    demo = s.model == "demo"
     try:
-        return resolve_folder(args.model, args.revision)
-    except ConversionError as error:
-        raise SystemExit(f"error: --model {error}") from None
-
-
-def area_overrides(args, config: dict) -> dict:
-    """Config fields for the encoder and target encoder: the flags; else the model's own area attention;
-    else the ST-A² report's (2, 2, 1) in the first 75% of blocks (blocks 0-17 of ViT-L)."""
-    if args.full_attention:
-        return {"area_splits": None}
-    overrides = {}
-    if args.area_splits is not None:
-        overrides["area_splits"] = tuple(args.area_splits)
-    elif config.get("area_splits") is None:
-        overrides["area_splits"] = REPORT_AREA_SPLITS
-    if args.area_layers is not None:
-        overrides["area_layers"] = args.area_layers
-    return overrides
-
-
-def load_models(args) -> ssl.SSLModels:
-    """The demo's seeded random init, or --model's folder, through ssl.load_ssl_models."""
-    if args.model == "demo":
-        source = probing.build_demo_encoder(args.seed, **DEMO_MODEL)
-        init_predictor, config = "random", source.config.to_dict()
-    else:
-        source, init_predictor = model_source(args), args.init_predictor
-        config_file = source / "config.json"
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.is_file() else {}
-    with torch.random.fork_rng(devices=[]):  # a random predictor's init depends on the seed only
-        torch.manual_seed(args.seed)
-        try:
-            return ssl.load_ssl_models(source, init_predictor=init_predictor, **area_overrides(args, config))
-        except ConversionError as error:
-            raise SystemExit(f"error: --model {args.model}: {error}; {CONVERT_FIRST}") from None
-        except (FileNotFoundError, ValueError, OSError) as error:
-            raise SystemExit(f"error: --model {args.model}: {error}") from None
+        return sources.load_ssl_models(s.model, area=area, init_predictor="random" if demo else s.init_predictor,
+                                       revision=s.revision, seed=s.seed, **(DEMO_MODEL if demo else {}))  # fmt: skip
+    except sources.SourceError as error:
+        raise runs.UsageError(f"--model {error}") from None
 
 
 def main(argv=None) -> int:

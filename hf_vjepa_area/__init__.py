@@ -14,6 +14,7 @@ from .modeling import (
     VJEPA2AreaPredictor,
     VJEPA2AreaPreTrainedModel,
 )
+from ._version import __version__
 from .registration import register_transformers
 from . import timm_models  # noqa: E402  (registers the timm entry points)
 from .conversion import load_released
@@ -22,9 +23,8 @@ from .timm_models import VJEPA2Area
 
 register_transformers()
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
     "VARIANTS",
     "VJEPA2AreaConfig",
     "VJEPA2AreaModel",

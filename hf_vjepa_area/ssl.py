@@ -1,4 +1,5 @@
-"""V-JEPA 2 self-supervised training pieces: the step's loss, EMA, optimizer, schedules and model loading.
+"""V-JEPA 2 self-supervised training pieces: the step's loss, EMA, optimizer and schedules (the models come
+from `sources.load_ssl_models`).
 
 One step, as in Meta's `app/vjepa/train.py`:
   targets = layer_norm(target_encoder(clips))            all tokens, no grad, non-affine norm
@@ -11,20 +12,14 @@ and process groups are the caller's: nothing here assumes a device or a dtype.
 
 from __future__ import annotations
 
-import copy
-import json
 import math
-import os
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
-from transformers.utils import SAFE_WEIGHTS_NAME as ENCODER_WEIGHTS_NAME
 
-from .modeling import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaConfig, VJEPA2AreaModel
+from .modeling import VJEPA2AreaModel
 from .modeling.modeling_vjepa2_area import set_blocks_checkpointing
 from .modeling.predictor_vjepa2_area import VJEPA2AreaPredictor
 
@@ -144,131 +139,13 @@ def ema_momentum(step: int, total_steps: int, ema: tuple[float, float] = (0.9992
     return ema[0] + step * (ema[1] - ema[0]) / max(1, total_steps)
 
 
-# ----------------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------------
-
-
-class SSLModels(NamedTuple):
-    encoder: VJEPA2AreaModel  # the context encoder (trained)
-    target_encoder: VJEPA2AreaModel  # EMA of the encoder, frozen; what an anneal publishes
-    predictor: VJEPA2AreaPredictor
-
-
-def _config(config_dict: dict, overrides: dict) -> VJEPA2AreaConfig:
-    unknown = sorted(set(overrides) - set(VJEPA2AreaConfig.__annotations__))
-    if unknown:
-        raise ValueError(f"{unknown} are not VJEPA2AreaConfig fields")
-    config_dict = {**config_dict, **overrides}
-    # New splits without layers: the default layers for them, not the (possibly empty) saved list.
-    for splits, layers in (("area_splits", "area_layers"), ("predictor_area_splits", "predictor_area_layers")):
-        if splits in overrides and layers not in overrides:
-            config_dict[layers] = None
-    return VJEPA2AreaConfig.from_dict(config_dict)
-
-
-def _load_into(model_class, config, state: dict, what: str):
-    """Build on the meta device and take the tensors as they are (no random init, no second copy);
-    strict: a missing, unexpected or mis-shaped tensor is an error, never a silent partial load."""
-    with torch.device("meta"):
-        model = model_class(config)
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as error:
-        raise ValueError(f"{what} does not fit the model of config.json: {error}") from None
-    return model.float()
-
-
-def _read_weights(source, read_options: dict) -> tuple[dict, dict, dict | None, dict | None, str]:
-    """(config dict, encoder state, predictor state, context-encoder state, what) of any source we take."""
-    if isinstance(source, VJEPA2AreaModel):
-        state = {key: value.detach().clone() for key, value in source.state_dict().items()}
-        return source.config.to_dict(), state, None, None, "a model instance"
-    path = Path(source)
-    config_file = path / "config.json"
-    released = path.is_file() or (
-        config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get("model_type") == "vjepa2"
-    )
-    if released:  # Meta's .pt or a transformers facebook/vjepa2-* folder, read by the conversion's reader
-        from .conversion.load import read_source
-
-        read = read_source(path, **read_options)
-        return read.config.to_dict(), read.encoder, read.predictor or None, read.context_encoder or None, str(path)
-    given = sorted(name for name, value in read_options.items() if value and name != "with_predictor")
-    if given:
-        raise ValueError(f"{path}: {', '.join(given)} are for a .pt or transformers source; our folders' config.json says")
-    for name in ("config.json", ENCODER_WEIGHTS_NAME):
-        if not (path / name).is_file():
-            raise FileNotFoundError(
-                f"{path / name} not found: expected one of our folders (config.json, {ENCODER_WEIGHTS_NAME}), "
-                "a transformers V-JEPA 2 folder or a released .pt"
-            )
-    predictor, context = (path / PREDICTOR_WEIGHTS_NAME, path / CONTEXT_ENCODER_WEIGHTS_NAME)
-    return (
-        json.loads(config_file.read_text(encoding="utf-8")),
-        load_file(path / ENCODER_WEIGHTS_NAME),
-        load_file(predictor) if predictor.is_file() else None,
-        load_file(context) if context.is_file() else None,
-        str(path),
-    )
-
-
-def load_ssl_models(source: str | os.PathLike | VJEPA2AreaModel, *, init_predictor: str = "checkpoint",
-                    read_options: dict | None = None, **overrides) -> SSLModels:
-    """Encoder, target encoder and predictor for V-JEPA 2 training, all float32.
-
-    `source`: one of our folders (`config.json`, `model.safetensors` = the target encoder, optional
-    `predictor.safetensors` and `context_encoder.safetensors`), a released source as `load_released` takes
-    it (Meta's `.pt`: `target_encoder`, `predictor`, `encoder`; a transformers `facebook/vjepa2-*` folder:
-    encoder and predictor), or a `VJEPA2AreaModel`. The context encoder starts from the source's context
-    encoder when it has one, else from the target encoder.
-    `init_predictor`: "checkpoint" (the source's predictor; its mask-token count wins over the config's)
-    or "random" (released init). `read_options`: what a `.pt` does not store (`variant`, `predictor_heads`,
-    `img_size`, `num_frames`), as for `load_released`. `overrides`: config fields, e.g. `area_splits=(2, 2, 1),
-    area_layers="0:18"`, applied to the encoder and the target encoder alike (and `predictor_*` fields).
-    """
-    if init_predictor not in ("checkpoint", "random"):
-        raise ValueError(f"init_predictor must be 'checkpoint' or 'random', got {init_predictor!r}")
-    read_options = {**(read_options or {}), "with_predictor": init_predictor == "checkpoint"}
-    config_dict, encoder_state, predictor_state, context_state, what = _read_weights(source, read_options)
-    # A classifier's file holds its probe as `head.*` beside the encoder: not part of SSL training.
-    encoder_state = {key: value for key, value in encoder_state.items() if not key.startswith("head.")}
-
-    if init_predictor == "random":
-        predictor_state = None
-    elif predictor_state is None:
-        raise FileNotFoundError(
-            f"{what} has no predictor weights: use a released .pt or facebook/vjepa2-* folder, convert the source "
-            f"with its predictor (conversion writes {PREDICTOR_WEIGHTS_NAME}), or start a fresh predictor with "
-            "init_predictor='random' (--init-predictor random)"
-        )
-    else:
-        # The released files carry 10 mask tokens whatever the training that follows uses.
-        overrides = {**overrides, "predictor_num_mask_tokens": sum(key.startswith("mask_tokens.") for key in predictor_state)}
-    config = _config(config_dict, overrides)
-
-    target_encoder = _load_into(VJEPA2AreaModel, config, encoder_state, ENCODER_WEIGHTS_NAME)
-    if context_state is not None:
-        encoder = _load_into(VJEPA2AreaModel, config, context_state, CONTEXT_ENCODER_WEIGHTS_NAME)
-    else:
-        encoder = copy.deepcopy(target_encoder)
-    if predictor_state is not None:
-        predictor = _load_into(VJEPA2AreaPredictor, config, predictor_state, PREDICTOR_WEIGHTS_NAME)
-    else:
-        predictor = VJEPA2AreaPredictor(config)
-    target_encoder.requires_grad_(False).eval()
-    return SSLModels(encoder.train(), target_encoder, predictor.train())
-
-
 __all__ = [
     "JEPA",
     "SSLLoss",
-    "SSLModels",
     "target_tokens",
     "ema_update",
     "param_groups",
     "make_optimizer",
     "learning_rate",
     "ema_momentum",
-    "load_ssl_models",
 ]

@@ -33,8 +33,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
-from .conversion.keys import original_parts
-from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
+from .checkpoint_keys import original_parts
+from .modeling.configuration_vjepa2_area import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
 from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
 from .modeling.timm_metadata import timm_name, timm_pretrained_cfg
 
@@ -361,7 +361,8 @@ def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int):
         return _create(name, pretrained, **{**args, **kwargs})
 
     weights = f"released fpc64 weights at {img_size} px" if _MODELS[name.removesuffix("_area")][3] else "random init"
-    attention = "ST-A² area attention: area_splits (2, 2, 1) over the first 75% of blocks" if area else "full attention"
+    attention = (f"ST-A² area attention: area_splits {DEFAULT_AREA_SPLITS} over the first {DEFAULT_AREA_FRACTION:.0%} of blocks"
+                 if area else "full attention")  # fmt: skip
     entry.__name__ = entry.__qualname__ = name
     entry.__module__ = __name__
     entry.__doc__ = f"V-JEPA 2 {variant} encoder, {weights}, {num_frames} frames; {attention}."

@@ -43,7 +43,9 @@ def single_thread():
 def tiny_hub(tmp_path_factory) -> TinyHub:
     """A tiny encoder and classifier written with `save_repo_folder` into a Hub cache (not yet active)."""
     from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-    from hf_vjepa_area.hub import add_folder_to_hub_cache, save_repo_folder
+    from hf_vjepa_area.hub import save_repo_folder
+
+    from .hub_cache import add_folder_to_hub_cache
 
     root = tmp_path_factory.mktemp("tiny_hub")
     torch.manual_seed(0)
@@ -106,7 +108,7 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 def tiny_release(tmp_path_factory) -> TinyRelease:
     from transformers import VJEPA2Config, VJEPA2Model
 
-    from hf_vjepa_area.hub import add_folder_to_hub_cache
+    from .hub_cache import add_folder_to_hub_cache
 
     root = tmp_path_factory.mktemp("release")
     model = randomize(VJEPA2Model(VJEPA2Config(**RELEASED_TINY)), 3)

@@ -17,9 +17,11 @@ from transformers import AutoModel, AutoModelForVideoClassification, AutoVideoPr
 
 import hf_vjepa_area
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, hub
-from hf_vjepa_area.hub import add_folder_to_hub_cache, push_folder, repo_id_for, save_repo_folder
+from hf_vjepa_area.hub import push_folder, repo_id_for, save_repo_folder
 from hf_vjepa_area.modeling.configuration_vjepa2_area import RELEASED_MODELS
 from hf_vjepa_area.modeling.timm_metadata import timm_architecture, timm_model_args
+
+from .hub_cache import add_folder_to_hub_cache
 
 from .conftest import TINY, tiny_video
 

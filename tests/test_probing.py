@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
-from hf_vjepa_area import probing
+from hf_vjepa_area import probing, sources
 from hf_vjepa_area.data import SkippedSample
 from hf_vjepa_area.data.sampling import item_generator
 from tests.numerics import FLOAT32_RTOL, approx, assert_differs, assert_matches
@@ -26,7 +26,7 @@ def accelerator():
 
 
 def tiny_encoder(**overrides):
-    return probing.build_demo_encoder(0, **overrides).eval()
+    return sources.build_demo_encoder(0, **overrides).eval()
 
 
 # ---- token layout ----------------------------------------------------------------------------------
@@ -65,78 +65,6 @@ def test_encode_clips_equals_per_clip_encoding():
     assert not torch.is_grad_enabled() or not out.requires_grad
     with pytest.raises(ValueError, match="S\\*V"):
         probing.encode_clips(encoder, clips, 4, 1)
-
-
-# ---- encoders -------------------------------------------------------------------------------------
-
-
-def test_demo_encoder_is_seeded_and_leaves_global_rng_alone():
-    state = torch.random.get_rng_state()
-    a, b = probing.load_encoder(None), probing.load_encoder(None)
-    assert torch.equal(torch.random.get_rng_state(), state)
-    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
-        assert ka == kb and torch.equal(va, vb)
-    assert not any(p.requires_grad for p in a.parameters()) and not a.training
-    assert a.config.area_splits == [2, 2, 1] and a.config.area_layers == [0, 1, 2]
-    full = probing.load_encoder(None, full_attention=True)
-    assert full.config.area_splits is None and not any(block.attn.area for block in full.blocks)
-    some = probing.load_encoder(None, area_layers="0:2")
-    assert [block.attn.area for block in some.blocks] == [True, True, False, False]
-
-
-def test_with_area_rebuilds_and_normalises_the_config():
-    config = VJEPA2AreaConfig(img_size=64, embed_dim=96, depth=4, num_heads=4, num_frames=8)
-    area = probing.with_area(config, area_splits=(2, 1, 1), area_layers="1:3")
-    assert area.area_splits == [2, 1, 1] and area.area_layers == [1, 2] and area.embed_dim == 96
-    assert probing.with_area(area, area_splits=(1, 2, 2)).area_layers == [1, 2]  # keeps the layers it had
-    assert probing.with_area(config, area_splits=(2, 2, 1)).area_layers == [0, 1, 2]  # default 75%
-    assert probing.with_area(area, full_attention=True).area_layers == []
-    assert probing.with_area(config) is config
-    with pytest.raises(ValueError, match="full_attention"):
-        probing.with_area(config, area_splits=(2, 2, 1), full_attention=True)
-    with pytest.raises(ValueError, match="area_layers needs"):
-        probing.with_area(config, area_layers="0:2")
-
-
-def test_load_encoder_from_a_folder_with_area_overrides(tmp_path):
-    full = VJEPA2AreaModel(VJEPA2AreaConfig(img_size=32, embed_dim=48, depth=4, num_heads=4, num_frames=4))
-    full.save_pretrained(tmp_path / "enc")
-    area = probing.load_encoder(str(tmp_path / "enc"), area_splits=(2, 1, 1), area_layers="0:3")
-    assert area.config.area_splits == [2, 1, 1] and [b.attn.area for b in area.blocks] == [True, True, True, False]
-    same = probing.load_encoder(str(tmp_path / "enc"))
-    assert same.config.area_splits is None
-    for key, value in full.state_dict().items():
-        assert torch.equal(area.state_dict()[key], value) and torch.equal(same.state_dict()[key], value)
-    assert not any(p.requires_grad for p in area.parameters())
-    with pytest.raises(ValueError, match="cannot load"):
-        probing.load_encoder(str(tmp_path / "nothing-here"))
-
-
-def test_load_encoder_takes_released_sources_directly(tiny_release, offline_release):
-    """Meta's .pt and transformers' facebook/vjepa2-* repo (by folder and by Hub id), with area options:
-    the same weights as transformers' VJEPA2Model, no conversion step."""
-    video = torch.randn(1, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = tiny_release.model(video.transpose(1, 2), skip_predictor=True).last_hidden_state
-    for source in (str(tiny_release.folder), tiny_release.repo_id):
-        encoder = probing.load_encoder(source, area_splits=(1, 2, 1), area_layers="0:1")
-        assert encoder.config.area_layers == [0] and not any(p.requires_grad for p in encoder.parameters())
-        full = probing.load_encoder(source)
-        with torch.no_grad():
-            assert_matches(full.encode(video).last_hidden_state, expected)
-    with pytest.raises(ValueError, match="pass --variant"):  # a .pt of no released size: the reader's own message
-        probing.load_encoder(str(tiny_release.pt))
-
-
-def test_load_encoder_timm_name_with_area_options():
-    encoder = probing.load_encoder("vjepa2_vitt", pretrained=False, area_splits=(2, 2, 1), area_layers="0:6")
-    assert encoder.config.area_splits == [2, 2, 1] and encoder.config.area_layers == list(range(6))
-    assert hasattr(encoder, "encode") and not encoder.training
-    full = probing.load_encoder("vjepa2_vitt_area", pretrained=False, full_attention=True)
-    assert full.config.area_layers == [] and not any(block.attn.area for block in full.blocks)
-
-
-# ---- the probe grid, optimizer and schedule -----------------------------------------------------------
 
 
 def test_hparam_grid_is_weight_decay_major_like_vjepa2():
@@ -476,19 +404,6 @@ def test_cached_features_computes_once_and_respects_the_spec(tmp_path, accelerat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train.safetensors"]  # shards merged and removed
 
 
-def test_load_encoder_from_the_hub_by_id_and_through_timm(offline_hub):
-    encoder = probing.load_encoder(offline_hub.encoder_id)
-    for key, value in offline_hub.encoder.state_dict().items():
-        assert torch.equal(encoder.state_dict()[key], value)
-    from_classifier = probing.load_encoder(offline_hub.classifier_id, full_attention=True)  # the encoder of a probe repo
-    assert from_classifier.config.area_splits is None and isinstance(from_classifier, VJEPA2AreaModel)
-    for key, value in offline_hub.classifier.encoder.state_dict().items():
-        assert torch.equal(from_classifier.state_dict()[key], value)
-    via_timm = probing.load_encoder("hf-hub:" + offline_hub.encoder_id)
-    clip = torch.randn(1, 3, 4, 32, 32)
-    assert_matches(via_timm.encode(clip).last_hidden_state, encoder.encode(clip).last_hidden_state)
-
-
 # ---- one head at a time: memory and gradients ------------------------------------------------------------
 
 
@@ -605,8 +520,3 @@ def test_encode_clips_normalizes_uint8_clips_on_their_device():
     ours = probing.encode_clips(encoder, pixels, 2, 1, chunk_size=1)
     expected = probing.encode_clips(encoder, normalize(pixels, channel_dim=2), 2, 1)
     assert_matches(ours, expected)
-
-
-def test_a_timm_name_without_weights_says_what_to_pass():
-    with pytest.raises(ValueError, match="has no published weights: pass pretrained=False \\(--no-pretrained\\)"):
-        probing.load_encoder("vjepa2_vitt_area")

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 import pytest
 import torch
 
-from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
+from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing, sources
 from hf_vjepa_area.hub import save_repo_folder
 
 from tests.numerics import assert_matches
@@ -22,7 +22,7 @@ def make_probe(specs, dim=24, classes=3, depth=2):
 
 
 def tiny_encoder():
-    return probing.build_demo_encoder(0).eval()
+    return sources.build_demo_encoder(0).eval()
 
 
 def test_model_card_states_the_training_augmentation():

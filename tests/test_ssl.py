@@ -18,12 +18,12 @@ from hf_vjepa_area import (
     save_repo_folder,
 )
 from hf_vjepa_area.data.masks import MultiBlockMaskCollator
+from hf_vjepa_area.sources import AreaOptions, SourceError, load_ssl_models
 from hf_vjepa_area.ssl import (
     JEPA,
     ema_momentum,
     ema_update,
     learning_rate,
-    load_ssl_models,
     make_optimizer,
     param_groups,
     target_tokens,
@@ -272,20 +272,20 @@ def test_load_from_folder_with_released_mask_token_count(tmp_path):
 
 def test_load_context_encoder_and_area_overrides(tmp_path):
     files = write_folder(tmp_path, context_encoder=True)
-    encoder, target, predictor = load_ssl_models(tmp_path, area_splits=(2, 2, 1), area_layers="0:1")
+    encoder, target, predictor = load_ssl_models(tmp_path, area=AreaOptions((2, 2, 1), "0:1"))
     assert states_equal(encoder, files["context"]) and states_equal(target, files["encoder"])
     for model in (encoder, target):
         assert model.config.area_splits == [2, 2, 1] and model.config.area_layers == [0]
         assert [block.attn.area for block in model.blocks] == [True, False]
     assert not any(block.attn.area for block in predictor.predictor_blocks)
     # Splits alone: the default layers (first 75% of blocks), not the folder's empty list.
-    encoder, target, _ = load_ssl_models(tmp_path, area_splits=(1, 2, 2))
+    encoder, target, _ = load_ssl_models(tmp_path, area=AreaOptions((1, 2, 2)))
     assert encoder.config.area_layers == target.config.area_layers == [0]
 
 
 def test_load_without_predictor(tmp_path):
     files = write_folder(tmp_path, predictor=False)
-    with pytest.raises(FileNotFoundError, match="init_predictor='random'"):
+    with pytest.raises(SourceError, match="init_predictor='random'"):
         load_ssl_models(tmp_path)
     encoder, target, predictor = load_ssl_models(tmp_path, init_predictor="random")
     assert states_equal(target, files["encoder"])
@@ -302,32 +302,34 @@ def test_load_from_a_classifier_folder(tmp_path):
 
 def test_load_from_a_model_instance():
     model, _, _ = tiny_models()
-    encoder, target, predictor = load_ssl_models(model, init_predictor="random", area_splits=(2, 1, 1))
+    encoder, target, predictor = load_ssl_models(model, init_predictor="random", area=AreaOptions((2, 1, 1)))
     assert states_equal(target, model.state_dict()) and states_equal(encoder, model.state_dict())
     assert target.config.area_splits == [2, 1, 1] and model.config.area_splits is None
-    with pytest.raises(FileNotFoundError, match="a model instance"):
+    with pytest.raises(SourceError, match="a model instance"):
         load_ssl_models(model)
 
 
 def test_load_refuses_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(SourceError, match="config.json"):
         load_ssl_models(tmp_path)
     write_folder(tmp_path)
     with pytest.raises(ValueError, match="not VJEPA2AreaConfig fields"):
         load_ssl_models(tmp_path, area_split=(2, 2, 1))
+    with pytest.raises(ValueError, match="area=AreaOptions"):
+        load_ssl_models(tmp_path, area_splits=(2, 2, 1))
     with pytest.raises(ValueError, match="init_predictor"):
         load_ssl_models(tmp_path, init_predictor="pretrained")
-    with pytest.raises(ValueError, match="predictor.safetensors does not fit"):
+    with pytest.raises(ValueError, match="predictor.safetensors: the tensors do not fit"):
         load_ssl_models(tmp_path, predictor_embed_dim=48)
 
 
 def test_load_released_sources_directly(tiny_release):
     """Meta's .pt (target_encoder, encoder = context, predictor) and transformers' folder (encoder,
     predictor) give the same target encoder and predictor; only the .pt has a context encoder of its own."""
-    from hf_vjepa_area.conversion.keys import original_parts, safe_torch_load
+    from hf_vjepa_area.checkpoint_keys import original_parts, safe_torch_load
 
     parts = original_parts(safe_torch_load(tiny_release.pt))
-    from_pt = load_ssl_models(tiny_release.pt, read_options=TINY_PT_OPTIONS, area_splits=(2, 2, 1))
+    from_pt = load_ssl_models(tiny_release.pt, read_options=TINY_PT_OPTIONS, area=AreaOptions((2, 2, 1)))
     from_folder = load_ssl_models(tiny_release.folder)
     assert from_pt.target_encoder.config.area_layers and not from_folder.target_encoder.config.area_layers
     assert states_equal(from_pt.target_encoder, parts["encoder"]) and states_equal(from_folder.target_encoder, parts["encoder"])

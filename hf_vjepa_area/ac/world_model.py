@@ -8,15 +8,14 @@ back as the next frame, with the robot state advanced by the action (`next_state
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conversion.keys import ConversionError
-from ..conversion.load import build_ac_predictor, build_model, read_source, resolve_folder
+from ..checkpoint_keys import ConversionError
+from ..conversion.load import build_ac_predictor, build_model, read_source
 from ..modeling import VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import (
     AC_PREDICTOR_CONFIG_KEY,
@@ -24,6 +23,7 @@ from ..modeling.ac_predictor_vjepa2_area import (
     VJEPA2ACPredictor,
     VJEPA2ACPredictorConfig,
 )
+from ..sources import load_model, resolve
 
 
 def euler_to_matrix(angles: torch.Tensor) -> torch.Tensor:
@@ -157,12 +157,12 @@ def load_world_model(source: str | Path, *, predictor_heads: int | None = None, 
                               "only for a .pt source; a converted folder's config.json holds its sizes")  # fmt: skip
     from safetensors.torch import load_file
 
-    folder = resolve_folder(str(source), revision)
-    config = json.loads((folder / "config.json").read_text())
-    if AC_PREDICTOR_CONFIG_KEY not in config or not (folder / AC_PREDICTOR_WEIGHTS_NAME).is_file():
+    found = resolve(source, revision)  # config.json read once, a Hub id resolved offline-aware
+    config, folder = found.config or {}, found.where
+    if found.kind != "ours" or AC_PREDICTOR_CONFIG_KEY not in config or not (folder / AC_PREDICTOR_WEIGHTS_NAME).is_file():
         raise ConversionError(f"{source}: no {AC_PREDICTOR_WEIGHTS_NAME} with its {AC_PREDICTOR_CONFIG_KEY!r} config: "
                               "convert vjepa2-ac-vitg.pt with vjepa2-area-convert, or pass the .pt")  # fmt: skip
-    encoder = VJEPA2AreaModel.from_pretrained(folder)
+    encoder = load_model(found)
     predictor = build_ac_predictor(VJEPA2ACPredictorConfig(**config[AC_PREDICTOR_CONFIG_KEY]), load_file(folder / AC_PREDICTOR_WEIGHTS_NAME))
     return WorldModel(encoder, predictor).eval()
 

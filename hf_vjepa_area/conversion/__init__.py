@@ -3,7 +3,7 @@
 folder (`python -m hf_vjepa_area.conversion --help`).
 """
 
-from .keys import ConversionError, UnsafeCheckpointError, safe_torch_load
+from ..checkpoint_keys import ConversionError, UnsafeCheckpointError, safe_torch_load
 from .load import load_released
 
 __all__ = ["ConversionError", "UnsafeCheckpointError", "load_released", "safe_torch_load"]

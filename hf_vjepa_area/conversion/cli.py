@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..modeling import VARIANTS
 from .convert import DEFAULT_TOLERANCE, VerificationError, convert, export_to_transformers
-from .keys import ConversionError
+from ..checkpoint_keys import ConversionError
 from .load import PT_OPTIONS
 
 DESCRIPTION = """\

@@ -17,15 +17,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 from safetensors.torch import load_file
 
+from .._build import build_holding
+from .._version import __version__
 from ..hub import move_into_place, repo_id_for, save_repo_folder, save_safetensors
-from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, VJEPA2AreaPredictor
+from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaPredictor
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
 from ..modeling.ac_predictor_vjepa2_area import AC_PREDICTOR_CONFIG_KEY, AC_PREDICTOR_WEIGHTS_NAME
 from ..modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME
-from .keys import ENCODER_KEYS, HEAD_KEYS, PREDICTOR_KEYS, ConversionError, to_transformers
+from ..sources import AreaOptions, load_model, resolve
+from ..checkpoint_keys import ENCODER_KEYS, HEAD_KEYS, PREDICTOR_KEYS, ConversionError, to_transformers
 from .load import Source, build_model, file_record, read_source
 
 REPORT_NAME = "conversion_report.json"
@@ -91,10 +93,7 @@ def verification_input(config: VJEPA2AreaConfig, seed: int = 0):
 
 def _holding(build, state: dict) -> torch.nn.Module:
     """A module built without initialising its weights, holding exactly `state` (as fp32)."""
-    with init_empty_weights():
-        module = build()
-    module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    return module.eval()
+    return build_holding(build, {k: v.float() for k, v in state.items()}, error=ConversionError)
 
 
 def transformers_block_outputs(encoder, layers) -> list:
@@ -146,12 +145,12 @@ def full_attention(config: VJEPA2AreaConfig) -> VJEPA2AreaConfig:
     return config
 
 
-def _load_ours(folder: Path):
-    """Our model of a folder with area attention off: same weights, the source's attention pattern."""
-    config = full_attention(VJEPA2AreaConfig.from_pretrained(folder))
-    classifier = config.architectures == ["VJEPA2AreaForVideoClassification"]
-    model_class = VJEPA2AreaForVideoClassification if classifier else VJEPA2AreaModel
-    return model_class.from_pretrained(folder, config=config).float().eval()
+def _load_ours(source) -> torch.nn.Module:
+    """Our model of a folder (or Hub id) with area attention off: same weights, the source's attention
+    pattern, in the encoder and in the predictor that `our_outputs` builds from its config."""
+    model = load_model(source, area=AreaOptions(full_attention=True))
+    full_attention(model.config)
+    return model.float().eval()
 
 
 @torch.no_grad()
@@ -220,8 +219,6 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
             repo_id: str | None = None, probe: str | Path | None = None, **read_options) -> dict:  # fmt: skip
     """Write `source` (Meta `.pt`, transformers folder or Hub id) as our repo folder at `output`; returns the
     report. `read_options` are `load_released`'s (checkpoint_key, variant, img_size, revision, config fields)."""
-    from .. import __version__
-
     output = Path(output).expanduser().absolute()
     check_output(output, overwrite, [source, probe])
     read = read_source(source, probe=probe, **read_options)
@@ -289,9 +286,13 @@ def export_to_transformers(source: str | Path, output: str | Path, *, overwrite:
     verified against our full-attention model."""
     import transformers
 
-    folder, output = Path(source), Path(output).expanduser().absolute()
-    check_output(output, overwrite, [folder])
-    ours = _load_ours(folder)
+    output = Path(output).expanduser().absolute()
+    check_output(output, overwrite, [Path(source)])
+    found = resolve(source)
+    if found.kind != "ours":
+        raise ConversionError(f"{source}: a {found.kind} source, not one of our folders (model_type vjepa2_area): "
+                              "convert it first (vjepa2-area-convert SOURCE OUT)")  # fmt: skip
+    folder, ours = found.where, _load_ours(found)
     classifier = isinstance(ours, VJEPA2AreaForVideoClassification)
     try:
         hf_config = ours.config.to_transformers_config(classifier=classifier)

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import init_empty_weights
 
+from .._build import build_holding
+from ..locate import resolve_folder
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
 from ..modeling.configuration_vjepa2_area import (
@@ -25,9 +26,7 @@ from ..modeling.configuration_vjepa2_area import (
     resolve_out_layers,
     variant_of,
 )
-from .keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
-
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".tar", ".bin", ".safetensors", ".ckpt")  # a file, never a Hub repo id
+from ..checkpoint_keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 # Meta's released classification probes (https://dl.fbaipublicfiles.com/vjepa2/evals/<name>) and the tokens
 # each was trained on, which its tensors do not record: "last" (the last block's) or "multilevel" (the
@@ -61,6 +60,10 @@ def probe_out_layers(probe: Path, given, config: VJEPA2AreaConfig) -> list[int] 
     except ValueError as err:
         origin = f"--probe-out-layers {setting}" if given is not None else f"{probe.name} (a released {setting} probe)"
         raise ConversionError(f"{origin}: {err}") from None
+
+
+class UnstoredFactsError(ConversionError):
+    """What a `.pt` does not store (heads, resolution, frames) and the caller did not give."""
 
 
 @dataclass
@@ -166,8 +169,8 @@ def config_from_tensors(parts: dict, file_name: str, *, variant: str | None = No
         raise ConversionError("--predictor-heads: the checkpoint has no predictor")
     sizes.update(_released_file(file_name, img_size, num_frames, missing))
     if missing:
-        raise ConversionError(f"the weights do not store these, so they are asked for: {'; '.join(missing)} "
-                              "(in Python: variant=, predictor_heads=, img_size=, num_frames=)")  # fmt: skip
+        raise UnstoredFactsError(f"the weights do not store these, so they are asked for: {'; '.join(missing)} "
+                                 "(in Python: variant=, predictor_heads=, img_size=, num_frames=)")  # fmt: skip
     try:
         return VJEPA2AreaConfig(
             **sizes, num_heads=VARIANTS[fits or variant]["num_heads"], in_chans=patch.shape[1], tubelet_size=patch.shape[2],
@@ -185,8 +188,8 @@ def ac_predictor_config(predictor: dict, encoder_config: VJEPA2AreaConfig, heads
     width, embed_dim = predictor["predictor_embed.weight"].shape
     if heads is None and width not in RELEASED_AC_PREDICTOR_HEADS:
         table = ", ".join(f"width {w}: {h}" for w, h in RELEASED_AC_PREDICTOR_HEADS.items())
-        raise ConversionError(f"AC predictor width {width} is no released size and the weights do not store its head count: "
-                              f"pass --predictor-heads N (predictor_heads=N; released {table})")  # fmt: skip
+        raise UnstoredFactsError(f"AC predictor width {width} is no released size and the weights do not store its head count: "
+                                 f"pass --predictor-heads N (predictor_heads=N; released {table})")  # fmt: skip
     try:
         return VJEPA2ACPredictorConfig(
             embed_dim=embed_dim, predictor_embed_dim=width, depth=_depth(predictor, "predictor_blocks"),
@@ -202,34 +205,7 @@ def ac_predictor_config(predictor: dict, encoder_config: VJEPA2AreaConfig, heads
 
 def build_ac_predictor(config: VJEPA2ACPredictorConfig, state_dict: dict) -> VJEPA2ACPredictor:
     """`VJEPA2ACPredictor(config)` holding exactly `state_dict`'s tensors (Meta's names), in eval mode."""
-    with init_empty_weights():
-        predictor = VJEPA2ACPredictor(config)
-    expected = predictor.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
-    shapes = [k for k in set(expected) & set(state_dict) if state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise ConversionError(f"the weights do not fit VJEPA2ACPredictor: missing {missing[:6]}, unexpected {unexpected[:6]}, "
-                              f"shapes differ for {sorted(shapes)[:4]}")  # fmt: skip
-    predictor.load_state_dict(state_dict, strict=True, assign=True)
-    return predictor.eval()
-
-
-def resolve_folder(source: str, revision: str | None) -> Path:
-    """A local folder, or a Hub repo resolved through the Hugging Face cache (or downloaded)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if path.suffix in CHECKPOINT_SUFFIXES or path.is_absolute() or source.startswith((".", "~")) or source.count("/") != 1:
-        raise ConversionError(f"{source}: no such local file or folder")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(source, revision=revision, allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as err:  # noqa: BLE001 - offline, missing, gated: one line either way
-        detail = " ".join(str(err).split())[:300]
-        raise ConversionError(
-            f"{source}: not a local file or folder, and not readable from the Hub ({type(err).__name__}: {detail})"
-        ) from None
+    return build_holding(lambda: VJEPA2ACPredictor(config), state_dict, what="the AC predictor", error=ConversionError)
 
 
 def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
@@ -290,10 +266,25 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
         read = Source(config, parts["encoder"], parts["predictor"], parts["context_encoder"], {**provenance, "files": files})
         return _with_ac_predictor(read, predictor_heads)
     folder = resolve_folder(str(source), revision)
+    return read_transformers(source, folder, read_config(folder, source), checkpoint_key=checkpoint_key, probe=probe,
+                             variant=variant, predictor_heads=predictor_heads, img_size=img_size, num_frames=num_frames,
+                             with_predictor=with_predictor, out_layers=out_layers, **fields)  # fmt: skip
+
+
+def read_config(folder: Path, source) -> dict:
+    """A folder's config.json as a dict; a missing or unreadable one is one error line naming `source`."""
     try:
-        raw = json.loads((folder / "config.json").read_text())
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ConversionError(f"{source}: cannot read config.json ({err})") from None
+
+
+def read_transformers(source, folder: Path, raw: dict, *, checkpoint_key=None, probe=None, variant=None,
+                      predictor_heads=None, img_size=None, num_frames=None, with_predictor: bool = True,
+                      out_layers=None, **fields) -> Source:  # fmt: skip
+    """A transformers V-JEPA 2 folder (`raw`: its config.json, read once by the caller) as a `Source`;
+    `out_layers`: the blocks its probe reads (`probe_out_layers` of `read_source`)."""
+    path = Path(str(source)).expanduser()
     if raw.get("model_type") != "vjepa2":
         raise ConversionError(f"{source}: model_type {raw.get('model_type')!r}, not transformers' 'vjepa2' "
                               "(one of our folders loads with from_pretrained, or converts with --to transformers)")  # fmt: skip
@@ -309,7 +300,7 @@ def read_source(source: str | Path, *, checkpoint_key: str | None = None, probe:
     if not with_predictor:
         parts["predictor"] = {}
     try:
-        config = VJEPA2AreaConfig.from_transformers_config(VJEPA2Config.from_pretrained(folder), classifier, **fields)
+        config = VJEPA2AreaConfig.from_transformers_config(VJEPA2Config.from_dict(raw), classifier, **fields)
     except ValueError as err:
         raise ConversionError(f"invalid configuration: {err}") from None
     if out_layers is not None:  # transformers' classifiers read the last block; a probe trained on others says so here
@@ -336,19 +327,9 @@ def _with_ac_predictor(read: Source, heads: int | None) -> Source:
 
 def build_model(model_class: type, config: VJEPA2AreaConfig, state_dict: dict):
     """`model_class(config)` holding exactly `state_dict`'s tensors (original names; no random init, no copy)."""
-    with init_empty_weights():
-        model = model_class(config)
     if model_class is VJEPA2AreaForVideoClassification:  # its encoder is a submodule
         state_dict = {k if k.startswith("head.") else "encoder." + k: v for k, v in state_dict.items()}
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state_dict)), sorted(set(state_dict) - set(expected))
-    shapes = [f"{k} {list(state_dict[k].shape)} vs {list(expected[k].shape)}" for k in sorted(set(expected) & set(state_dict))
-              if state_dict[k].shape != expected[k].shape]  # fmt: skip
-    if missing or unexpected or shapes:
-        raise ConversionError(f"the weights do not fit {model_class.__name__}: missing {missing[:6]} ({len(missing)}), "
-                              f"unexpected {unexpected[:6]} ({len(unexpected)}), shapes (checkpoint vs model) {shapes[:4]}")  # fmt: skip
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()
+    return build_holding(lambda: model_class(config), state_dict, error=ConversionError)
 
 
 def load_released(source: str | Path, **options):

@@ -1,4 +1,4 @@
-"""V-JEPA 2's multi-block 3-D masks, made by the DataLoader's collate function.
+"""V-JEPA 2's multi-block 3-D masks, for the DataLoader's collate function.
 
 Per batch and mask config: one block size (temporal extent, spatial scale, aspect ratio) for the whole
 batch; per sample, `num_blocks` blocks at random positions (they may overlap). The target is the union of
@@ -8,22 +8,18 @@ neither set. Rules and released values from Meta's `src/masks/multiseq_multibloc
 
 Reproducible: the masks of a batch depend only on `seed`, the mask config and the batch's global index.
 Meta draws the block size from a generator seeded by a counter shared by the workers, and positions from
-each worker's global RNG, so which batch gets which masks depends on worker timing. Here the index comes
-from the DataLoader's order (batch i goes to worker i mod num_workers), so the same seed gives the same
-masks with any number of workers; `set_batch_index` moves the index (e.g. to the step of a resumed run).
+each worker's global RNG, so which batch gets which masks depends on worker timing. Here the caller names
+the batch (e.g. the training step the batch's items carry), so the same seed gives the same masks with
+any number of workers and processes, and after a resume.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import multiprocessing
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import default_collate, get_worker_info
-
-from .dataset import SkippedSample
 
 
 @dataclass(frozen=True)
@@ -93,26 +89,11 @@ def sample_masks(
 
 
 class MultiBlockMaskCollator:
-    """`collate_fn` for V-JEPA 2 training: stacks the samples and adds one (context, target) mask pair per
-    mask config.
+    """The masks a V-JEPA 2 collate function adds to a batch: `masks(batch_index, batch_size)` gives one
+    (context, target) pair of `[B, K]` id tensors per mask config. `grid` is the clip's token grid
+    (frames // tubelet, height // patch, width // patch)."""
 
-    Samples are dicts with a `"clip"` (uint8 [C, T, H, W]); `None` and `SkippedSample` items (unreadable
-    videos) are dropped and counted. Returns `{"clips": [B, C, T, H, W], "masks_context": [LongTensor
-    [B, Kc_i] per config], "masks_target": [LongTensor [B, Kt_i] per config], "skipped": int,
-    "skipped_paths": list}` plus the samples' other keys, collated by `default_collate`. `grid` is the
-    clip's token grid (frames // tubelet, height // patch, width // patch). In a multi-process run, give
-    each process its own seed (e.g. seed + rank) unless identical masks on every process are wanted.
-    `multiprocessing_context`: the DataLoader's, when it is not Python's default (e.g. "spawn").
-    """
-
-    def __init__(
-        self,
-        grid: tuple[int, int, int],
-        configs=RELEASED_MASK_CONFIGS,
-        seed: int = 0,
-        batch_index: int = 0,
-        multiprocessing_context: str | None = None,
-    ):
+    def __init__(self, grid: tuple[int, int, int], configs=RELEASED_MASK_CONFIGS, seed: int = 0):
         if len(grid) != 3 or any(int(n) < 1 for n in grid):
             raise ValueError(f"grid must be the token grid (t, h, w) of positive sizes, got {grid!r}")
         if not configs:
@@ -120,43 +101,6 @@ class MultiBlockMaskCollator:
         self.grid = tuple(int(n) for n in grid)
         self.configs = tuple(configs)
         self.seed = seed
-        # Shared with the worker processes, as Meta's counter is: the index of the next unclaimed batch, the
-        # DataLoader iterator (epoch) whose workers claimed indices last, and where its indices start.
-        context = multiprocessing.get_context(multiprocessing_context)
-        self._next_index = context.Value("q", batch_index)
-        self._iterator = context.Value("q", -1, lock=False)
-        self._iterator_start = context.Value("q", 0, lock=False)
-        self._local_iterator, self._start, self._calls = None, 0, 0
-
-    def set_batch_index(self, index: int) -> None:
-        """Global index of the next batch (0 at the start; the step reached, when resuming a run). Call it
-        before iterating the DataLoader; persistent workers already started keep their numbering."""
-        with self._next_index.get_lock():
-            self._next_index.value = index
-            self._iterator.value = -1
-        self._local_iterator, self._calls = None, 0
-
-    def _claim_index(self) -> int:
-        info = get_worker_info()
-        lock = self._next_index.get_lock()
-        if info is None:  # the main process collates the batches in order
-            with lock:
-                index = self._next_index.value
-                self._next_index.value += 1
-            return index
-        iterator = info.seed - info.id  # the DataLoader's base seed, drawn once per iterator
-        if iterator != self._local_iterator:  # this worker's first batch of a new iterator
-            with lock:
-                if self._iterator.value != iterator:  # ... and the first of all its workers
-                    self._iterator.value = iterator
-                    self._iterator_start.value = self._next_index.value
-                self._start = self._iterator_start.value
-            self._local_iterator, self._calls = iterator, 0
-        index = self._start + self._calls * info.num_workers + info.id
-        self._calls += 1
-        with lock:
-            self._next_index.value = max(self._next_index.value, index + 1)
-        return index
 
     def masks(self, batch_index: int, batch_size: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """The masks of batch `batch_index`: lists (one entry per config) of context and target ids."""
@@ -165,21 +109,6 @@ class MultiBlockMaskCollator:
             for i, config in enumerate(self.configs)
         ]
         return [context for context, _ in pairs], [target for _, target in pairs]
-
-    def __call__(self, samples: list) -> dict:
-        kept = [s for s in samples if s is not None and not isinstance(s, SkippedSample)]
-        skipped_paths = [s.path for s in samples if isinstance(s, SkippedSample)]
-        index = self._claim_index()
-        batch = default_collate(kept) if kept else {"clip": None}
-        masks_context, masks_target = self.masks(index, len(kept)) if kept else ([], [])
-        return {
-            "clips": batch.pop("clip"),
-            "masks_context": masks_context,
-            "masks_target": masks_target,
-            "skipped": len(samples) - len(kept),
-            "skipped_paths": skipped_paths,
-            **batch,
-        }
 
 
 __all__ = ["MaskConfig", "RELEASED_MASK_CONFIGS", "MultiBlockMaskCollator", "block_size", "sample_masks"]

@@ -30,8 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..modeling.timm_metadata import IMAGENET_MEAN, IMAGENET_STD  # the released preprocessing's, one place
 
 
 def _resizes_uint8_natively(device: torch.device) -> bool:

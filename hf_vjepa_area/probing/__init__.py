@@ -7,9 +7,8 @@ concatenated along the token axis (`[V, S*N, D]`); attentive classifiers (`Atten
 weight decays (AdamW, cosine schedule), and the best head is reported. At evaluation the softmax is
 averaged over the `V` views.
 
-One module per job:
+One module per job (the encoder to probe comes from `hf_vjepa_area.sources`):
 
-- `loading`: the encoder to probe (`load_encoder`, `build_demo_encoder`, `with_area`).
 - `tokens`: the frozen forward and the token layout (`encode_clips`, `group_views`, `probe_tokens`).
 - `heads`: the probe (`MultiHeadProbe`, `hparam_grid`), its memory estimate, losses, optimizer, schedule.
 - `loop`: `train_one_epoch` (one head at a time, one gradient reduction per step) and `evaluate`.
@@ -40,7 +39,6 @@ from .heads import (
     per_sample_loss,
     view_averaged_probs,
 )
-from .loading import DEMO_ENCODER_CONFIG, build_demo_encoder, load_encoder, with_area
 from .loop import (
     SeededSamples,
     _check_per_head_ddp,  # noqa: F401  (tested directly)
@@ -91,7 +89,6 @@ from .tokens import (
 
 __all__ = [
     "CHECKPOINTING_THRESHOLD_BYTES",
-    "DEMO_ENCODER_CONFIG",
     "ENCODER_CHUNK",
     "HEAD_GRAPH_BYTES",
     "HEAVY_TOKENS",
@@ -108,7 +105,6 @@ __all__ = [
     "batch_tokens",
     "batching_line",
     "build_classifier",
-    "build_demo_encoder",
     "build_optimizer",
     "build_results",
     "build_scheduler",
@@ -130,7 +126,6 @@ __all__ = [
     "head_activation_bytes",
     "head_metadata",
     "hparam_grid",
-    "load_encoder",
     "new_records",
     "per_sample_loss",
     "probe_input",
@@ -144,7 +139,6 @@ __all__ = [
     "tokens_per_clip",
     "train_one_epoch",
     "view_averaged_probs",
-    "with_area",
     "write_accuracy_png",
     "write_probe_outputs",
 ]

@@ -12,9 +12,8 @@ from safetensors.torch import load_file
 from transformers import VJEPA2Config, VJEPA2Model
 
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaModel, VJEPA2AreaPredictor
-from hf_vjepa_area.conversion import ConversionError
 from hf_vjepa_area.conversion.cli import main
-from hf_vjepa_area.ssl import load_ssl_models
+from hf_vjepa_area.sources import SourceError, load_ssl_models
 
 from tests.conftest import meta_checkpoint, randomize
 from tests.modeling.test_predictor import disjoint_masks
@@ -40,7 +39,7 @@ def test_a_predictor_of_another_width_needs_its_head_count(custom, tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the predictor's width 96 is not a released one" in err and "--predictor-heads N" in err
     assert not (tmp_path / "out").exists()
-    with pytest.raises(ConversionError, match="--predictor-heads"):  # the SSL loader reads through the same reader
+    with pytest.raises(SourceError, match="--predictor-heads"):  # the SSL loader reads through the same reader
         load_ssl_models(path, read_options=dict(variant="tiny", img_size=64, num_frames=8))
     assert main([str(path), str(tmp_path / "out"), "--variant", "tiny", "--predictor-heads", "4"]) == 2
     assert "my-vjepa2.pt is not one of Meta's released files" in capsys.readouterr().err

@@ -6,7 +6,7 @@ import pickle
 import pytest
 import torch
 
-from hf_vjepa_area.conversion.keys import (
+from hf_vjepa_area.checkpoint_keys import (
     ConversionError,
     UnsafeCheckpointError,
     original_parts,

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from hf_vjepa_area.data.dataset import SkippedSample
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MaskConfig, MultiBlockMaskCollator, block_size
 
 from tests.numerics import assert_matches
@@ -64,75 +62,6 @@ def test_same_block_size_within_a_batch_and_positions_per_sample():
     # One block per sample: nothing trimmed (every sample's block has the same size), at its own place.
     assert context.shape[1] + target.shape[1] == NUM_TOKENS
     assert len({tuple(t.tolist()) for t in target}) > 1
-
-
-class Clips(Dataset):
-    def __init__(self, n: int, skip=()):
-        self.n, self.skip = n, set(skip)
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, index):
-        if index in self.skip:
-            return SkippedSample(index, f"video{index}.mp4", "unreadable")
-        return {"clip": torch.full((3, 4, 8, 8), index, dtype=torch.uint8), "index": index}
-
-
-def run_loader(num_workers: int, epochs: int = 1, seed: int = 0, start: int | None = None, n: int = 12, **kwargs):
-    context = kwargs.get("multiprocessing_context")
-    collator = MultiBlockMaskCollator(GRID, seed=seed, multiprocessing_context=context)
-    if start is not None:
-        collator.set_batch_index(start)
-    loader = DataLoader(Clips(n), batch_size=2, num_workers=num_workers, collate_fn=collator, **kwargs)
-    return [batch for _ in range(epochs) for batch in loader]
-
-
-def same_masks(a: dict, b: dict) -> bool:
-    pairs = list(zip(a["masks_context"] + a["masks_target"], b["masks_context"] + b["masks_target"]))
-    return all(x.shape == y.shape and torch.equal(x, y) for x, y in pairs)
-
-
-def test_collated_batch():
-    collator = MultiBlockMaskCollator(GRID)
-    batch = collator([Clips(3)[i] for i in range(3)] + [None])
-    assert batch["clips"].shape == (3, 3, 4, 8, 8) and batch["clips"].dtype == torch.uint8
-    assert batch["index"].tolist() == [0, 1, 2]
-    assert batch["skipped"] == 1 and batch["skipped_paths"] == []
-    assert [m.shape[0] for m in batch["masks_context"] + batch["masks_target"]] == [3] * 4
-
-
-def test_skipped_samples_are_dropped_and_counted():
-    loader = DataLoader(Clips(4, skip={1, 2, 3}), batch_size=4, collate_fn=MultiBlockMaskCollator(GRID))
-    (batch,) = list(loader)
-    assert batch["clips"].shape[0] == 1 and batch["index"].tolist() == [0]
-    assert batch["skipped"] == 3 and batch["skipped_paths"] == ["video1.mp4", "video2.mp4", "video3.mp4"]
-    assert all(m.shape[0] == 1 for m in batch["masks_context"])
-    loader = DataLoader(Clips(2, skip={0, 1}), batch_size=2, collate_fn=MultiBlockMaskCollator(GRID))
-    (batch,) = list(loader)
-    assert batch["clips"] is None and batch["masks_context"] == [] and batch["skipped"] == 2
-
-
-@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine
-def test_same_seed_same_masks_for_any_worker_count():
-    """Two epochs, so the second epoch's fresh workers must continue the numbering rather than repeat it."""
-    serial = run_loader(0, epochs=2)
-    assert len(serial) == 12
-    assert not same_masks(serial[0], serial[6])  # epochs differ
-    for workers in (1, 2, 3):
-        parallel = run_loader(workers, epochs=2)
-        assert [b["index"].tolist() for b in parallel] == [b["index"].tolist() for b in serial]
-        assert all(same_masks(a, b) for a, b in zip(serial, parallel)), f"{workers} workers"
-    persistent = run_loader(2, epochs=2, persistent_workers=True)
-    assert all(same_masks(a, b) for a, b in zip(serial, persistent))
-    other_seed = run_loader(0, seed=1)
-    assert not any(same_masks(a, b) for a, b in zip(serial, other_seed))
-
-
-def test_resume_from_batch_index():
-    serial = run_loader(0, epochs=2)
-    resumed = run_loader(2, start=6)  # the second epoch of a run restarted after 6 batches
-    assert all(same_masks(a, b) for a, b in zip(serial[6:], resumed))
 
 
 def test_bad_arguments():

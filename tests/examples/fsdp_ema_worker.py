@@ -10,7 +10,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from hf_vjepa_area import anneal, probing, ssl
+from hf_vjepa_area import anneal, sources, ssl
 from hf_vjepa_area.data import MultiBlockMaskCollator
 
 sharded = "WORLD_SIZE" in os.environ
@@ -21,10 +21,10 @@ if sharded:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
 torch.manual_seed(0)
-encoder = probing.build_demo_encoder(0, img_size=32, patch_size=8, num_frames=4, predictor_embed_dim=16,
+encoder = sources.build_demo_encoder(0, img_size=32, patch_size=8, num_frames=4, predictor_embed_dim=16,
                                      predictor_depth=1, predictor_num_heads=2, predictor_num_mask_tokens=1)
-models = ssl.load_ssl_models(encoder, init_predictor="random")
-models = ssl.SSLModels(*(m.double() for m in models))
+models = sources.load_ssl_models(encoder, init_predictor="random")
+models = sources.SSLModels(*(m.double() for m in models))
 model = ssl.JEPA(models.encoder, models.predictor)
 target = models.target_encoder
 if sharded:

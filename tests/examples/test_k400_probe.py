@@ -208,7 +208,7 @@ def test_saved_classifier_reproduces_the_probe(tiny_set, reference):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
+    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, sources
     from hf_vjepa_area.data import VideoClipDataset
 
     out, _ = reference
@@ -225,7 +225,7 @@ def test_saved_classifier_reproduces_the_probe(tiny_set, reference):
     head = AttentiveClassifier(int(meta["embed_dim"]), int(meta["num_classes"]), num_heads=int(meta["probe_num_heads"]),
                                depth=int(meta["probe_depth"])).eval()  # fmt: skip
     head.load_state_dict(load_file(str(out / "probe.safetensors")))
-    encoder = probing.load_encoder(None)  # the demo encoder the run used (seed 0)
+    encoder = sources.load_encoder("demo")  # the demo encoder the run used (seed 0)
 
     clips, _, _ = VideoClipDataset(tiny_set / "probe_val.csv", train=False, frames_per_clip=8, frame_step=2, crop_size=32)[0]
     with torch.no_grad():
@@ -245,7 +245,7 @@ def load_example(name: str):
 def test_output_dir_is_not_reused_by_accident(reference, tmp_path, monkeypatch):
     script = load_example("k400_probe")
     # refused before the encoder is loaded (for a real model, a long load for a one-line refusal)
-    monkeypatch.setattr(script.probing, "load_encoder", lambda *a, **k: pytest.fail("encoder loaded first"))
+    monkeypatch.setattr(script.sources, "load_encoder", lambda *a, **k: pytest.fail("encoder loaded first"))
     with pytest.raises(SystemExit, match="--resume"):
         script.main(["--output-dir", str(reference[0])])
     monkeypatch.undo()
@@ -473,7 +473,7 @@ def test_a_timm_name_without_weights_is_one_line_and_exit_status_2(tiny_set, tmp
                             timeout=120)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: --model vjepa2_vitt_area: timm model 'vjepa2_vitt_area' has no published weights")
+    assert last.startswith("error: --model vjepa2_vitt_area: this timm model has no published weights")
     assert "--no-pretrained" in last and "vjepa2-area-convert" in last
     assert not (tmp_path / "run").exists()
 
@@ -484,7 +484,7 @@ def test_multilevel_probe_run_caches_and_saves_the_classifier_that_reproduces_it
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, probing
+    from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaForVideoClassification, sources
     from hf_vjepa_area.data import VideoClipDataset
     from tests.numerics import assert_matches
 
@@ -501,7 +501,7 @@ def test_multilevel_probe_run_caches_and_saves_the_classifier_that_reproduces_it
     assert model.config.probe_out_layers == [1, 3]
     head = AttentiveClassifier(96, 4, num_heads=4, depth=1).eval()
     head.load_state_dict(load_file(str(out / "probe.safetensors")))
-    encoder = probing.load_encoder(None)  # the demo encoder the run used (seed 0)
+    encoder = sources.load_encoder("demo")  # the demo encoder the run used (seed 0)
     clips, _, _ = VideoClipDataset(tiny_set / "probe_val.csv", train=False, frames_per_clip=8, frame_step=2, crop_size=32)[0]
     with torch.no_grad():
         hidden = encoder.encode(clips, output_hidden_states=True).hidden_states

@@ -11,7 +11,7 @@ from transformers import VJEPA2Config
 from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Model
 
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaPredictor
-from hf_vjepa_area.conversion.predictor_keys import (
+from tests.modeling.predictor_keys import (
     original_predictor_to_transformers,
     transformers_predictor_to_original,
 )

@@ -1,5 +1,5 @@
-"""V-JEPA 2 predictor keys: Meta's (`VJEPA2AreaPredictor`) <-> transformers' `VJEPA2Model.predictor.*`,
-through the one key table (`keys.PREDICTOR_KEYS`): blocks as the encoder's, mask tokens one
+"""V-JEPA 2 predictor keys, for the tests: Meta's (`VJEPA2AreaPredictor`) <-> transformers' `VJEPA2Model.predictor.*`,
+through the one key table (`checkpoint_keys.PREDICTOR_KEYS`): blocks as the encoder's, mask tokens one
 `[N, 1, 1, width]` parameter in transformers and N `mask_tokens.{i}` of `[1, 1, width]` in Meta's.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .keys import MASK_TOKENS, PREDICTOR_KEYS, from_transformers, strip_original_prefixes, to_transformers
+from hf_vjepa_area.checkpoint_keys import MASK_TOKENS, PREDICTOR_KEYS, from_transformers, strip_original_prefixes, to_transformers
 
 
 def transformers_predictor_to_original(state_dict: dict, prefix: str = "predictor.") -> dict[str, torch.Tensor]:
