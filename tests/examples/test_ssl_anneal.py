@@ -262,3 +262,18 @@ def test_the_demos_closing_hint_probes_the_demo_videos_at_the_demo_settings(tmp_
     config = summary["config"]
     assert config["preset"] == "demo" and (config["frames"], config["resolution"], config["segments"]) == (8, 64, 2)
     assert config["model"] == str(Path("outputs/demo_ssl/model")) and summary["data"]["num_train"] == 120
+
+
+def test_settings_help_shows_the_defaults_and_the_demos_and_resume_compares_what_changes_results():
+    settings = load_example().AnnealSettings
+    help = " ".join(settings.parser().format_help().split())
+    assert "--steps STEPS optimizer steps (default: 800; demo: 300)" in help
+    assert "--ema M [M ...] EMA momentum, or START END for a linear ramp (default: 0.99925; demo: 0.996 1)" in help
+    assert set(settings.result_keys()) == {
+        "model", "init_predictor", "area_splits", "area_layers", "full_attention", "train_csv", "video_dir", "frames",
+        "fps", "frame_step", "resolution", "min_frames", "batch_size", "global_batch_size", "steps", "lr", "final_lr",
+        "warmup_steps", "schedule", "weight_decay", "ema", "grad_clip", "mixed_precision", "seed",
+    }  # fmt: skip
+    demo, real = settings.parse([]), settings.parse(["--model", "m", "--train-csv", "t.csv"])
+    assert (demo.demo, demo.model, demo.warmup_steps, demo.num_workers, demo.output_dir) == (True, "demo", 30, 0, "outputs/demo_ssl")
+    assert (real.demo, real.warmup_steps, real.num_workers, real.output_dir) == (False, 0, None, "outputs/ssl_anneal")
