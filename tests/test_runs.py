@@ -148,6 +148,7 @@ def test_settings_parse_defaults_then_preset_then_flags():
     help = _Settings.parser().format_help()
     assert "--steps STEPS         optimizer steps (default: 10; fast: 2; slow: 100)" in " ".join(help.split("\n"))
     assert "learning rate (default: 0.1; fast: 1)" in help and "--total" not in help
+    assert "seed of every random draw (default: 0)" in " ".join(help.split())  # 0 is a default, not "no default"
     assert help.index("--lr") < help.index("--output-dir")  # the script's own options first
 
 
