@@ -95,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=RECIPE.weight_decay)
     p.add_argument("--auto-steps", type=int, default=RECIPE.auto_steps, help="rollout steps of the loss")
     p.add_argument("--loss-exp", type=float, default=RECIPE.loss_exp)
-    p.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"), help="auto: bf16 on GPU, no on CPU")
+    p.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"), help="auto: bf16 on a GPU that has it, else no")
     p.add_argument("--no-activation-checkpointing", action="store_true")
     p.add_argument("--checkpoint-every", type=int, help=f"default {RECIPE.iterations_per_epoch} (one recipe epoch; demo {DEMO['checkpoint_every']})")
     p.add_argument("--keep-checkpoints", type=int, default=1)
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.time()
     out = Path(args.output_dir)
-    mixed_precision = args.mixed_precision if args.mixed_precision != "auto" else ("bf16" if torch.cuda.is_available() else "no")
+    mixed_precision = runs.resolve_mixed_precision(args.mixed_precision)
     args.mixed_precision = mixed_precision
     accelerator = Accelerator(mixed_precision=mixed_precision, project_config=ProjectConfiguration(project_dir=str(out)))
     device, world = accelerator.device, accelerator.num_processes

@@ -15,7 +15,6 @@ Unreadable videos are skipped and listed in the file's metadata. An existing --o
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--views", type=int, default=1)
     p.add_argument("--resolution", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--num-workers", type=int, help="DataLoader workers (default: the CPUs, at most 8)")
     p.add_argument("--out-layers", default="last", help=probing.OUT_LAYERS_HELP + " (default %(default)s)")
     p.add_argument("--pool", choices=["mean", "none"], default="mean")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -67,12 +66,13 @@ def main(argv=None) -> int:
     data = probing.extract_features(
         encoder, dataset, device=device, num_segments=args.segments, num_views=args.views,
         pool=(lambda tokens: tokens.mean(2)) if args.pool == "mean" else None, batch_size=args.batch_size,
-        num_workers=args.num_workers, autocast_dtype=torch.bfloat16 if device.type == "cuda" else None,
+        num_workers=runs.resolve_num_workers(args.num_workers), autocast_dtype=runs.autocast_dtype("auto"),
         out_layers=out_layers,
     )  # fmt: skip
     if not len(data["labels"]):
         raise SystemExit(f"error: no readable video in {args.manifest}")
     skipped = [path for _, path in data["skipped"]]
+    runs.SkippedFiles().add(skipped)  # names each unreadable file once
     metadata = {"model": args.model, "pool": args.pool, "skipped": json.dumps(skipped), "out_layers": json.dumps(out_layers),
                 **{k: str(v) for k, v in vars(args).items() if k in ("frames", "frame_step", "segments", "views", "resolution")}}  # fmt: skip
     tensors = {key: data[key].contiguous() for key in ("features", "labels", "indices")}

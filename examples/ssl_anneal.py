@@ -95,7 +95,7 @@ class AnnealSettings(runs.RunSettings):
                               group="optimization")  # fmt: skip
     lr: float = setting(5.25e-4, "start learning rate", result=True, group="optimization")
     final_lr: float = setting(1e-6, "learning rate at the last step", result=True, group="optimization")
-    warmup_steps: int | None = setting(0, "linear warmup from 0 (the demo: the first 10% of --steps)", result=True,
+    warmup_steps: int | None = setting(0, "linear warmup from 0; the demo's: the first 10% of --steps", result=True,
                                        group="optimization")  # fmt: skip
     schedule: str = setting("linear", "decay after warmup (linear: the anneal)", result=True, choices=["linear", "cosine"],
                             group="optimization")  # fmt: skip

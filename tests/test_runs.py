@@ -148,6 +148,7 @@ def test_settings_parse_defaults_then_preset_then_flags():
     help = _Settings.parser().format_help()
     assert "--steps STEPS         optimizer steps (default: 10; fast: 2; slow: 100)" in " ".join(help.split("\n"))
     assert "learning rate (default: 0.1; fast: 1)" in help and "--total" not in help
+    assert "seed of every random draw (default: 0)" in " ".join(help.split())  # 0 is a default, not "no default"
     assert help.index("--lr") < help.index("--output-dir")  # the script's own options first
 
 
@@ -200,3 +201,15 @@ def test_run_records_checkpoints_resumes_and_writes_results(tmp_path):
     assert resumed.elapsed >= 100.0  # the interrupted part counts
     resumed.finish({"loss": float("nan")})
     assert json.loads((out / "results.json").read_text()) == {"loss": None}
+
+
+def test_one_auto_rule_for_precision_and_workers(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert runs.resolve_mixed_precision("auto") == "no" and runs.autocast_dtype("auto") is None  # a GPU without bf16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert runs.resolve_mixed_precision("auto") == "bf16" and runs.autocast_dtype("auto") is torch.bfloat16
+    assert runs.resolve_mixed_precision("fp16") == "fp16" and runs.autocast_dtype("fp32") is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runs.resolve_mixed_precision(None) == "no"
+    assert runs.resolve_num_workers(0) == 0 and runs.resolve_num_workers(None) == runs.default_num_workers()

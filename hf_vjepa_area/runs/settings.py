@@ -75,15 +75,15 @@ class Settings:
     # ---- the command line -----------------------------------------------------------------------
     @classmethod
     def _options(cls) -> list[dataclasses.Field]:
-        """The command-line fields, the subclass's first (the shared run options after them)."""
-        own = [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+        """The command-line fields (made by `setting`), the subclass's first (the shared run options after them)."""
+        own = [f for f in dataclasses.fields(cls) if f.metadata.get("flag", False)]
         shared = {f.name for f in dataclasses.fields(RunSettings)} if issubclass(cls, RunSettings) else set()
         return [f for f in own if f.name not in shared] + [f for f in own if f.name in shared]
 
     @classmethod
     def _help(cls, f: dataclasses.Field) -> str:
         help, default = f.metadata.get("help", ""), f.default
-        shown = [] if default in (None, False) else [f"default: {_shown(default)}"]
+        shown = [] if default is None or default is False else [f"default: {_shown(default)}"]
         by_value: dict[str, list[str]] = {}
         for name, preset in cls.PRESETS.items():
             if preset.get(f.name) is not None and preset[f.name] != default:  # None: the help text says
