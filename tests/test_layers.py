@@ -10,11 +10,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_vjepa_area"
 # Low to high; a module may import its own layer and those below. The longest matching prefix decides.
 LAYERS = [
     ["modeling"],  # self-contained: ships as remote code
-    ["_version", "_files", "_build", "_cli", "checkpoint_keys", "locate", "registration"],
+    ["_version", "_files", "_build", "checkpoint_keys", "locate", "registration"],
     ["data", "hub"],
     ["timm_models", "conversion.load", "conversion.__init__"],
     ["sources"],  # what a model source is, for every entry point
-    ["conversion.convert", "conversion.cli", "conversion.__main__", "probing", "ssl", "runs", "ac"],
+    ["conversion.convert", "conversion.cli", "conversion.__main__", "probing", "ssl", "runs", "anneal", "ac"],
     ["__init__"],  # the package root: imports what it exports; nothing imports it
 ]
 
