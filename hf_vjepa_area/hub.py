@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-import shutil
-import tempfile
-import uuid
 from typing import Mapping
 
 import torch
 from torch import nn
 
+from ._files import FILE_MODE, is_nonempty, write_folder_atomically
 from .modeling.configuration_vjepa2_area import RELEASED_MODELS, VJEPA2AreaConfig
 
 # The organisation that holds the converted checkpoints: set here, or with HF_VJEPA_AREA_ORG.
@@ -57,22 +55,6 @@ def repo_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().to("cpu").contiguous() for key, value in state.items()}
 
 
-def move_into_place(staged: pathlib.Path, folder: pathlib.Path) -> None:
-    """Rename a finished folder to `folder`; an existing one is swapped out and removed only after the
-    new one is in place, and restored if the rename fails."""
-    if not folder.exists():
-        staged.rename(folder)
-        return
-    old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-    folder.rename(old)
-    try:
-        staged.rename(folder)
-    except BaseException:
-        old.rename(folder)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def save_repo_folder(
     model: nn.Module,
     folder: str | os.PathLike,
@@ -102,16 +84,15 @@ def save_repo_folder(
         if not isinstance(content, (str, bytes)):
             raise ValueError(f"extra_files[{name!r}] must be bytes or str, got {type(content).__name__}")
     folder = pathlib.Path(folder).expanduser().absolute()
-    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())) and not overwrite:
+    if is_nonempty(folder) and not overwrite:
         raise FileExistsError(f"{folder} exists and is not an empty folder; pass overwrite=True to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+
+    def write(staging: pathlib.Path) -> None:
         model.save_pretrained(staging, state_dict=repo_state_dict(model))
         weights = staging / "model.safetensors"
         if safetensors_metadata:
             save_safetensors(load_file(weights), weights, metadata=safetensors_metadata)
-        weights.chmod(_FILE_MODE)  # transformers' save_pretrained writes through safetensors too
+        weights.chmod(FILE_MODE)  # transformers' save_pretrained writes through safetensors too
         height, width = model.config.img_size  # the released recipe: short side to crop * 256 / 224, center crop
         VJEPA2AreaVideoProcessor(crop_size={"height": height, "width": width}).save_pretrained(staging)
         files = {**({"README.md": model_card} if model_card is not None else {}), **(extra_files or {})}
@@ -119,22 +100,9 @@ def save_repo_folder(
             path = staging / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content.encode() if isinstance(content, str) else content)
-        staging.chmod(0o755)
-        move_into_place(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(folder, write)
     return folder
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# The mode `open()` gives the folder's other files; safetensors writes through a private (0600) temporary file.
-_FILE_MODE = 0o666 & ~_umask()
 
 
 def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
@@ -142,7 +110,7 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLik
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in tensors.items()}, path, metadata={"format": "pt", **(metadata or {})})
-    pathlib.Path(path).chmod(_FILE_MODE)
+    pathlib.Path(path).chmod(FILE_MODE)
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -181,7 +149,6 @@ __all__ = [
     "repo_id_for",
     "repo_state_dict",
     "save_repo_folder",
-    "move_into_place",
     "check_repo_id",
     "push_folder",
 ]

@@ -8,8 +8,7 @@ import shutil
 import tempfile
 import uuid
 
-from hf_vjepa_area._files import write_text_atomically
-from hf_vjepa_area.hub import move_into_place
+from hf_vjepa_area._files import move_into_place, write_text_atomically
 
 
 def add_folder_to_hub_cache(folder: str | os.PathLike, repo_id: str, cache_dir: str | os.PathLike | None = None,

@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -21,7 +19,8 @@ from safetensors.torch import load_file
 
 from .._build import build_holding
 from .._version import __version__
-from ..hub import move_into_place, repo_id_for, save_repo_folder, save_safetensors
+from .._files import is_nonempty, write_folder_atomically
+from ..hub import repo_id_for, save_repo_folder, save_safetensors
 from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaPredictor
 from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
 from ..modeling.ac_predictor_vjepa2_area import AC_PREDICTOR_CONFIG_KEY, AC_PREDICTOR_WEIGHTS_NAME
@@ -48,21 +47,20 @@ def check_output(output: Path, overwrite: bool, inputs: list) -> None:
         if path and Path(path).exists() and out in (held := Path(os.path.abspath(path)), *held.parents):
             raise ConversionError(f"OUTPUT {output} holds {path} (an input or the working directory), which replacing "
                                   "it would delete: write to another folder")  # fmt: skip
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if is_nonempty(out) and not overwrite:
         raise ConversionError(f"{output} already exists and is not empty: pass --overwrite to replace it")
 
 
 def _write_into_place(output: Path, overwrite: bool, write) -> None:
-    """`write(folder)` into a staging folder beside `output`, then rename it into place; nothing is left
-    at `output` (or beside it) when `write` raises, e.g. on a failed verification."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
-    try:
-        write(staging / output.name)
+    """`write(folder)` staged beside `output` and swapped into place; nothing is left at `output` (or beside it)
+    when `write` raises, e.g. on a failed verification. OUTPUT is checked again once written (a conversion takes
+    minutes)."""
+
+    def write_checked(staging: Path) -> None:
+        write(staging)
         check_output(output, overwrite, [])
-        move_into_place(staging / output.name, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder_atomically(output, write_checked)
 
 
 def compare(reference: dict, candidate: dict, tolerance: float | None) -> dict:

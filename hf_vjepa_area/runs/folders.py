@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .._files import write_text_atomically
-from ..hub import move_into_place
+from .._files import move_into_place
 
 
 class UsageError(SystemExit):
