@@ -32,7 +32,6 @@ from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from torch.utils.data import DataLoader
 
 from hf_vjepa_area import probing, runs, sources
-from hf_vjepa_area._files import is_nonempty
 from hf_vjepa_area.data import (EvalTransform, GlobalBatchSampler, TrainTransform, VideoClipDataset, collate_skip_none,
                                 make_synthetic_video_dataset, read_manifest)
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
@@ -198,9 +197,8 @@ def read_manifest_or_exit(flag: str, path: str) -> list:
 def read_inputs(args: ProbeSettings, accelerator) -> list[str]:
     """The class names, after checking the manifests (generating the demo's videos first) and the classifier
     folder: bad input fails here, before an output dir is touched."""
-    classifier = Path(args.save_classifier) if args.save_classifier else None
-    if classifier and is_nonempty(classifier) and not (args.overwrite or args.resume):
-        raise UsageError(f"--save-classifier {classifier} is not empty; pass --overwrite to replace it")
+    if args.save_classifier:
+        probing.check_classifier_folder(args.save_classifier, replace=args.overwrite or bool(args.resume))
     if args.demo:
         with accelerator.main_process_first():
             try:

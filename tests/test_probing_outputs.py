@@ -167,3 +167,24 @@ def test_results_follow_the_history_and_pick_the_best_head_of_the_last_epoch():
     scalars = probing.epoch_scalars(specs, {"loss": [0.4, 0.3]}, {"top1": [70.0, 90.0]}, skipped=3)
     assert scalars == {"val_top1/lr0.003_wd0.1": 70.0, "val_top1/lr0.001_wd0.1": 90.0, "train_loss/lr0.003_wd0.1": 0.4,
                        "train_loss/lr0.001_wd0.1": 0.3, "val_top1/best": 90.0, "skipped_videos": 3}  # fmt: skip
+
+
+def test_a_classifier_folder_is_replaced_only_when_a_probe_wrote_it(tmp_path):
+    """--save-classifier never deletes what a probe did not write: an anneal's model folder or the user's
+    files are refused even with --overwrite / --resume; a probe's classifier needs one of them."""
+    probing.check_classifier_folder(tmp_path / "new", replace=False)
+    (tmp_path / "empty").mkdir()
+    probing.check_classifier_folder(tmp_path / "empty", replace=False)
+    foreign = tmp_path / "model"
+    foreign.mkdir()
+    (foreign / "predictor.safetensors").write_bytes(b"weights")
+    for replace in (False, True):
+        with pytest.raises(SystemExit, match="holds files that no probe wrote"):
+            probing.check_classifier_folder(foreign, replace=replace)
+    earlier = tmp_path / "classifier"
+    earlier.mkdir()
+    (earlier / probing.CLASSIFIER_RESULTS).write_text("{}")
+    with pytest.raises(SystemExit, match="pass --overwrite"):
+        probing.check_classifier_folder(earlier, replace=False)
+    probing.check_classifier_folder(earlier, replace=True)
+    assert (foreign / "predictor.safetensors").read_bytes() == b"weights"

@@ -55,8 +55,10 @@ from .metrics import (
     summarize_records,
 )
 from .publish import (
+    CLASSIFIER_RESULTS,
     accuracy_svg,
     build_classifier,
+    check_classifier_folder,
     classifier_model_card,
     head_metadata,
     probe_input,
@@ -88,6 +90,7 @@ from .tokens import (
 )
 
 __all__ = [
+    "CLASSIFIER_RESULTS",
     "CHECKPOINTING_THRESHOLD_BYTES",
     "ENCODER_CHUNK",
     "HEAD_GRAPH_BYTES",
@@ -105,6 +108,7 @@ __all__ = [
     "batch_tokens",
     "batching_line",
     "build_classifier",
+    "check_classifier_folder",
     "build_optimizer",
     "build_results",
     "build_scheduler",

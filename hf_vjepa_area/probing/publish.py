@@ -13,14 +13,14 @@ from typing import Any
 
 from torch import nn
 
-from .._files import write_atomically, write_text_atomically
+from .._files import is_nonempty, write_atomically, write_text_atomically
 from ..hub import push_folder, save_repo_folder
 from ..modeling import (
     AttentiveClassifier,
     VJEPA2AreaConfig,
     VJEPA2AreaForVideoClassification,
 )
-from ..runs import to_json, write_json
+from ..runs import UsageError, to_json, write_json
 from .heads import HeadSpec, MultiHeadProbe
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -223,6 +223,23 @@ def classifier_model_card(results: dict, repo_id: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The file that makes a folder a probe's classifier repo: only such a folder is replaced by a later run.
+CLASSIFIER_RESULTS = "probe_results.json"
+
+
+def check_classifier_folder(folder: str | Path, replace: bool) -> None:
+    """Refuse, before a run starts, a non-empty classifier folder that no probe wrote (no `CLASSIFIER_RESULTS`),
+    and a probe's unless `replace` (--overwrite or --resume): nothing else is ever deleted."""
+    folder = Path(folder)
+    if not is_nonempty(folder):
+        return
+    if not (folder / CLASSIFIER_RESULTS).is_file():
+        raise UsageError(f"--save-classifier {folder} holds files that no probe wrote (no {CLASSIFIER_RESULTS}); "
+                         "choose an empty or new folder")  # fmt: skip
+    if not replace:
+        raise UsageError(f"--save-classifier {folder} holds an earlier probe's classifier; pass --overwrite to replace it")
+
+
 def write_probe_outputs(out: Path, results: dict, probe: MultiHeadProbe, encoder: nn.Module, class_names: Sequence[str], *,
                         all_heads: bool = False, classifier_folder: str | Path | None = None, push_to_hub: str | None = None,
                         hub_private: bool = False, frames: int | None = None, resolution: int | None = None) -> None:  # fmt: skip
@@ -250,7 +267,7 @@ def write_probe_outputs(out: Path, results: dict, probe: MultiHeadProbe, encoder
                                  out_layers=results["probe_out_layers"])  # fmt: skip
         save_repo_folder(model, folder, model_card=classifier_model_card(results, push_to_hub),
                          safetensors_metadata={k: v for k, v in meta.items() if k != "format"},
-                         extra_files={"probe_results.json": to_json(results)}, overwrite=True)  # fmt: skip
+                         extra_files={CLASSIFIER_RESULTS: to_json(results)}, overwrite=True)  # fmt: skip
         results["classifier_folder"] = str(folder)
         if push_to_hub:
             results["pushed"] = push_folder(folder, push_to_hub, private=hub_private,
