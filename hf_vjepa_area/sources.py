@@ -228,21 +228,17 @@ def _timm_model(name: str, area: AreaOptions, pretrained: bool, revision: str | 
 
 
 def _published_weights(name: str, revision: str | None) -> dict:
-    """timm's arguments that load a released entry's weights from the Hub snapshot the resolver found
-    (offline-aware, one line on failure) rather than through timm's own download."""
+    """A frozen encoder needs weights: refuse a random-init entry (timm would only warn), else the released
+    weights at `revision` (`timm_models.released_weights`)."""
     from timm.models import get_pretrained_cfg
+
+    from .timm_models import released_weights
 
     cfg = get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise SourceError(f"{name}: this timm model has no published weights: pass pretrained=False (--no-pretrained) "
                           "for a random init, or a converted model (a folder or Hub id written by vjepa2-area-convert)")  # fmt: skip
-    if cfg.file or not cfg.hf_hub_id:
-        return {}
-    try:
-        weights = resolve_folder(cfg.hf_hub_id, revision) / "model.safetensors"
-    except SourceError as error:
-        raise SourceError(f"{name}: its weights, {error}") from None
-    return {"pretrained_cfg_overlay": {"file": str(weights)}} if weights.is_file() else {}  # sharded: timm's own loader
+    return released_weights(name, revision)
 
 
 # ----------------------------------------------------------------------------------------------

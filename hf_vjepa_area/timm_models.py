@@ -30,10 +30,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
+from transformers.utils import SAFE_WEIGHTS_NAME
+
 from .checkpoint_keys import original_parts
+from .locate import SourceError, resolve_folder
 from .modeling.configuration_vjepa2_area import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
 from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
 from .modeling.timm_metadata import timm_name, timm_pretrained_cfg
@@ -320,37 +322,42 @@ _MODELS = {
 default_cfgs = generate_default_cfgs({name + suffix: _cfg(*spec) for name, spec in _MODELS.items() for suffix in ("", "_area")})
 
 
-def _hub_errors() -> tuple[type[BaseException], ...]:
-    from huggingface_hub import errors
+def released_weights(name: str, revision: str | None = None) -> dict[str, Any]:
+    """timm's arguments that load an entry's released weights from the Hub snapshot `resolve_folder` finds
+    (offline-aware, one `SourceError` line on failure), as every other entry point reads them. A sharded
+    repo (no single model.safetensors) goes through timm's own download."""
+    import timm.models
 
-    names = ("EntryNotFoundError", "LocalEntryNotFoundError", "RepositoryNotFoundError", "RevisionNotFoundError",
-             "GatedRepoError", "HfHubHTTPError", "OfflineModeIsEnabled")
-    return tuple(getattr(errors, n) for n in names if hasattr(errors, n)) + (FileNotFoundError,)
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or cfg.file or not cfg.hf_hub_id:
+        return {}
+    try:
+        weights = resolve_folder(cfg.hf_hub_id, revision) / SAFE_WEIGHTS_NAME
+    except SourceError as error:
+        released = RELEASED_MODELS.get(name.removesuffix("_area"))
+        meta_file = released.pt_file if released else "vitl.pt"
+        raise SourceError(f"{name}: pretrained weights: {error}; or pass Meta's file: "
+                          f"pretrained_cfg_overlay=dict(file={meta_file!r})") from None  # fmt: skip
+    return {"pretrained_cfg_overlay": {"file": str(weights)}} if weights.is_file() else {}
 
 
 def _create(name: str, pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
     depth = kwargs.get("depth", VJEPA2AreaConfig.depth)
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    if pretrained and not overlay.get("file"):
+        overlay.update(released_weights(name).get("pretrained_cfg_overlay", {}))
     if kwargs.get("in_chans", 3) != 3:  # the stem is adapted by checkpoint_filter_fn, not by timm
-        kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}), "first_conv": None}
-    try:
-        return build_model_with_cfg(
-            VJEPA2Area,
-            name,
-            pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
-            feature_cfg=dict(feature_cls="getter", out_indices=min(3, depth)),
-            **kwargs,
-        )
-    except _hub_errors() as error:
-        if not pretrained:
-            raise
-        cfg = resolve_pretrained_cfg(name, kwargs.get("pretrained_cfg"), kwargs.get("pretrained_cfg_overlay"))
-        released = RELEASED_MODELS.get(name.removesuffix("_area"))
-        raise RuntimeError(
-            f"pretrained weights for {name!r} not found: tried {cfg.hf_hub_id or cfg.file!r} ({type(error).__name__}: "
-            f"{error}). Download them once with `hf download {cfg.hf_hub_id}`, or pass Meta's file: "
-            f"pretrained_cfg_overlay=dict(file={(released.pt_file if released else 'vitl.pt')!r})"
-        ) from error
+        overlay["first_conv"] = None
+    if overlay:
+        kwargs["pretrained_cfg_overlay"] = overlay
+    return build_model_with_cfg(
+        VJEPA2Area,
+        name,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls="getter", out_indices=min(3, depth)),
+        **kwargs,
+    )
 
 
 def _entry(name: str, variant: str, area: bool, img_size: int, num_frames: int):

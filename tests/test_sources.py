@@ -169,7 +169,7 @@ def test_a_timm_entrys_weights_offline_and_absent_are_one_line(no_network, monke
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     calls = released_as(monkeypatch, "facebook/absent")
-    with pytest.raises(SourceError, match="^vjepa2_vitt_area: its weights, facebook/absent: not found locally, not reachable on the Hub"):
+    with pytest.raises(SourceError, match="^vjepa2_vitt_area: pretrained weights: facebook/absent: not found locally, not reachable on the Hub"):
         load_encoder("vjepa2_vitt_area")
     assert calls == []
 

@@ -185,10 +185,13 @@ def test_pretrained_without_weights_says_where_they_come_from(tmp_path, monkeypa
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError) as info:
+    from hf_vjepa_area.locate import SourceError
+
+    with pytest.raises(SourceError) as info:  # the resolver's one line, as for every other entry point
         tiny("vjepa2_vitl_area", pretrained=True)
     message = str(info.value)
     assert "facebook/vjepa2-vitl-fpc64-256" in message and "hf download" in message and "file='vitl.pt'" in message
+    assert "\n" not in message
     with pytest.raises(RuntimeError, match="No pretrained weights"):
         tiny("vjepa2_vitt", pretrained=True)
 
