@@ -17,7 +17,7 @@ from .modeling import (
 from ._version import __version__
 from .registration import register_transformers
 from . import timm_models  # noqa: E402  (registers the timm entry points)
-from .conversion import load_released
+from .sources import AreaOptions, load_encoder, load_model
 from .hub import repo_id_for, save_repo_folder
 from .timm_models import VJEPA2Area
 
@@ -34,7 +34,9 @@ __all__ = [
     "AttentivePooler",
     "VJEPA2AreaPredictor",
     "VJEPA2Area",
-    "load_released",
+    "AreaOptions",
+    "load_model",
+    "load_encoder",
     "repo_id_for",
     "save_repo_folder",
     "register_transformers",

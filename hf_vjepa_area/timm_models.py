@@ -322,17 +322,19 @@ _MODELS = {
 default_cfgs = generate_default_cfgs({name + suffix: _cfg(*spec) for name, spec in _MODELS.items() for suffix in ("", "_area")})
 
 
-def released_weights(name: str, revision: str | None = None) -> dict[str, Any]:
+def released_weights(name: str, revision: str | None = None, overlay: dict | None = None) -> dict[str, Any]:
     """timm's arguments that load an entry's released weights from the Hub snapshot `resolve_folder` finds
-    (offline-aware, one `SourceError` line on failure), as every other entry point reads them. A sharded
-    repo (no single model.safetensors) goes through timm's own download."""
+    (offline-aware, one `SourceError` line on failure), as every other entry point reads them; `overlay` is
+    the caller's `pretrained_cfg_overlay` (another `hf_hub_id`, or a `file` read as it is). A sharded repo (no
+    single model.safetensors) goes through timm's own download."""
     import timm.models
 
-    cfg = timm.models.get_pretrained_cfg(name)
-    if cfg is None or cfg.file or not cfg.hf_hub_id:
+    cfg, overlay = timm.models.get_pretrained_cfg(name), overlay or {}
+    hub_id, file = overlay.get("hf_hub_id") or getattr(cfg, "hf_hub_id", None), overlay.get("file") or getattr(cfg, "file", None)
+    if file or not hub_id:
         return {}
     try:
-        weights = resolve_folder(cfg.hf_hub_id, revision) / SAFE_WEIGHTS_NAME
+        weights = resolve_folder(hub_id, revision) / SAFE_WEIGHTS_NAME
     except SourceError as error:
         released = RELEASED_MODELS.get(name.removesuffix("_area"))
         meta_file = released.pt_file if released else "vitl.pt"
@@ -344,8 +346,8 @@ def released_weights(name: str, revision: str | None = None) -> dict[str, Any]:
 def _create(name: str, pretrained: bool = False, **kwargs: Any) -> VJEPA2Area:
     depth = kwargs.get("depth", VJEPA2AreaConfig.depth)
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-    if pretrained and not overlay.get("file"):
-        overlay.update(released_weights(name).get("pretrained_cfg_overlay", {}))
+    if pretrained:
+        overlay.update(released_weights(name, overlay=overlay).get("pretrained_cfg_overlay", {}))
     if kwargs.get("in_chans", 3) != 3:  # the stem is adapted by checkpoint_filter_fn, not by timm
         overlay["first_conv"] = None
     if overlay:

@@ -72,11 +72,11 @@ def test_released_layout_pt_loads_with_the_heads_flag(ac_pt):
     _assert_same(loaded, model)
 
 
-def test_load_released_reads_the_encoder_of_an_ac_checkpoint(ac_pt):
-    from hf_vjepa_area import load_released
+def test_load_model_reads_the_encoder_of_an_ac_checkpoint(ac_pt):
+    from hf_vjepa_area import load_model
 
     path, model = ac_pt
-    encoder = load_released(path, variant="tiny", img_size=32, num_frames=4)  # the `encoder` entry: there is no target_encoder
+    encoder = load_model(path, read_options=dict(variant="tiny", img_size=32, num_frames=4))  # the `encoder` entry: there is no target_encoder
     expected = model.encoder.state_dict()
     assert all(torch.equal(encoder.state_dict()[k], expected[k]) for k in expected)
 

@@ -323,7 +323,7 @@ def test_load_refuses_bad_input(tmp_path):
         load_ssl_models(tmp_path, predictor_embed_dim=48)
 
 
-def test_load_released_sources_directly(tiny_release):
+def test_released_sources_load_directly(tiny_release):
     """Meta's .pt (target_encoder, encoder = context, predictor) and transformers' folder (encoder,
     predictor) give the same target encoder and predictor; only the .pt has a context encoder of its own."""
     from hf_vjepa_area.checkpoint_keys import original_parts, safe_torch_load

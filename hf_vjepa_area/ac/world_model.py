@@ -143,7 +143,7 @@ class WorldModel(nn.Module):
 def load_world_model(source: str | Path, *, predictor_heads: int | None = None, revision: str | None = None,
                      **options) -> WorldModel:  # fmt: skip
     """A `WorldModel` (eval mode) from Meta's `vjepa2-ac-vitg.pt` (read by the converter's reader; options as
-    `load_released`'s, plus `predictor_heads` for a predictor width not in the released table) or from a
+    `read_source`'s, plus `predictor_heads` for a predictor width not in the released table) or from a
     folder written by `vjepa2-area-convert` from it (`ac_predictor.safetensors` and its config)."""
     path = Path(source).expanduser()
     if path.is_file():

@@ -15,7 +15,7 @@ DESCRIPTION = """\
 Write a V-JEPA 2 checkpoint as an hf_vjepa_area repo folder (config.json, model.safetensors in the original
 key names, predictor.safetensors, modeling files for trust_remote_code, model card), optionally verified
 against transformers' implementation, and publish it. No conversion is needed just to use the released
-weights: hf_vjepa_area.load_released(...) and timm.create_model("vjepa2_vitl", pretrained=True) read them.
+weights: hf_vjepa_area.load_model(...) and timm.create_model("vjepa2_vitl", pretrained=True) read them.
 
 SOURCE is Meta's released encoder .pt (vitl.pt, vith.pt, vitg.pt, vitg-384.pt; the `target_encoder`
 entry, as Meta's own hub loader reads: facebookresearch/vjepa2, src/hub/backbones.py; for vjepa2-ac-vitg.pt its
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Options of `load_released` / `convert` (refused with --to transformers, which exports a folder as is).
+# Options of `read_source` / `convert` (refused with --to transformers, which exports a folder as is).
 READ_OPTIONS = ("checkpoint_key", *PT_OPTIONS, "revision", "area_splits", "area_layers", "probe_out_layers")
 CONVERSION_ONLY = (*READ_OPTIONS, "context_encoder", "probe", "labels")
 

@@ -216,7 +216,7 @@ def convert(source: str | Path, output: str | Path, *, overwrite: bool = False, 
             tolerance: float = DEFAULT_TOLERANCE, context_encoder: bool = False, labels: list[str] | None = None,
             repo_id: str | None = None, probe: str | Path | None = None, **read_options) -> dict:  # fmt: skip
     """Write `source` (Meta `.pt`, transformers folder or Hub id) as our repo folder at `output`; returns the
-    report. `read_options` are `load_released`'s (checkpoint_key, variant, img_size, revision, config fields)."""
+    report. `read_options` are `read_source`'s (checkpoint_key, variant, img_size, revision, config fields)."""
     output = Path(output).expanduser().absolute()
     check_output(output, overwrite, [source, probe])
     read = read_source(source, probe=probe, **read_options)

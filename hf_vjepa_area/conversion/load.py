@@ -1,4 +1,5 @@
-"""Released V-JEPA 2 weights as our models, with no conversion step: `load_released`.
+"""Released V-JEPA 2 weights read into our configs and original key names (`read_source`), with no conversion
+step: what `sources.load_model` and the converter read them with.
 
 A source is Meta's `.pt` (vitl.pt, ...; optionally with a released probe) or transformers' V-JEPA 2
 (`facebook/vjepa2-*` Hub id, or a local folder). What the weights do not store comes from the source's
@@ -223,7 +224,7 @@ def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
     return state, [file_record(f) for f in files]
 
 
-# What a `.pt` does not store, given by the caller: `load_released`, the SSL loader and the CLI's flags.
+# What a `.pt` does not store, given by the caller: `sources`' read_options and the CLI's flags.
 PT_OPTIONS = ("variant", "predictor_heads", "img_size", "num_frames")
 # The way forward for the examples, which read released sources directly but take none of those flags.
 CONVERT_FIRST = "convert such a checkpoint first (vjepa2-area-convert SOURCE OUT with those flags) and pass OUT"
@@ -330,21 +331,3 @@ def build_model(model_class: type, config: VJEPA2AreaConfig, state_dict: dict):
     if model_class is VJEPA2AreaForVideoClassification:  # its encoder is a submodule
         state_dict = {k if k.startswith("head.") else "encoder." + k: v for k, v in state_dict.items()}
     return build_holding(lambda: model_class(config), state_dict, error=ConversionError)
-
-
-def load_released(source: str | Path, **options):
-    """A `VJEPA2AreaModel` (or, with a probe or a transformers classifier, `VJEPA2AreaForVideoClassification`)
-    holding released V-JEPA 2 weights, with any config field set, e.g.
-
-        load_released("facebook/vjepa2-vitl-fpc64-256", area_splits=(2, 2, 1))
-        load_released("vitl.pt", probe="ssv2-vitl-16x2x3.pt")
-
-    Options: `checkpoint_key` (a `.pt`'s entry, default `target_encoder`), `probe` (a released probe
-    `.pt`), `probe_out_layers` (the blocks it reads: "last", "multilevel" or indices; needed for a probe
-    not in `RELEASED_PROBES`), `variant` (heads of a size not in the table), `img_size` and `num_frames` (of
-    a `.pt` that is not a released file), `revision` (of a Hub id), and `VJEPA2AreaConfig` fields. Files are
-    read with `torch.load(weights_only=True)` or safetensors only. The predictor is not read (`read_source`
-    reads it).
-    """
-    read = read_source(source, with_predictor=False, **options)
-    return build_model(read.model_class, read.config, read.encoder)

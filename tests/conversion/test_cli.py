@@ -127,7 +127,7 @@ def test_python_dash_m_entry_point(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runpy.run_module("hf_vjepa_area.conversion", run_name="__main__", alter_sys=True)
     printed = capsys.readouterr().out
-    assert exit_info.value.code == 0 and "target_encoder" in printed and "load_released" in printed
+    assert exit_info.value.code == 0 and "target_encoder" in printed and "load_model" in printed
 
 
 def test_console_script_is_declared():

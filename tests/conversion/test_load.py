@@ -5,7 +5,8 @@ import timm
 import torch
 
 import hf_vjepa_area  # noqa: F401  (registers the timm entry points)
-from hf_vjepa_area import VJEPA2AreaForVideoClassification, VJEPA2AreaModel, load_released
+from hf_vjepa_area import AreaOptions, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, load_model
+from hf_vjepa_area.locate import SourceError
 from hf_vjepa_area.conversion import ConversionError
 from hf_vjepa_area.conversion.load import config_from_tensors
 
@@ -51,26 +52,26 @@ def test_timm_loads_metas_pt(offline_release):
         assert_matches(model.forward_features(video.transpose(1, 2)), _reference(offline_release, video))
 
 
-def test_load_released_from_the_hub_id_a_folder_and_the_pt(offline_release):
+def test_load_model_from_the_hub_id_a_folder_and_the_pt(offline_release):
     video = _video()
     reference = _reference(offline_release, video)
     for source, options in ((offline_release.repo_id, {}), (offline_release.folder, {}), (offline_release.pt, TINY_PT_OPTIONS)):
-        model = load_released(source, **options)
+        model = load_model(source, read_options=options)
         assert type(model) is VJEPA2AreaModel and model.config.embed_dim == 192 and model.config.num_heads == 3
         with torch.no_grad():
             assert_matches(model(video).last_hidden_state, reference)
-    area = load_released(offline_release.repo_id, area_splits=(2, 2, 1), area_layers="0:1")
+    area = load_model(offline_release.repo_id, area=AreaOptions(splits=(2, 2, 1), layers="0:1"))
     assert area.config.area_layers == [0] and area.config.predictor_embed_dim == 96
-    context = load_released(offline_release.pt, **TINY_PT_OPTIONS, checkpoint_key="encoder")
+    context = load_model(offline_release.pt, read_options=dict(**TINY_PT_OPTIONS, checkpoint_key="encoder"))
     assert torch.equal(context.norm.weight, offline_release.model.encoder.layernorm.weight + 0.25)
 
 
-def test_load_released_classifier_with_a_probe(tmp_path, offline_release):
+def test_load_model_classifier_with_a_probe(tmp_path, offline_release):
     torch.manual_seed(0)
-    probe = VJEPA2AreaForVideoClassification(load_released(offline_release.pt, **TINY_PT_OPTIONS, num_labels=5, probe_depth=2).config)
+    probe = VJEPA2AreaForVideoClassification(load_model(offline_release.pt, read_options=dict(**TINY_PT_OPTIONS, num_labels=5, probe_depth=2)).config)
     head = {"module." + k.removeprefix("head."): v for k, v in probe.state_dict().items() if k.startswith("head.")}
     torch.save({"classifiers": [head], "epoch": 20}, tmp_path / "probe.pt")
-    model = load_released(offline_release.pt, **TINY_PT_OPTIONS, probe=tmp_path / "probe.pt", probe_out_layers="last")
+    model = load_model(offline_release.pt, read_options=dict(**TINY_PT_OPTIONS, probe=tmp_path / "probe.pt", probe_out_layers="last"))
     assert type(model) is VJEPA2AreaForVideoClassification and model.config.num_labels == 5
     assert model.config.probe_depth == 2 and model.config.probe_num_heads == 16
     assert torch.equal(model.head.linear.weight, probe.head.linear.weight)
@@ -86,12 +87,12 @@ def test_sizes_come_from_the_tensors_and_heads_from_the_variant_table(offline_re
     assert (large.num_heads, large.img_size, large.num_frames) == (16, [256, 256], 64)
     giant = config_from_tensors(meta(1408, 40, 6144), "vitg-384.pt")  # the released file of that name
     assert (giant.num_heads, giant.mlp_ratio, giant.img_size) == (22, 48 / 11, [384, 384])
-    with pytest.raises(ConversionError, match="pass --variant NAME for its heads"):
-        load_released(offline_release.pt)
+    with pytest.raises(SourceError, match="pass --variant NAME for its heads"):
+        load_model(offline_release.pt)
     with pytest.raises(ConversionError, match="--variant large: the weights .* are huge"):
         config_from_tensors(meta(1280, 32, 5120), "vith.pt", variant="large")
-    with pytest.raises(ConversionError, match="--checkpoint-key, --img-size, --num-frames: not for a transformers source"):
-        load_released(offline_release.repo_id, checkpoint_key="encoder", img_size=64, num_frames=8)
+    with pytest.raises(SourceError, match="--checkpoint-key, --img-size, --num-frames: not for a transformers source"):
+        load_model(offline_release.repo_id, read_options=dict(checkpoint_key="encoder", img_size=64, num_frames=8))
 
 
 def test_resolution_and_frames_of_a_file_that_is_not_released(offline_release):

@@ -106,13 +106,14 @@ def test_a_transformers_classifier_reads_the_blocks_it_is_told(hf_classifier_dir
     trained on other blocks is converted with them and then reads them, through transformers' own pooler."""
     from transformers import VJEPA2ForVideoClassification
 
-    from hf_vjepa_area import load_released
+    from hf_vjepa_area import load_model
+    from hf_vjepa_area.locate import SourceError
 
     hf = VJEPA2ForVideoClassification.from_pretrained(hf_classifier_dir).double().eval()
     video = torch.randn(2, 4, 3, 32, 32, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    ours = load_released(hf_classifier_dir, probe_out_layers="0,1").double()
+    ours = load_model(hf_classifier_dir, read_options=dict(probe_out_layers="0,1")).double()
     assert ours.config.probe_out_layers == [0, 1]
-    assert load_released(hf_classifier_dir).config.probe_out_layers is None  # transformers' own reading
+    assert load_model(hf_classifier_dir).config.probe_out_layers is None  # transformers' own reading
     with torch.no_grad():
         encoder, outputs = hf.vjepa2.encoder, {}
         hooks = [encoder.layer[i].register_forward_hook(lambda m, a, out, i=i: outputs.__setitem__(i, out[0])) for i in (0, 1)]
@@ -121,5 +122,5 @@ def test_a_transformers_classifier_reads_the_blocks_it_is_told(hf_classifier_dir
             hook.remove()
         reference = hf.classifier(hf.pooler(torch.cat([encoder.layernorm(outputs[i]) for i in (0, 1)], dim=1)))
         assert_matches(ours(video).logits, reference)
-    with pytest.raises(ConversionError, match="has no probe"):
-        load_released(tiny_release.folder, probe_out_layers="0,1")  # transformers' VJEPA2Model: no probe
+    with pytest.raises(SourceError, match="has no probe"):
+        load_model(tiny_release.folder, read_options=dict(probe_out_layers="0,1"))  # transformers' VJEPA2Model: no probe
