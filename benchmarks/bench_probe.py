@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
 import resource
 import subprocess
 import sys
@@ -228,7 +226,7 @@ def main(argv=None) -> int:
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), flush=True)
     ceiling = next((r["videos_per_s"] for r in rows if r["phase"] == "decode" and "videos_per_s" in r), None)
-    print(f"\n| phase | videos/s | s/video | vs decode only | peak RSS (MB) | saved for backward (MB) |\n|---|---|---|---|---|---|")
+    print("\n| phase | videos/s | s/video | vs decode only | peak RSS (MB) | saved for backward (MB) |\n|---|---|---|---|---|---|")
     for r in rows:
         if "videos_per_s" not in r:
             print(f"| {r['phase']} | failed: {r.get('error')} | | | | |")

@@ -25,7 +25,6 @@ annealed target encoder and the predictor land in OUTPUT_DIR/model as a Hub-read
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_vjepa_area import AttentiveClassifier, VJEPA2AreaConfig, VJEPA2AreaModel
+from hf_vjepa_area import AttentiveClassifier
 from hf_vjepa_area import probing, sources
 from hf_vjepa_area.data import SkippedSample
 from hf_vjepa_area.data.sampling import item_generator

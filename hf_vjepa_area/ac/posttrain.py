@@ -10,7 +10,7 @@ Only the predictor trains (AdamW, no decay on biases and 1-D parameters). No run
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -48,9 +48,6 @@ class DroidRecipe:
     mixed_precision: str = "bf16"
     activation_checkpointing: bool = True
     seed: int = 239
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def wsd_learning_rate(step: int, total_steps: int, lr: float, start_lr: float, warmup_steps: int, anneal_steps: int,
