@@ -34,7 +34,8 @@ from timm.models._builder import resolve_pretrained_cfg
 from timm.models._features import feature_take_indices
 
 from .checkpoint_keys import original_parts
-from .modeling.configuration_vjepa2_area import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
+from .modeling.configuration_vjepa2_area import VJEPA2AreaConfig
+from .modeling.released import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS
 from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
 from .modeling.timm_metadata import timm_name, timm_pretrained_cfg
 
