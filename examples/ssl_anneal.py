@@ -44,7 +44,7 @@ from hf_vjepa_area.data import PretrainingClipDataset, make_synthetic_video_data
 from hf_vjepa_area.data.masks import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
 from hf_vjepa_area.data.pretraining import NoUsableVideoError, StepBatchSampler
 from hf_vjepa_area.data.synthetic import DEMO_VIDEOS, demo_data_root
-from hf_vjepa_area.modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS
+from hf_vjepa_area.modeling.released import DEFAULT_AREA_SPLITS
 from hf_vjepa_area.runs import setting
 
 MODEL_DIR = "model"

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ._files import FILE_MODE, is_nonempty, write_folder_atomically
-from .modeling.configuration_vjepa2_area import RELEASED_MODELS, VJEPA2AreaConfig
+from .modeling.configuration_vjepa2_area import VJEPA2AreaConfig
+from .modeling.released import RELEASED_MODELS
 
 # The organisation that holds the converted checkpoints: set here, or with HF_VJEPA_AREA_ORG.
 HUB_ORG: str = os.environ.get("HF_VJEPA_AREA_ORG", "hf-vjepa-area")

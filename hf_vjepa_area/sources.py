@@ -35,7 +35,7 @@ from .checkpoint_keys import ConversionError
 from .conversion.load import CONVERT_FIRST, UnstoredFactsError, build_model, read_config, read_source, read_transformers
 from .locate import SourceError, looks_like_path, resolve_folder
 from .modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
-from .modeling.configuration_vjepa2_area import DEFAULT_AREA_SPLITS, parse_area_layers
+from .modeling.released import DEFAULT_AREA_SPLITS, parse_area_layers
 from .modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME, VJEPA2AreaPredictor
 
 # The built-in demo encoder: a seeded random-init ST-A² ViT, tiny enough for CPU. A frozen *random*

@@ -36,7 +36,8 @@ from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .checkpoint_keys import original_parts
 from .locate import SourceError, resolve_folder
-from .modeling.configuration_vjepa2_area import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS, VJEPA2AreaConfig
+from .modeling.configuration_vjepa2_area import VJEPA2AreaConfig
+from .modeling.released import DEFAULT_AREA_FRACTION, DEFAULT_AREA_SPLITS, RELEASED_MODELS, VARIANTS
 from .modeling.modeling_vjepa2_area import AttentiveClassifier, VJEPA2AreaEncoderMixin, init_weights
 from .modeling.timm_metadata import timm_name, timm_pretrained_cfg
 

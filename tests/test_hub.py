@@ -18,7 +18,7 @@ from transformers import AutoModel, AutoModelForVideoClassification, AutoVideoPr
 import hf_vjepa_area
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel, hub
 from hf_vjepa_area.hub import push_folder, repo_id_for, save_repo_folder
-from hf_vjepa_area.modeling.configuration_vjepa2_area import RELEASED_MODELS
+from hf_vjepa_area.modeling.released import RELEASED_MODELS
 from hf_vjepa_area.modeling.timm_metadata import timm_architecture, timm_model_args
 
 from .hub_cache import add_folder_to_hub_cache
@@ -93,6 +93,7 @@ def test_folder_layout_encoder(tiny_hub):
         "model.safetensors",
         "modeling_vjepa2_area.py",
         "configuration_vjepa2_area.py",
+        "released.py",
         "area.py",
         "rope.py",
         "timm_metadata.py",

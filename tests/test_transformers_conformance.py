@@ -85,7 +85,7 @@ def test_default_area_layers_follow_the_depth_given_by_either_name():
 
 
 def test_a_depth_changed_after_construction_cannot_leave_stale_area_layers():
-    from hf_vjepa_area.modeling.configuration_vjepa2_area import parse_area_layers
+    from hf_vjepa_area.modeling.released import parse_area_layers
 
     config = VJEPA2AreaConfig(**TINY | dict(depth=8), area_splits=(2, 2, 1))  # area layers 0..5
     config.num_hidden_layers = 4

@@ -143,7 +143,7 @@ def test_save_pretrained_round_trip_writes_remote_code(tmp_path, cls):
     model.save_pretrained(tmp_path)
     names = set(os.listdir(tmp_path))
     assert {"config.json", "model.safetensors", "modeling_vjepa2_area.py", "configuration_vjepa2_area.py",
-            "area.py", "rope.py", "timm_metadata.py"} <= names
+            "released.py", "area.py", "rope.py", "timm_metadata.py"} <= names
     auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
     assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForVideoClassification"}
     loaded = cls.from_pretrained(tmp_path).eval()
@@ -304,7 +304,7 @@ def test_trust_remote_code_without_the_package(tiny_hub, tmp_path):
 
 
 def test_config_maps_to_and_from_transformers_vjepa2config():
-    from hf_vjepa_area.modeling.configuration_vjepa2_area import variant_of
+    from hf_vjepa_area.modeling.released import variant_of
 
     config = _config(predictor_embed_dim=48, predictor_num_heads=4, predictor_depth=3, predictor_num_mask_tokens=2)
     theirs = config.to_transformers_config()

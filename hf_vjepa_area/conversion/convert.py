@@ -22,7 +22,7 @@ from .._version import __version__
 from .._files import is_nonempty, write_folder_atomically
 from ..hub import repo_id_for, save_repo_folder, save_safetensors
 from ..modeling import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaPredictor
-from ..modeling.configuration_vjepa2_area import RELEASED_MODELS, variant_of
+from ..modeling.released import RELEASED_MODELS, variant_of
 from ..modeling.ac_predictor_vjepa2_area import AC_PREDICTOR_CONFIG_KEY, AC_PREDICTOR_WEIGHTS_NAME
 from ..modeling.predictor_vjepa2_area import CONTEXT_ENCODER_WEIGHTS_NAME, PREDICTOR_WEIGHTS_NAME
 from ..sources import AreaOptions, load_model, resolve

@@ -21,12 +21,7 @@ from .._build import build_holding
 from ..locate import resolve_folder
 from ..modeling import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaForVideoClassification, VJEPA2AreaModel
 from ..modeling.ac_predictor_vjepa2_area import RELEASED_AC_PREDICTOR_HEADS, VJEPA2ACPredictor, VJEPA2ACPredictorConfig
-from ..modeling.configuration_vjepa2_area import (
-    RELEASED_PREDICTOR_HEADS,
-    RELEASED_PT_FILES,
-    resolve_out_layers,
-    variant_of,
-)
+from ..modeling.released import RELEASED_PREDICTOR_HEADS, RELEASED_PT_FILES, resolve_out_layers, variant_of
 from ..checkpoint_keys import ConversionError, default_checkpoint_key, is_ac_predictor, original_parts, original_probe, safe_torch_load
 
 # Meta's released classification probes (https://dl.fbaipublicfiles.com/vjepa2/evals/<name>) and the tokens

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .configuration_vjepa2_area import TIMM_CONFIG_KEYS, variant_of
+from .configuration_vjepa2_area import TIMM_CONFIG_KEYS
+from .released import variant_of
 
 # Released V-JEPA 2 eval preprocessing: short side to crop * 256 / 224, center crop, ImageNet mean/std, bilinear.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..data import normalize
 from ..modeling import VJEPA2AreaConfig
-from ..modeling.configuration_vjepa2_area import resolve_out_layers  # noqa: F401  (the probe's blocks, re-exported)
+from ..modeling.released import resolve_out_layers  # noqa: F401  (the probe's blocks, re-exported)
 
 # Clips per encoder forward unless the caller says otherwise: bounds the frozen forward's activations
 # (an eval batch of 4 videos x 8 segments x 3 views is 96 clips).

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_vjepa_area import VJEPA2AreaConfig, VJEPA2AreaForVideoClassification
-from hf_vjepa_area.modeling.configuration_vjepa2_area import MULTILEVEL_OUT_LAYERS, multilevel_out_layers
+from hf_vjepa_area.modeling.released import MULTILEVEL_OUT_LAYERS, multilevel_out_layers
 from tests.numerics import assert_differs, assert_matches
 
 CONFIG = dict(embed_dim=24, depth=4, num_heads=2, img_size=32, num_frames=4, probe_depth=2, probe_num_heads=2, num_labels=3)
