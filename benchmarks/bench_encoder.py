@@ -38,9 +38,10 @@ from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel
 from hf_vjepa_area.checkpoint_keys import ENCODER_KEYS, to_transformers
 from hf_vjepa_area.modeling.area import AreaPlan, area_ids_from_positions
 from hf_vjepa_area.modeling.configuration_vjepa2_area import AREA_KERNELS
+from hf_vjepa_area.modeling.released import DEFAULT_AREA_SPLITS
 from hf_vjepa_area.modeling.rope import token_positions
 
-AREA_SPLITS = (2, 2, 1)
+AREA_SPLITS = DEFAULT_AREA_SPLITS
 VISIBLE_FRACTION = 0.25
 TINY_DIMS = dict(embed_dim=64, depth=4, num_heads=2, mlp_ratio=4.0)  # area layers [0, 3)
 MODELS = ("ours-full", "ours-area", "transformers")

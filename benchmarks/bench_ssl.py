@@ -48,8 +48,9 @@ from bench_encoder import (
 
 from hf_vjepa_area import VARIANTS, VJEPA2AreaConfig, VJEPA2AreaModel, sources, ssl
 from hf_vjepa_area.data import RELEASED_MASK_CONFIGS, MultiBlockMaskCollator
+from hf_vjepa_area.modeling.released import DEFAULT_AREA_SPLITS
 
-AREA_SPLITS = (2, 2, 1)
+AREA_SPLITS = DEFAULT_AREA_SPLITS
 ATTENTION = ("full", "area")
 # Small enough for a CPU smoke run; the predictor keeps a few blocks so every path runs.
 TINY_DIMS = dict(embed_dim=64, depth=4, num_heads=2, predictor_embed_dim=32, predictor_depth=2, predictor_num_heads=2)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Plan robot actions with V-JEPA 2-AC: CEM in latent space towards a goal image, plus the energy landscape.
+r"""Plan robot actions with V-JEPA 2-AC: CEM in latent space towards a goal image, plus the energy landscape.
 
     # Built-in demo: a small random-init world model and a generated scene (a square to be moved), on CPU
     # in about a minute. Prints the plan, writes outputs/ac_plan/energy.png.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Frozen V-JEPA 2 (ST-A²) features of every video in a manifest, into one safetensors file.
+r"""Frozen V-JEPA 2 (ST-A²) features of every video in a manifest, into one safetensors file.
 
     python examples/extract_features.py --model hf-vjepa-area/vjepa2-vitl-st-a2 --manifest k400/val.csv \
         --output val_features.safetensors

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""V-JEPA 2's frozen attentive probe, end to end, with accelerate.
+r"""V-JEPA 2's frozen attentive probe, end to end, with accelerate.
 
     # Built-in demo: a small labelled video set generated locally, a small random-init ST-A² encoder,
     # 4 probe heads; under a minute on CPU. Writes outputs/demo_probe/.
@@ -103,7 +103,7 @@ class ProbeSettings(runs.RunSettings):
     min_frames: int = setting(1, "skip videos with fewer frames (1: pad short videos, as V-JEPA 2)", result=True, group="data")
     video_backend: str = setting("auto", "auto: torchcodec for mp4/mov/mkv/webm when it decodes here (faster), else PyAV "
                                  "(exact on every container; torchcodec returns other frames for B-frames in "
-                                 "AVI/MPEG-TS)", choices=["auto", "pyav", "torchcodec"], group="data")  # fmt: skip
+                                 "AVI/MPEG-TS)", result=True, choices=["auto", "pyav", "torchcodec"], group="data")  # fmt: skip
     demo_data_root: str | None = setting(None, "where the demo videos are generated (default: "
                                          "outputs/demo_data/CLASSESxVIDEOS, e.g. outputs/demo_data/4x40)", group="data")  # fmt: skip
     demo_classes: int = setting(DEMO_VIDEOS["num_classes"], "demo classes (motion directions), 1-4", result=True, group="data")

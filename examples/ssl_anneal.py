@@ -64,7 +64,7 @@ class AnnealSettings(runs.RunSettings):
     model: str | None = setting(None, "a released source (Meta's vitl.pt, facebook/vjepa2-vitl-fpc64-256 or its folder), "
                                 "or one of our folders / Hub ids with predictor.safetensors (vjepa2-area-convert writes "
                                 "it); 'demo' for the built-in small model", result=True, group="model")  # fmt: skip
-    revision: str | None = setting(None, "Hub revision of --model", group="model")
+    revision: str | None = setting(None, "Hub revision of --model", result=True, group="model")
     init_predictor: str = setting("checkpoint", "'random' trains a new predictor, for a model that comes without "
                                   "predictor.safetensors", result=True, choices=["checkpoint", "random"], group="model")  # fmt: skip
     area_splits: tuple[int, ...] | None = setting(None, "area attention splits in the encoder and target encoder (default: "
@@ -85,7 +85,7 @@ class AnnealSettings(runs.RunSettings):
     frame_step: int | None = setting(None, "a fixed frame step instead of --fps", result=True, group="data")
     resolution: int = setting(256, "crop size", result=True, group="data")
     min_frames: int = setting(1, "skip videos with fewer frames (1: pad, as V-JEPA 2)", result=True, group="data")
-    video_backend: str = setting("auto", "video decoder", choices=["auto", "pyav", "torchcodec"], group="data")
+    video_backend: str = setting("auto", "video decoder", result=True, choices=["auto", "pyav", "torchcodec"], group="data")
     demo_data_root: str = setting(demo_data_root(DEMO_VIDEOS["num_classes"], DEMO_VIDEOS["videos_per_class"]),
                                   "where the demo videos are generated (the probe demo's set)", group="data")  # fmt: skip
 

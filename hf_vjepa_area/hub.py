@@ -21,6 +21,7 @@ from typing import Mapping
 
 import torch
 from torch import nn
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from ._files import FILE_MODE, is_nonempty, write_folder_atomically
 from .modeling.configuration_vjepa2_area import VJEPA2AreaConfig
@@ -90,7 +91,7 @@ def save_repo_folder(
 
     def write(staging: pathlib.Path) -> None:
         model.save_pretrained(staging, state_dict=repo_state_dict(model))
-        weights = staging / "model.safetensors"
+        weights = staging / SAFE_WEIGHTS_NAME
         if safetensors_metadata:
             save_safetensors(load_file(weights), weights, metadata=safetensors_metadata)
         weights.chmod(FILE_MODE)  # transformers' save_pretrained writes through safetensors too

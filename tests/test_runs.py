@@ -92,7 +92,7 @@ def test_overwrite_and_resume_take_only_the_scripts_own_folders(tmp_path):
     _checkpoint(out, {"lr": 1.0})
     (out / "results.json").write_text("{}")
     for flags in (dict(overwrite=True), dict(resume="auto"), {}):  # another script's folder
-        with pytest.raises(runs.UsageError, match=f"{out} is made by anneal: --resume and --overwrite take only probe's own"):
+        with pytest.raises(runs.UsageError, match=f"{out} is made by anneal: probe writes, resumes and overwrites only its own run folders"):
             _check(out, **flags)
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .._build import build_holding
 from .._version import __version__
@@ -315,7 +316,7 @@ def export_to_transformers(source: str | Path, output: str | Path, *, overwrite:
         if classifier:
             reference["logits"], candidate["logits"] = ours(pixels).logits, hf_model(pixels).logits
     report = {
-        "source": {"format": "hf_vjepa_area", "files": [file_record(folder / "model.safetensors")]},
+        "source": {"format": "hf_vjepa_area", "files": [file_record(folder / SAFE_WEIGHTS_NAME)]},
         "architecture": type(hf_model).__name__,
         "predictor": PREDICTOR_WEIGHTS_NAME if has_predictor else "freshly initialised",
         "verification": {"reference": "hf_vjepa_area's full-attention model of the folder",

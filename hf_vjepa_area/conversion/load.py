@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from transformers.utils import SAFE_WEIGHTS_NAME
 
 from .._build import build_holding
 from ..locate import resolve_folder
@@ -208,7 +209,7 @@ def _safetensors(folder: Path) -> tuple[dict, list[dict]]:
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
-    files = [folder / "model.safetensors"]
+    files = [folder / SAFE_WEIGHTS_NAME]
     if index.is_file():  # sharded
         files = sorted({folder / f for f in json.loads(index.read_text())["weight_map"].values()})
     if not files[0].is_file():

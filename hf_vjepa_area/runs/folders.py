@@ -123,7 +123,7 @@ def check_output_dir(out: Path, *, script: str, outputs: Sequence[str], resume: 
     made_by = _made_by(out)
     if made_by != script:
         what = f"made by {made_by}" if made_by else f"no {script} run folder (no {RUN_FILE} naming it)"
-        raise UsageError(f"{out} is {what}: --resume and --overwrite take only {script}'s own folders; "
+        raise UsageError(f"{out} is {what}: {script} writes, resumes and overwrites only its own run folders; "
                          "choose another --output-dir")  # fmt: skip
     foreign = [name for name in present if name not in (RUN_FILE, *outputs)]
     if foreign:
