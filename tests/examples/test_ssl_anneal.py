@@ -270,8 +270,8 @@ def test_settings_help_shows_the_defaults_and_the_demos_and_resume_compares_what
     assert "--steps STEPS optimizer steps (default: 800; demo: 300)" in help
     assert "--ema M [M ...] EMA momentum, or START END for a linear ramp (default: 0.99925; demo: 0.996 1)" in help
     assert set(settings.result_keys()) == {
-        "model", "init_predictor", "area_splits", "area_layers", "full_attention", "train_csv", "video_dir", "frames",
-        "fps", "frame_step", "resolution", "min_frames", "batch_size", "global_batch_size", "steps", "lr", "final_lr",
+        "model", "revision", "init_predictor", "area_splits", "area_layers", "full_attention", "train_csv", "video_dir", "frames",
+        "fps", "frame_step", "resolution", "min_frames", "video_backend", "batch_size", "global_batch_size", "steps", "lr", "final_lr",
         "warmup_steps", "schedule", "weight_decay", "ema", "grad_clip", "mixed_precision", "seed",
     }  # fmt: skip
     demo, real = settings.parse([]), settings.parse(["--model", "m", "--train-csv", "t.csv"])
