@@ -304,7 +304,6 @@ def adapt_stem(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-
 def _cfg(variant: str, img_size: int, num_frames: int, hf_hub_id: str | None = None) -> dict[str, Any]:
     config = VJEPA2AreaConfig(**VARIANTS[variant], img_size=img_size, num_frames=num_frames)
     cfg = timm_pretrained_cfg(config, num_classes=0, hf_hub_id=hf_hub_id)

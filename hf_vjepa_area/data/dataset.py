@@ -22,7 +22,6 @@ from .sampling import VideoTooShortError, clip_indices
 from .transforms import EvalTransform, TrainTransform
 
 
-
 class ManifestEntry(NamedTuple):
     path: str
     label: int

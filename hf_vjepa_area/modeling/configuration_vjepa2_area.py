@@ -46,7 +46,6 @@ def _as_pair(value, name: str) -> tuple[int, int]:
     raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
 
 
-
 class VJEPA2AreaConfig(PreTrainedConfig):
     r"""
     Configuration of a V-JEPA 2 video ViT encoder, optionally with ST-A² area attention.

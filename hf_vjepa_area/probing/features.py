@@ -46,7 +46,6 @@ def collate_features(batch: list) -> dict:
     }
 
 
-
 @torch.no_grad()
 def extract_features(
     encoder: nn.Module,
@@ -145,7 +144,6 @@ def cached_features(path: Path, spec: dict, compute: Callable[[Sequence[int]], d
             s.unlink()
     accelerator.wait_for_everyone()
     return _load_features(path)[0]
-
 
 
 def data_signature(dataset: Dataset, accelerator) -> dict:

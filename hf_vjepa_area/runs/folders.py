@@ -12,8 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from .._files import write_text_atomically
-from .._files import move_into_place
+from .._files import move_into_place, write_text_atomically
 
 
 class UsageError(SystemExit):
@@ -92,8 +91,6 @@ def to_json(data: Any) -> str:
 def write_json(path: Path, data: dict) -> None:
     """Results and configs: strict JSON (`to_json`), written atomically, so an interrupted run never leaves half a file."""
     write_text_atomically(Path(path), to_json(data), overwrite=True)
-
-
 
 
 # The file that makes a folder a run folder: which script made it and with which settings.
